@@ -1,0 +1,5 @@
+"""Allows ``python -m swinssl`` and ``torchrun -m swinssl``."""
+
+from swinssl.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,78 @@
+"""JSON Lines event protocol shared by the engine, the CLI and the Slicer modules.
+
+Every line is one JSON object with at least ``event`` (its kind), ``time`` (Unix seconds) and
+``schema`` (:data:`SCHEMA_VERSION`). Kinds and their fields are documented in the README.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from pathlib import Path
+from typing import IO, Any
+
+SCHEMA_VERSION = 1
+EVENT_KINDS = ("start", "progress", "preview", "checkpoint", "warning", "stopped", "done", "error")
+
+
+def _jsonable(value: Any) -> Any:
+    """Converts paths, numpy scalars and non-finite floats into plain JSON values."""
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    if hasattr(value, "item") and callable(value.item):  # numpy / torch scalars
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+class EventLog:
+    """Writes events as JSON Lines to a file, to stdout (``"-"``), or nowhere (``None``).
+
+    Each line is flushed at once so that a reader polling the file sees whole events.
+    """
+
+    def __init__(self, target: str | Path | None = None) -> None:
+        self._stream: IO[str] | None = None
+        self._owns_stream = False
+        if target is None:
+            return
+        if str(target) == "-":
+            self._stream = sys.stdout
+        else:
+            path = Path(target)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._stream = path.open("a", encoding="utf-8")
+            self._owns_stream = True
+
+    def emit(self, event: str, **fields: Any) -> dict[str, Any]:
+        """Writes one event and returns it as a dict."""
+        if event not in EVENT_KINDS:
+            raise ValueError(f"unknown event kind {event!r}; expected one of {EVENT_KINDS}")
+        record = {"event": event, "time": round(time.time(), 3), "schema": SCHEMA_VERSION, **_jsonable(fields)}
+        if self._stream is not None:
+            self._stream.write(json.dumps(record) + "\n")
+            self._stream.flush()
+        return record
+
+    def close(self) -> None:
+        if self._owns_stream and self._stream is not None:
+            self._stream.close()
+        self._stream = None
+
+
+def read_events(path: str | Path) -> list[dict[str, Any]]:
+    """Reads every complete event line of a JSON Lines file (a partial last line is ignored)."""
+    events = []
+    for line in Path(path).read_text(encoding="utf-8").splitlines():
+        try:
+            events.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return events

@@ -1,0 +1,1 @@
+"""Finding and reading medical volumes (NIfTI, NRRD, MetaImage, DICOM series) with SimpleITK."""

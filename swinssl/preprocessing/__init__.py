@@ -1,0 +1,1 @@
+"""Turning source volumes into normalised, RAS-oriented arrays cached on disk."""

@@ -1,0 +1,59 @@
+"""Intensity presets: map raw voxel values to 0..1 (MONAI intensity transforms)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from monai.transforms import ScaleIntensityRange, ScaleIntensityRangePercentiles
+
+PRESETS = ("ct", "mr", "pet", "none")
+CT_WINDOW = (-1000.0, 1000.0)  # Tang et al. 2022: clip -1000..1000 HU, scale to 0..1
+
+
+@dataclass(frozen=True)
+class IntensitySettings:
+    """How to normalise intensities.
+
+    Attributes:
+        preset: ``ct`` (clip -1000..1000 HU), ``mr`` (per-volume 0.5-99.5 percentile clip),
+            ``pet`` (clip at ``pet_max_suv`` if given, else at the ``pet_percentile`` percentile),
+            or ``none`` (values unchanged).
+        window: a custom (low, high) clip window; overrides the preset's window when given.
+    """
+
+    preset: str = "ct"
+    window: tuple[float, float] | None = None
+    pet_max_suv: float | None = None
+    pet_percentile: float = 99.9
+
+    def __post_init__(self) -> None:
+        if self.preset not in PRESETS:
+            raise ValueError(f"unknown intensity preset {self.preset!r}; expected one of {PRESETS}")
+        if self.window is not None and not self.window[0] < self.window[1]:
+            raise ValueError(f"window low must be below high, got {self.window}")
+
+
+def normalize_intensity(array: np.ndarray, settings: IntensitySettings) -> np.ndarray:
+    """Scales a channel-first float32 array (C, X, Y, Z) to 0..1, channel by channel."""
+    array = np.asarray(array, dtype=np.float32)
+    if settings.window is not None:
+        low, high = settings.window
+        return _scale_range(array, low, high)
+    if settings.preset == "ct":
+        return _scale_range(array, *CT_WINDOW)
+    if settings.preset == "mr":
+        transform = ScaleIntensityRangePercentiles(0.5, 99.5, b_min=0.0, b_max=1.0, clip=True, channel_wise=True)
+        return np.asarray(transform(array), dtype=np.float32)
+    if settings.preset == "pet":
+        channels = []
+        for channel in array:
+            high = settings.pet_max_suv if settings.pet_max_suv is not None else float(np.percentile(channel, settings.pet_percentile))
+            channels.append(_scale_range(channel, 0.0, max(high, 1e-6)))
+        return np.stack(channels)
+    return array
+
+
+def _scale_range(array: np.ndarray, low: float, high: float) -> np.ndarray:
+    transform = ScaleIntensityRange(a_min=low, a_max=high, b_min=0.0, b_max=1.0, clip=True)
+    return np.asarray(transform(array), dtype=np.float32)

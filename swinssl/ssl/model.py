@@ -1,0 +1,83 @@
+"""Swin UNETR encoder with the three pretext heads of Tang et al. (CVPR 2022)."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from monai.networks.nets import SwinUNETR
+from torch import nn
+
+DECODERS = ("deconv", "upsample")
+
+
+class SSLOutput(NamedTuple):
+    rotation_logits: torch.Tensor  # (B, 4)
+    projection: torch.Tensor  # (B, projection_dim)
+    reconstruction: torch.Tensor  # (B, C, X, Y, Z), same size as the input
+
+
+def _decoder_stage(in_dim: int, out_dim: int, mode: str) -> nn.Sequential:
+    """Doubles the spatial size: transposed convolution, or trilinear upsampling then 3x3x3 convolution."""
+    if mode == "deconv":
+        resize = [nn.ConvTranspose3d(in_dim, out_dim, kernel_size=2, stride=2)]
+    else:
+        resize = [nn.Upsample(scale_factor=2, mode="trilinear", align_corners=False), nn.Conv3d(in_dim, out_dim, 3, padding=1)]
+    return nn.Sequential(*resize, nn.InstanceNorm3d(out_dim, affine=True), nn.LeakyReLU(0.01, inplace=True))
+
+
+class ReconstructionDecoder(nn.Sequential):
+    """Five x2 stages from the last Swin stage (input size / 32) back to the input size.
+
+    Channels halve each stage down to ``dim / 16`` (= feature size); a 1x1x1 convolution maps
+    to the image channels. Input (B, 16F, X/32, Y/32, Z/32) -> output (B, C, X, Y, Z).
+    """
+
+    def __init__(self, dim: int, out_channels: int, mode: str = "deconv") -> None:
+        if mode not in DECODERS:
+            raise ValueError(f"unknown decoder {mode!r}; expected one of {DECODERS}")
+        widths = [dim, dim // 2, dim // 4, dim // 8, dim // 16, dim // 16]
+        stages = [_decoder_stage(a, b, mode) for a, b in zip(widths[:-1], widths[1:])]
+        super().__init__(*stages, nn.Conv3d(widths[-1], out_channels, kernel_size=1))
+
+
+class SSLModel(nn.Module):
+    """MONAI SwinUNETR's Swin transformer (``swinViT``) with rotation, contrastive and inpainting heads.
+
+    The encoder is the very module SwinUNETR builds, under the same attribute name, so its
+    ``swinViT.*`` weights load into ``SwinUNETR`` for fine-tuning. Rotation and contrastive heads
+    act on the globally average-pooled last stage (the reference code takes two single tokens;
+    pooling works for any ROI).
+
+    Args:
+        in_channels: image channels C (>= 1).
+        feature_size: Swin embedding size F (multiple of 12; paper: 48).
+        projection_dim: contrastive projection size (paper: 512).
+        use_checkpoint: gradient checkpointing in the Swin blocks (saves memory, costs time).
+    """
+
+    def __init__(
+        self,
+        in_channels: int = 1,
+        feature_size: int = 48,
+        projection_dim: int = 512,
+        use_checkpoint: bool = False,
+        decoder: str = "deconv",
+    ) -> None:
+        super().__init__()
+        backbone = SwinUNETR(in_channels=in_channels, out_channels=1, feature_size=feature_size, use_checkpoint=use_checkpoint)
+        self.swinViT = backbone.swinViT
+        dim = 16 * feature_size
+        self.rotation_head = nn.Linear(dim, 4)
+        self.contrastive_head = nn.Linear(dim, projection_dim)
+        self.reconstruction_head = ReconstructionDecoder(dim, in_channels, decoder)
+
+    def forward(self, x: torch.Tensor) -> SSLOutput:
+        """x: (B, C, X, Y, Z) with X, Y, Z divisible by 32."""
+        deepest = self.swinViT(x.contiguous())[4]  # (B, 16F, X/32, Y/32, Z/32)
+        pooled = deepest.mean(dim=(2, 3, 4))
+        return SSLOutput(self.rotation_head(pooled), self.contrastive_head(pooled), self.reconstruction_head(deepest))
+
+    def encoder_state_dict(self) -> dict[str, torch.Tensor]:
+        """The encoder's weights under SwinUNETR's key names (``swinViT.*``)."""
+        return {f"swinViT.{k}": v.detach().clone() for k, v in self.swinViT.state_dict().items()}
