@@ -34,12 +34,14 @@ class CutoutSettings:
     """Random inner cutout (Tang et al. Sec. 3.2): noise boxes until a fraction s of the volume is hidden.
 
     Attributes:
-        max_fraction: s is drawn uniformly from [0, max_fraction] per sample.
+        max_fraction: s is drawn uniformly from [min_fraction, max_fraction] per sample.
+        min_fraction: lower end of that range (0 in training; previews fix s).
         max_box: largest box edge, as a fraction of the crop edge.
         min_box: smallest box edge, as a fraction of the crop edge.
     """
 
     max_fraction: float = 0.3
+    min_fraction: float = 0.0
     max_box: float = 0.25
     min_box: float = 0.05
 
@@ -59,7 +61,8 @@ def inner_cutout(
     low = [max(1, int(round(settings.min_box * n))) for n in size]
     high = [max(lo, int(round(settings.max_box * n))) for lo, n in zip(low, size)]
     for index in range(batch):
-        target = float(torch.rand((), generator=generator)) * settings.max_fraction
+        span = settings.max_fraction - settings.min_fraction
+        target = settings.min_fraction + float(torch.rand((), generator=generator)) * span
         mask = masks[index, 0]
         while float(mask.float().mean()) < target:
             edges = [int(torch.randint(lo, hi + 1, (), generator=generator)) for lo, hi in zip(low, high)]

@@ -31,6 +31,8 @@ class ReconstructionDecoder(nn.Sequential):
 
     Channels halve each stage down to ``dim / 16`` (= feature size); a 1x1x1 convolution maps
     to the image channels. Input (B, 16F, X/32, Y/32, Z/32) -> output (B, C, X, Y, Z).
+    The output bias starts at 0.5, the centre of the 0..1 intensity range, so early steps are
+    not spent moving the mean there (the loss is unchanged).
     """
 
     def __init__(self, dim: int, out_channels: int, mode: str = "deconv") -> None:
@@ -38,7 +40,9 @@ class ReconstructionDecoder(nn.Sequential):
             raise ValueError(f"unknown decoder {mode!r}; expected one of {DECODERS}")
         widths = [dim, dim // 2, dim // 4, dim // 8, dim // 16, dim // 16]
         stages = [_decoder_stage(a, b, mode) for a, b in zip(widths[:-1], widths[1:])]
-        super().__init__(*stages, nn.Conv3d(widths[-1], out_channels, kernel_size=1))
+        output = nn.Conv3d(widths[-1], out_channels, kernel_size=1)
+        nn.init.constant_(output.bias, 0.5)
+        super().__init__(*stages, output)
 
 
 class SSLModel(nn.Module):

@@ -1,0 +1,65 @@
+"""Shared fixtures: real data from ../shared/data, tiny synthetic volumes, subprocess helpers."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The real CT/MR volumes; in CI (CI=true) their absence is a failure, elsewhere a skip."""
+    if not (SHARED_DATA / "ct").is_dir():
+        if os.environ.get("CI"):
+            pytest.fail(f"{SHARED_DATA} is missing; CI must run with ../shared beside the repository")
+        pytest.skip(f"real data not found at {SHARED_DATA}")
+    return SHARED_DATA
+
+
+def write_volume(path: Path, array_kji: np.ndarray, spacing=(1.0, 1.0, 1.0), origin=(0.0, 0.0, 0.0), direction=None) -> Path:
+    """Writes a (K, J, I) numpy array as an image file with the given geometry."""
+    image = sitk.GetImageFromArray(array_kji)
+    image.SetSpacing(spacing)
+    image.SetOrigin(origin)
+    if direction is not None:
+        image.SetDirection(direction)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sitk.WriteImage(image, str(path))
+    return path
+
+
+def phantom_ct(shape_kji=(40, 48, 44), seed: int = 0) -> np.ndarray:
+    """A CT-like int16 phantom: air (-1000 HU) around a soft-tissue ellipsoid with a bright 'bone'."""
+    rng = np.random.default_rng(seed)
+    k, j, i = np.indices(shape_kji, dtype=float)
+    centre = [(n - 1) / 2 for n in shape_kji]
+    radius = [n * 0.4 for n in shape_kji]
+    inside = sum(((a - c) / r) ** 2 for a, c, r in zip((k, j, i), centre, radius)) <= 1
+    volume = np.full(shape_kji, -1000.0)
+    volume[inside] = 40 + rng.normal(0, 20, inside.sum())
+    volume[inside & (np.abs(i - centre[2]) < 3) & (np.abs(j - centre[1]) < 3)] = 700
+    return volume.astype(np.int16)
+
+
+@pytest.fixture
+def ct_phantom_file(tmp_path: Path) -> Path:
+    return write_volume(tmp_path / "phantom_ct.nii.gz", phantom_ct(), spacing=(2.0, 2.0, 2.5))
+
+
+def run_cli(*args: str, timeout: float = 600, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Runs ``python -m swinssl ARGS`` in a real subprocess."""
+    return subprocess.run(
+        [sys.executable, "-m", "swinssl", *args], capture_output=True, text=True, timeout=timeout, env=env, stdin=subprocess.DEVNULL
+    )
+
+
+TINY_MODEL = ["--roi", "32", "--feature-size", "12", "--projection-dim", "32", "--device", "cpu"]

@@ -1,0 +1,125 @@
+"""Command line: ``swinssl pretrain | demo`` (``python -m swinssl`` and ``torchrun -m swinssl`` too).
+
+Exit statuses: 0 finished, 1 error (message on stderr and as an ``error`` event), 2 bad command
+line, 3 stopped by SIGTERM/SIGINT or ``--stop-at`` after writing a checkpoint (``--resume`` goes on).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from swinssl import __version__
+from swinssl.training.signals import EXIT_ERROR, EXIT_USAGE
+
+
+def _add_pretrain_arguments(parser: argparse.ArgumentParser) -> None:
+    """Every option defaults to None so that only what the user typed overrides a config."""
+    data = parser.add_argument_group("data")
+    data.add_argument("--data", nargs="+", metavar="DIR", help="folders (searched recursively) or files: NIfTI, NRRD, MetaImage, DICOM series")
+    data.add_argument("--cache-dir", help="preprocessed-volume cache (default: $SWINSSL_CACHE or ~/.cache/swinssl/volumes)")
+    data.add_argument("--preset", choices=("ct", "mr", "pet", "none"), help="intensity preset (default ct: -1000..1000 HU -> 0..1)")
+    data.add_argument("--window", nargs=2, type=float, metavar=("LOW", "HIGH"), help="custom intensity window -> 0..1")
+    data.add_argument("--pet-max-suv", type=float, help="pet preset: clip at this SUV (default: a percentile)")
+    data.add_argument("--pet-percentile", type=float, help="pet preset: clip percentile when no SUV is given (default 99.9)")
+    data.add_argument("--spacing", nargs=3, type=float, metavar=("X", "Y", "Z"), help="resample to this spacing in mm")
+    data.add_argument("--no-orient", dest="orient_ras", action="store_const", const=False, help="keep the stored axis order (default: RAS)")
+    data.add_argument("--no-crop-foreground", dest="crop_foreground", action="store_const", const=False)
+    model = parser.add_argument_group("model")
+    model.add_argument("--in-channels", type=int, help="image channels (default 1)")
+    model.add_argument("--roi", type=int, help="cubic crop edge in voxels, divisible by 32 (default 96)")
+    model.add_argument("--feature-size", type=int, help="Swin embedding size, multiple of 12 (default 48)")
+    model.add_argument("--projection-dim", type=int, help="contrastive projection size (default 512)")
+    model.add_argument("--decoder", choices=("deconv", "upsample"), help="reconstruction head (default deconv)")
+    model.add_argument("--gradient-checkpointing", action="store_const", const=True)
+    optim = parser.add_argument_group("optimisation")
+    optim.add_argument("--steps", type=int, help="total steps (default 1000)")
+    optim.add_argument("--batch-size", type=int, help="crops per step and process; each gives two views (default 2)")
+    optim.add_argument("--lr", type=float, help="peak learning rate (default 4e-4)")
+    optim.add_argument("--weight-decay", type=float, help="AdamW weight decay (default 0.1)")
+    optim.add_argument("--warmup-steps", type=int, help="linear warmup (default: 10%% of steps, at most 500)")
+    optim.add_argument("--grad-clip", type=float, help="gradient-norm clip (default 1.0)")
+    optim.add_argument("--temperature", type=float, help="NT-Xent temperature (default 0.5)")
+    optim.add_argument("--loss-weights", nargs=3, type=float, metavar=("ROT", "CONTRAST", "INPAINT"), help="default 1 1 1")
+    optim.add_argument("--cutout-max-fraction", type=float, help="largest share of a view hidden by cutout (default 0.3)")
+    optim.add_argument("--no-amp", dest="amp", action="store_const", const=False, help="fp32 on the GPU too")
+    optim.add_argument("--seed", type=int)
+    optim.add_argument("--device", choices=("auto", "cpu", "cuda"))
+    run = parser.add_argument_group("run control")
+    run.add_argument("--out", required=True, help="run folder: config, checkpoint, encoder, previews")
+    run.add_argument("--events", help="JSON Lines event file, or - for stdout")
+    run.add_argument("--checkpoint-every", type=int, help="default 100")
+    run.add_argument("--preview-every", type=int, help="write an inpainting preview every K steps (default 0: never)")
+    run.add_argument("--log-every", type=int, help="progress event every K steps (default 1)")
+    run.add_argument("--stop-at", type=int, help="stop as on SIGTERM after this step (for time-limited cluster jobs)")
+    run.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+
+
+def _pretrain_config(args: argparse.Namespace):
+    from swinssl.training.config import RUN_CONTROL_FIELDS, PretrainConfig
+
+    given = {k: v for k, v in vars(args).items() if v is not None and k not in ("command", "handler", "resume", "loss_weights")}
+    if args.loss_weights is not None:
+        given.update(zip(("loss_rotation", "loss_contrast", "loss_inpaint"), args.loss_weights))
+    if not args.resume:
+        if not args.data:
+            raise SystemExit("swinssl pretrain: error: --data is required (unless --resume)")
+        return PretrainConfig(**given)
+    saved_path = Path(args.out) / "config.json"
+    if not saved_path.exists():
+        raise FileNotFoundError(f"cannot resume: {saved_path} does not exist")
+    saved = PretrainConfig.load(saved_path).to_dict()
+    changed = [k for k, v in given.items() if k not in RUN_CONTROL_FIELDS + ("out",) and _normalised(v) != _normalised(saved.get(k))]
+    if changed:
+        raise ValueError(f"cannot change {', '.join('--' + k.replace('_', '-') for k in changed)} when resuming {args.out}")
+    saved.update(given)
+    saved["stop_at"] = given.get("stop_at")
+    return PretrainConfig.from_dict(saved)
+
+
+def _normalised(value):
+    return list(value) if isinstance(value, (list, tuple)) else value
+
+
+def _cmd_pretrain(args: argparse.Namespace) -> int:
+    from swinssl.training.pretrain import run_pretraining
+
+    return run_pretraining(_pretrain_config(args), resume=args.resume, show_progress=sys.stderr.isatty())
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from swinssl.demo import run_demo
+
+    return run_demo(Path(args.out), steps=args.steps, events=args.events, show_progress=sys.stderr.isatty())
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="swinssl", description="Self-supervised Swin UNETR for medical volumes.")
+    parser.add_argument("--version", action="version", version=f"swinssl {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+    pretrain = commands.add_parser("pretrain", help="self-supervised pretraining (inpainting + rotation + contrastive)")
+    _add_pretrain_arguments(pretrain)
+    pretrain.set_defaults(handler=_cmd_pretrain)
+    demo = commands.add_parser("demo", help="short pretraining with previews on the bundled CT (CPU, a few minutes)")
+    demo.add_argument("--out", default="swinssl-demo", help="output folder (default ./swinssl-demo)")
+    demo.add_argument("--steps", type=int, default=16)
+    demo.add_argument("--events", help="JSON Lines event file, or - for stdout")
+    demo.set_defaults(handler=_cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except KeyboardInterrupt:
+        print("swinssl: interrupted", file=sys.stderr)
+        return 130
+    except (OSError, ValueError, RuntimeError) as error:
+        print(f"swinssl {args.command}: error: {error}", file=sys.stderr)
+        return EXIT_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Training loops and what keeps them alive: checkpoints, resume, signals, DDP."""

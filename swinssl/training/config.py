@@ -1,0 +1,102 @@
+"""Settings of a pretraining run, saved as ``RUN/config.json`` and inside every checkpoint."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from swinssl.preprocessing.cache import PrepSettings
+from swinssl.preprocessing.intensity import IntensitySettings
+from swinssl.ssl.augment import CutoutSettings
+from swinssl.ssl.losses import LossWeights
+
+# Fields that may change when a run is resumed; everything else must stay as it was.
+RUN_CONTROL_FIELDS = ("steps", "checkpoint_every", "preview_every", "log_every", "device", "stop_at", "events", "cache_dir", "amp")
+
+
+@dataclass
+class PretrainConfig:
+    """All settings of a pretraining run (defaults follow Tang et al. 2022 where the paper gives one)."""
+
+    data: list[str] = field(default_factory=list)
+    out: str = "run"
+    events: str | None = None
+    cache_dir: str | None = None
+    # preprocessing
+    preset: str = "ct"
+    window: tuple[float, float] | None = None
+    pet_max_suv: float | None = None
+    pet_percentile: float = 99.9
+    spacing: tuple[float, float, float] | None = None
+    orient_ras: bool = True
+    crop_foreground: bool = True
+    # model
+    in_channels: int = 1
+    roi: int = 96
+    feature_size: int = 48
+    projection_dim: int = 512
+    decoder: str = "deconv"
+    gradient_checkpointing: bool = False
+    # optimisation
+    batch_size: int = 2
+    steps: int = 1000
+    lr: float = 4e-4
+    weight_decay: float = 0.1
+    warmup_steps: int | None = None
+    grad_clip: float = 1.0
+    temperature: float = 0.5
+    loss_rotation: float = 1.0
+    loss_contrast: float = 1.0
+    loss_inpaint: float = 1.0
+    cutout_max_fraction: float = 0.3
+    amp: bool = True
+    seed: int = 0
+    device: str = "auto"
+    # run control
+    checkpoint_every: int = 100
+    preview_every: int = 0
+    log_every: int = 1
+    stop_at: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.roi % 32:
+            raise ValueError(f"--roi must be divisible by 32 (Swin UNETR downsamples 5 times), got {self.roi}")
+        if self.feature_size % 12 or not 12 <= self.feature_size:
+            raise ValueError(f"--feature-size must be a multiple of 12 (12..48 typical), got {self.feature_size}")
+        if self.in_channels < 1 or self.batch_size < 1 or self.steps < 1:
+            raise ValueError("in_channels, batch_size and steps must be at least 1")
+        if self.window is not None:
+            self.window = tuple(self.window)
+        if self.spacing is not None:
+            self.spacing = tuple(self.spacing)
+
+    @property
+    def warmup(self) -> int:
+        return self.warmup_steps if self.warmup_steps is not None else min(500, max(1, self.steps // 10))
+
+    def prep_settings(self) -> PrepSettings:
+        intensity = IntensitySettings(self.preset, self.window, self.pet_max_suv, self.pet_percentile)
+        return PrepSettings(intensity, self.spacing, self.orient_ras, self.crop_foreground, (self.roi,) * 3, self.in_channels)
+
+    def loss_weights(self) -> LossWeights:
+        return LossWeights(self.loss_rotation, self.loss_contrast, self.loss_inpaint)
+
+    def cutout(self) -> CutoutSettings:
+        return CutoutSettings(max_fraction=self.cutout_max_fraction)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> PretrainConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    def save(self, path: Path) -> None:
+        path.write_text(json.dumps(self.to_dict(), indent=2))
+
+    @classmethod
+    def load(cls, path: Path) -> PretrainConfig:
+        return cls.from_dict(json.loads(path.read_text()))

@@ -1,0 +1,238 @@
+"""The self-supervised pretraining loop (Tang et al., CVPR 2022), resumable and signal-safe."""
+
+from __future__ import annotations
+
+import random
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.nn.parallel import DistributedDataParallel
+from tqdm import tqdm
+
+from swinssl import __version__
+from swinssl.events import EventLog
+from swinssl.ssl.losses import pretext_losses
+from swinssl.ssl.model import SSLModel
+from swinssl.training.checkpoint import (
+    CHECKPOINT_FORMAT,
+    CHECKPOINT_NAME,
+    ENCODER_NAME,
+    atomic_torch_save,
+    export_encoder,
+    load_checkpoint,
+    restore_rng_state,
+    rng_state,
+)
+from swinssl.training.config import PretrainConfig
+from swinssl.training.data import load_volumes
+from swinssl.training.distributed import Runtime, any_rank, gather_with_grad, start_runtime, stop_runtime
+from swinssl.training.preview import PreviewWriter, plot_loss_curves
+from swinssl.training.sampler import CropSampler, Prefetcher, PretextBatch
+from swinssl.training.schedule import build_optimizer
+from swinssl.training.signals import EXIT_OK, EXIT_STOPPED, StopRequest
+
+LOSS_NAMES = ("total", "rotation", "contrast", "inpaint")
+
+
+def autocast_dtype(device: torch.device, enabled: bool) -> torch.dtype | None:
+    """bf16 on GPUs that support it, else fp16; None (fp32) on the CPU or when AMP is off."""
+    if not enabled or device.type != "cuda":
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+@dataclass
+class TrainState:
+    model: SSLModel
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    scaler: torch.amp.GradScaler
+    step: int
+    history: list[list[float]]
+
+    def checkpoint(self, config: PretrainConfig) -> dict:
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "swinssl_version": __version__,
+            "kind": "pretrain",
+            "step": self.step,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "rng": rng_state(),
+            "history": self.history,
+            "config": config.to_dict(),
+        }
+
+    def restore(self, checkpoint: dict) -> None:
+        self.model.load_state_dict(checkpoint["model"])
+        self.optimizer.load_state_dict(checkpoint["optimizer"])
+        self.scheduler.load_state_dict(checkpoint["scheduler"])
+        self.scaler.load_state_dict(checkpoint["scaler"])
+        restore_rng_state(checkpoint["rng"])
+        self.step = int(checkpoint["step"])
+        self.history = [list(row) for row in checkpoint["history"]]
+
+
+def split_views(projection: torch.Tensor, runtime: Runtime) -> tuple[torch.Tensor, torch.Tensor]:
+    """Local (2B, D) = [view 1; view 2] -> the two views' (world * B, D) projections of all ranks."""
+    gathered = gather_with_grad(projection, runtime)  # (world * 2B, D), rank by rank
+    views = gathered.view(runtime.world_size, 2, -1, gathered.shape[-1])
+    return views[:, 0].reshape(-1, gathered.shape[-1]), views[:, 1].reshape(-1, gathered.shape[-1])
+
+
+def train_step(
+    network: torch.nn.Module, state: TrainState, batch: PretextBatch, config: PretrainConfig, runtime: Runtime, amp: torch.dtype | None
+) -> tuple[dict[str, float], bool]:
+    """One optimisation step. Returns (losses as floats, whether the weights were updated)."""
+    device = runtime.device
+    inputs = batch.inputs.to(device, non_blocking=True)
+    targets = batch.targets.to(device, non_blocking=True)
+    rotations = batch.rotations.to(device, non_blocking=True)
+    with torch.autocast(device.type, dtype=amp) if amp is not None else nullcontext():
+        output = network(inputs)
+    losses = pretext_losses(
+        output.rotation_logits,
+        rotations,
+        split_views(output.projection.float(), runtime),
+        output.reconstruction,
+        targets,
+        config.loss_weights(),
+        config.temperature,
+    )
+    state.optimizer.zero_grad(set_to_none=True)
+    state.scaler.scale(losses["total"]).backward()
+    state.scaler.unscale_(state.optimizer)
+    grad_norm = torch.nn.utils.clip_grad_norm_(state.model.parameters(), config.grad_clip)
+    finite = bool(torch.isfinite(grad_norm))
+    if finite or state.scaler.is_enabled():
+        state.scaler.step(state.optimizer)  # the scaler itself skips non-finite steps
+    state.scaler.update()
+    state.scheduler.step()
+    return {name: float(losses[name].detach()) for name in LOSS_NAMES}, finite
+
+
+def run_pretraining(config: PretrainConfig, resume: bool = False, show_progress: bool = False) -> int:
+    """Runs (or resumes) pretraining into ``config.out``; returns the CLI exit status.
+
+    Rank 0 writes events, previews and checkpoints. Errors are reported as an ``error`` event and
+    re-raised.
+    """
+    runtime = start_runtime(config.device)
+    events = EventLog(config.events if runtime.is_main else None)
+    try:
+        return _pretrain(config, resume, show_progress, runtime, events)
+    except Exception as error:
+        events.emit("error", message=str(error), kind=type(error).__name__)
+        raise
+    finally:
+        events.close()
+        stop_runtime(runtime)
+
+
+def _pretrain(config: PretrainConfig, resume: bool, show_progress: bool, runtime: Runtime, events: EventLog) -> int:
+    out = Path(config.out)
+    random.seed(config.seed)
+    np.random.seed(config.seed)
+    torch.manual_seed(config.seed)
+    volumes, skipped = load_volumes(config.data, config.prep_settings(), config.cache_dir, events, runtime)
+
+    model = SSLModel(config.in_channels, config.feature_size, config.projection_dim, config.gradient_checkpointing, config.decoder)
+    model.to(runtime.device)
+    optimizer, scheduler = build_optimizer(model, config.lr, config.weight_decay, config.warmup, config.steps)
+    amp = autocast_dtype(runtime.device, config.amp)
+    scaler = torch.amp.GradScaler(runtime.device.type, enabled=amp == torch.float16)
+    state = TrainState(model, optimizer, scheduler, scaler, 0, [])
+    if resume:
+        state.restore(load_checkpoint(out / CHECKPOINT_NAME))
+    network = model
+    if runtime.distributed:
+        network = DistributedDataParallel(model, device_ids=[runtime.device] if runtime.device.type == "cuda" else None)
+
+    if runtime.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        config.save(out / "config.json")
+    events.emit(
+        "start",
+        config=config.to_dict(),
+        volumes=len(volumes),
+        skipped=skipped,
+        device=str(runtime.device),
+        world_size=runtime.world_size,
+        amp=str(amp).replace("torch.", "") if amp else "fp32",
+        start_step=state.step,
+        resumed=resume,
+        swinssl_version=__version__,
+    )
+
+    if config.batch_size * runtime.world_size < 2 and config.loss_contrast > 0:
+        events.emit("warning", file=None, reason="one crop per step: the contrastive loss has no negatives and stays 0; use --batch-size 2 or more")
+    sampler = CropSampler(volumes, config.roi, config.batch_size, config.seed, runtime.rank)
+    cutout = config.cutout()
+    prefetcher: Prefetcher[PretextBatch] = Prefetcher(lambda step: sampler.batch(step, cutout))
+    preview = PreviewWriter(out / "previews", volumes[0], config.roi, config.seed, cutout) if runtime.is_main and config.preview_every > 0 else None
+    bar = tqdm(total=config.steps, initial=state.step, disable=not (show_progress and runtime.is_main), unit="step", dynamic_ncols=True)
+    step_seconds: float | None = None
+    try:
+        with StopRequest() as stop:
+            while state.step < config.steps:
+                started = time.perf_counter()
+                batch = prefetcher.get(state.step)
+                data_wait = time.perf_counter() - started
+                losses, updated = train_step(network, state, batch, config, runtime, amp)
+                state.step += 1
+                state.history.append([float(state.step)] + [losses[name] for name in LOSS_NAMES])
+                if not updated:
+                    events.emit("warning", file=None, reason=f"non-finite gradients at step {state.step}; weights not updated")
+                elapsed = time.perf_counter() - started
+                step_seconds = elapsed if step_seconds is None else 0.9 * step_seconds + 0.1 * elapsed
+                if state.step % config.log_every == 0 or state.step == config.steps:
+                    events.emit(
+                        "progress",
+                        step=state.step,
+                        total=config.steps,
+                        losses=losses,
+                        lr=optimizer.param_groups[0]["lr"],
+                        samples_per_s=config.batch_size * runtime.world_size / step_seconds,
+                        eta_s=(config.steps - state.step) * step_seconds,
+                        data_wait_s=data_wait,
+                        step_s=elapsed,
+                    )
+                bar.update(1)
+                bar.set_postfix({name[:4]: f"{value:.3f}" for name, value in losses.items()}, refresh=False)
+                if preview is not None and state.step % config.preview_every == 0:
+                    events.emit("preview", step=state.step, paths=preview.write(model, state.step, runtime.device))
+                stop_requested = stop.requested or (config.stop_at is not None and state.step >= config.stop_at)
+                stop_now = any_rank(stop_requested, runtime) and state.step < config.steps
+                if stop_now or state.step % config.checkpoint_every == 0 or state.step == config.steps:
+                    _save_checkpoint(state, config, out, runtime, events)
+                if stop_now:
+                    events.emit("stopped", step=state.step, total=config.steps, reason=stop.signal_name or "stop_at", checkpoint=out / CHECKPOINT_NAME)
+                    return EXIT_STOPPED
+    finally:
+        bar.close()
+        prefetcher.close()
+
+    if runtime.is_main:
+        export_encoder(model.encoder_state_dict(), out / ENCODER_NAME)
+        outputs = {
+            "checkpoint": out / CHECKPOINT_NAME,
+            "encoder": out / ENCODER_NAME,
+            "config": out / "config.json",
+            "loss_curves": plot_loss_curves(state.history, out / "loss_curves.png") if state.history else None,
+            "previews": out / "previews" if preview is not None else None,
+        }
+        events.emit("done", step=state.step, outputs=outputs)
+    return EXIT_OK
+
+
+def _save_checkpoint(state: TrainState, config: PretrainConfig, out: Path, runtime: Runtime, events: EventLog) -> None:
+    if runtime.is_main:
+        path = out / CHECKPOINT_NAME
+        atomic_torch_save(state.checkpoint(config), path)
+        events.emit("checkpoint", path=path, step=state.step)

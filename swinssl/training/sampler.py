@@ -1,0 +1,91 @@
+"""Random ROI crops from cached volumes, and the two augmented views of each crop.
+
+Every step's randomness comes from its own generator seeded by (seed, step, rank), so a batch
+depends only on those three numbers: resuming at step s draws exactly the batches a straight
+run would have drawn, with no sampler state to carry.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Callable, Generic, NamedTuple, TypeVar
+
+import numpy as np
+import torch
+
+from swinssl.preprocessing.cache import PreparedVolume
+from swinssl.ssl.augment import CutoutSettings, inner_cutout, rotate_views
+
+T = TypeVar("T")
+
+
+class PretextBatch(NamedTuple):
+    """Two views per crop, stacked as [view 1 of every crop; view 2 of every crop].
+
+    inputs: (2B, C, R, R, R) rotated and cut out; targets: (2B, C, R, R, R) rotated, uncut;
+    rotations: (2B,) int64 rotation classes.
+    """
+
+    inputs: torch.Tensor
+    targets: torch.Tensor
+    rotations: torch.Tensor
+
+
+def step_seed(seed: int, step: int, rank: int) -> int:
+    return int(np.random.SeedSequence([seed, step, rank]).generate_state(1)[0])
+
+
+class CropSampler:
+    """Draws uniformly random volumes and uniformly random cubic ROI crops inside them."""
+
+    def __init__(self, volumes: list[PreparedVolume], roi: int, batch_size: int, seed: int, rank: int = 0) -> None:
+        if not volumes:
+            raise ValueError("no volumes to sample from")
+        self.volumes = volumes
+        self.roi = roi
+        self.batch_size = batch_size
+        self.seed = seed
+        self.rank = rank
+
+    def crops(self, step: int) -> torch.Tensor:
+        """(B, C, R, R, R) float32 crops for this step."""
+        rng = np.random.default_rng(step_seed(self.seed, step, self.rank))
+        crops = []
+        for _ in range(self.batch_size):
+            volume = self.volumes[int(rng.integers(len(self.volumes)))].array
+            starts = [int(rng.integers(0, n - self.roi + 1)) for n in volume.shape[1:]]
+            box = tuple(slice(s, s + self.roi) for s in starts)
+            crops.append(np.asarray(volume[(slice(None), *box)], dtype=np.float32))
+        return torch.from_numpy(np.stack(crops))
+
+    def batch(self, step: int, cutout: CutoutSettings) -> PretextBatch:
+        """Crops, then two independently rotated and cut-out views of each."""
+        crops = self.crops(step)
+        generator = torch.Generator().manual_seed(step_seed(self.seed, step, self.rank) + 1)
+        views = torch.cat([crops, crops])
+        targets, rotations = rotate_views(views, generator)
+        inputs, _ = inner_cutout(targets, generator, cutout)
+        return PretextBatch(inputs, targets, rotations)
+
+
+class Prefetcher(Generic[T]):
+    """Builds the items of the next steps in a background thread while the current step trains."""
+
+    def __init__(self, make: Callable[[int], T], depth: int = 2) -> None:
+        self._make = make
+        self._depth = depth
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="swinssl-data")
+        self._pending: dict[int, Future[T]] = {}
+
+    def get(self, step: int) -> T:
+        for ahead in range(step, step + self._depth + 1):
+            if ahead not in self._pending:
+                self._pending[ahead] = self._pool.submit(self._make, ahead)
+        for stale in [s for s in self._pending if s < step]:
+            self._pending.pop(stale).cancel()
+        return self._pending.pop(step).result()
+
+    def close(self) -> None:
+        for future in self._pending.values():
+            future.cancel()
+        self._pool.shutdown(wait=True)
