@@ -44,6 +44,7 @@ def _add_pretrain_arguments(parser: argparse.ArgumentParser) -> None:
     optim.add_argument("--loss-weights", nargs=3, type=float, metavar=("ROT", "CONTRAST", "INPAINT"), help="default 1 1 1")
     optim.add_argument("--cutout-max-fraction", type=float, help="largest share of a view hidden by cutout (default 0.3)")
     optim.add_argument("--no-amp", dest="amp", action="store_const", const=False, help="fp32 on the GPU too")
+    optim.add_argument("--deterministic", action="store_const", const=True, help="deterministic GPU kernels (always on for the CPU)")
     optim.add_argument("--seed", type=int)
     optim.add_argument("--device", choices=("auto", "cpu", "cuda"))
     run = parser.add_argument_group("run control")

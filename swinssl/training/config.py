@@ -52,6 +52,7 @@ class PretrainConfig:
     loss_inpaint: float = 1.0
     cutout_max_fraction: float = 0.3
     amp: bool = True
+    deterministic: bool = False
     seed: int = 0
     device: str = "auto"
     # run control

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 import time
 from contextlib import nullcontext
@@ -135,8 +136,19 @@ def run_pretraining(config: PretrainConfig, resume: bool = False, show_progress:
         stop_runtime(runtime)
 
 
+def use_deterministic_kernels(device: torch.device, requested: bool) -> bool:
+    """Deterministic kernels: always on the CPU (cheap there; makes resume bit-exact), on GPUs on request."""
+    if device.type == "cpu" or requested:
+        if device.type == "cuda":
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        return True
+    return False
+
+
 def _pretrain(config: PretrainConfig, resume: bool, show_progress: bool, runtime: Runtime, events: EventLog) -> int:
     out = Path(config.out)
+    deterministic = use_deterministic_kernels(runtime.device, config.deterministic)
     random.seed(config.seed)
     np.random.seed(config.seed)
     torch.manual_seed(config.seed)
@@ -165,6 +177,7 @@ def _pretrain(config: PretrainConfig, resume: bool, show_progress: bool, runtime
         device=str(runtime.device),
         world_size=runtime.world_size,
         amp=str(amp).replace("torch.", "") if amp else "fp32",
+        deterministic=deterministic,
         start_step=state.step,
         resumed=resume,
         swinssl_version=__version__,
