@@ -183,7 +183,8 @@ def test_must_show_cli_run_on_real_ct_and_mr_with_a_corrupt_file(tmp_path, share
     log = read_events(events)
     warnings = [e for e in log if e["event"] == "warning" and e.get("file")]
     assert [w["file"] for w in warnings] == [str(data / "corrupt.nii.gz")] and "unreadable" in warnings[0]["reason"]
-    assert log[0]["event"] == "start" and log[0]["volumes"] == 2 and log[0]["skipped"] == 1
+    start = [e for e in log if e["event"] == "start"]
+    assert len(start) == 1 and start[0]["volumes"] == 2 and start[0]["skipped"] == 1 and start[0]["device"] == "cpu"
     assert [e["step"] for e in log if e["event"] == "progress"] == list(range(1, 21))
     assert all(np.isfinite(e["losses"]["total"]) and e["eta_s"] >= 0 for e in log if e["event"] == "progress")
     previews = [e for e in log if e["event"] == "preview"]
