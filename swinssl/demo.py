@@ -24,7 +24,7 @@ def demo_volume() -> Path:
 
 
 def demo_config(out: Path, steps: int, events: str | None) -> PretrainConfig:
-    """Small model (feature 12, ROI 64, 1.5 mm) so that the demo runs in minutes on 2 CPU cores."""
+    """Small model (feature 12, ROI 64, 1.5 mm, upsample decoder) so that the demo runs in minutes on 2 CPU cores."""
     return PretrainConfig(
         data=[str(demo_volume())],
         out=str(out),
@@ -34,6 +34,7 @@ def demo_config(out: Path, steps: int, events: str | None) -> PretrainConfig:
         spacing=(1.5, 1.5, 1.5),
         roi=64,
         feature_size=12,
+        decoder="upsample",  # learns visibly faster than deconv in 16 steps (see README)
         batch_size=2,
         steps=steps,
         lr=5e-4,
