@@ -1,4 +1,4 @@
-"""Command line: ``swinssl pretrain | demo`` (``python -m swinssl`` and ``torchrun -m swinssl`` too).
+"""Command line: ``swinssl pretrain | segment | demo`` (``python -m swinssl`` and ``torchrun -m swinssl`` too).
 
 Exit statuses: 0 finished, 1 error (message on stderr and as an ``error`` event), 2 bad command
 line, 3 stopped by SIGTERM/SIGINT or ``--stop-at`` after writing a checkpoint (``--resume`` goes on).
@@ -95,6 +95,25 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(Path(args.out), steps=args.steps, events=args.events, show_progress=sys.stderr.isatty())
 
 
+def _cmd_segment(args: argparse.Namespace) -> int:
+    from swinssl.events import EventLog
+    from swinssl.inference.segment import SegmentOptions, segment_files
+    from swinssl.package import load_package
+
+    events = EventLog(args.events)
+    try:
+        package = load_package(args.model)
+        options = SegmentOptions(overlap=args.overlap, fast=args.fast, device=args.device, batch_size=args.batch_size)
+        written = segment_files([Path(p) for p in args.input], Path(args.output), package, options, events)
+    except Exception as error:
+        events.emit("error", message=str(error), kind=type(error).__name__)
+        raise
+    finally:
+        events.close()
+    print("\n".join(str(p) for p in written))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="swinssl", description="Self-supervised Swin UNETR for medical volumes.")
     parser.add_argument("--version", action="version", version=f"swinssl {__version__}")
@@ -102,6 +121,16 @@ def build_parser() -> argparse.ArgumentParser:
     pretrain = commands.add_parser("pretrain", help="self-supervised pretraining (inpainting + rotation + contrastive)")
     _add_pretrain_arguments(pretrain)
     pretrain.set_defaults(handler=_cmd_pretrain)
+    segment = commands.add_parser("segment", help="segment volume(s) with a model package")
+    segment.add_argument("--model", required=True, help="model package folder (model.json + model.safetensors)")
+    segment.add_argument("--input", required=True, nargs="+", help="one volume file or DICOM folder per model channel")
+    segment.add_argument("--output", required=True, help="OUT.seg.nrrd (Slicer segmentation) or OUT.nii.gz (+ OUT.json label table)")
+    segment.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    segment.add_argument("--overlap", type=float, default=0.5, help="sliding-window overlap (default 0.5)")
+    segment.add_argument("--fast", action="store_true", help="coarser spacing (x1.5) for quick previews")
+    segment.add_argument("--batch-size", type=int, default=4, help="windows per forward pass")
+    segment.add_argument("--events", help="JSON Lines event file, or - for stdout")
+    segment.set_defaults(handler=_cmd_segment)
     demo = commands.add_parser("demo", help="short pretraining with previews on the bundled CT (CPU, a few minutes)")
     demo.add_argument("--out", default="swinssl-demo", help="output folder (default ./swinssl-demo)")
     demo.add_argument("--steps", type=int, default=16)

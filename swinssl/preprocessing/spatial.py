@@ -72,6 +72,45 @@ def resample_to_spacing(image: sitk.Image, spacing: tuple[float, float, float]) 
     )
 
 
+def ras_grid(image: sitk.Image, spacing: tuple[float, float, float] | None = None) -> sitk.Image:
+    """An empty reference image on a RAS-aligned grid covering ``image``, at ``spacing`` (default: the image's own).
+
+    Its index axes are the image's axes permuted and flipped to point Right, Anterior, Superior
+    (the direction stays oblique if the image is). Resampling onto it reorients and changes the
+    spacing in one pass, without a full-resolution copy of the input.
+    """
+    direction = np.asarray(image.GetDirection()).reshape(3, 3)
+    ras_axes = np.diag([-1.0, -1.0, 1.0])  # R, A, S in LPS coordinates
+    order, signs = [], []
+    for target in ras_axes:
+        alignment = target @ direction  # cosine of each index axis with this RAS axis
+        alignment[order] = 0
+        axis = int(np.argmax(np.abs(alignment)))
+        order.append(axis)
+        signs.append(1.0 if alignment[axis] > 0 else -1.0)
+    new_direction = direction[:, order] * np.asarray(signs)[None, :]
+    old_spacing = np.asarray(image.GetSpacing())
+    new_spacing = np.asarray(spacing if spacing is not None else old_spacing[order], dtype=float)
+    size = np.asarray(image.GetSize())
+    corners = np.array([[c[0], c[1], c[2]] for c in np.ndindex(2, 2, 2)]) * (size - 1)
+    points = np.asarray(image.GetOrigin()) + (direction @ (corners * old_spacing).T).T
+    projected = points @ new_direction  # coordinates along the new axes
+    low, high = projected.min(axis=0), projected.max(axis=0)
+    new_size = [int(round(extent / step)) + 1 for extent, step in zip(high - low, new_spacing)]
+    grid = sitk.Image([max(1, n) for n in new_size], sitk.sitkUInt8)
+    grid.SetSpacing(tuple(float(v) for v in new_spacing))
+    grid.SetDirection(tuple(new_direction.ravel()))
+    grid.SetOrigin(tuple(float(v) for v in new_direction @ low))
+    return grid
+
+
+def resample_onto(image: sitk.Image, grid: sitk.Image, interpolator: int = sitk.sitkLinear) -> sitk.Image:
+    """Resamples ``image`` onto ``grid``'s geometry as float32 (outside the image: its minimum)."""
+    outside = float(sitk.GetArrayViewFromImage(image).min())
+    pixel = sitk.sitkVectorFloat32 if image.GetNumberOfComponentsPerPixel() > 1 else sitk.sitkFloat32
+    return sitk.Resample(image, grid, sitk.Transform(), interpolator, outside, pixel)
+
+
 def image_to_array(image: sitk.Image) -> np.ndarray:
     """SimpleITK image (scalar or vector) -> float32 array (C, X, Y, Z)."""
     array = sitk.GetArrayFromImage(image).astype(np.float32)  # (Z, Y, X) or (Z, Y, X, C)
@@ -80,12 +119,21 @@ def image_to_array(image: sitk.Image) -> np.ndarray:
     return np.ascontiguousarray(np.transpose(array, (3, 2, 1, 0)))
 
 
-def crop_foreground(array: np.ndarray, geometry: Geometry, margin: int = 2) -> tuple[np.ndarray, Geometry]:
-    """Crops (C, X, Y, Z) to the box of voxels brighter than the volume minimum in any channel."""
+def foreground_box(array: np.ndarray, margin: int = 2) -> tuple[list[int], list[int]]:
+    """(start, end) index box of the voxels of (C, X, Y, Z) brighter than the volume minimum in any channel.
+
+    The whole array when nothing is brighter.
+    """
     floor = float(array.min())
     start, end = generate_spatial_bounding_box(array, select_fn=lambda x: x > floor, margin=margin, allow_smaller=True)
     if any(e <= s for s, e in zip(start, end)):
-        return array, geometry
+        return [0, 0, 0], list(array.shape[1:])
+    return [int(v) for v in start], [int(v) for v in end]
+
+
+def crop_foreground(array: np.ndarray, geometry: Geometry, margin: int = 2) -> tuple[np.ndarray, Geometry]:
+    """Crops (C, X, Y, Z) to its :func:`foreground_box`; returns the crop and its geometry."""
+    start, end = foreground_box(array, margin)
     cropped = array[:, start[0] : end[0], start[1] : end[1], start[2] : end[2]]
     return np.ascontiguousarray(cropped), geometry.shifted(start)
 

@@ -1,0 +1,1 @@
+"""Sliding-window segmentation of whole volumes with bounded memory."""

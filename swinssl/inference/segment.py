@@ -1,0 +1,131 @@
+"""``swinssl segment``: a model package applied to one patient's volume(s), written on the input grid.
+
+Memory: the inputs stay in their stored type; each is resampled straight onto the model's RAS
+grid, so float data exist only at model resolution (the resampled, foreground-cropped image and
+a float16 logit sum); only the uint8 label map is resampled back (nearest neighbour) onto the
+exact input grid.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+import torch
+
+from swinssl.events import EventLog
+from swinssl.inference.sliding_window import sliding_window_labels
+from swinssl.io.discovery import VolumeSource, find_volumes
+from swinssl.io.reader import VolumeError, as_channel_image, read_image
+from swinssl.labels.segmentation_file import write_label_map
+from swinssl.package import ModelPackage
+from swinssl.preprocessing.intensity import normalize_intensity
+from swinssl.preprocessing.spatial import Geometry, foreground_box, image_to_array, ras_grid, resample_onto
+from swinssl.training.distributed import pick_device
+
+FAST_SPACING_FACTOR = 1.5
+AIR_HU = -500.0  # CT windows with no voxel above this are skipped
+
+
+@dataclass(frozen=True)
+class SegmentOptions:
+    overlap: float = 0.5
+    fast: bool = False
+    device: str = "auto"
+    batch_size: int = 4
+
+
+def source_for(path: Path) -> VolumeSource:
+    """A file, or a folder holding exactly one DICOM series (or volume file)."""
+    if path.is_file():
+        return VolumeSource(path)
+    if not path.exists():
+        raise VolumeError(str(path), "does not exist")
+    sources, _ = find_volumes([path])
+    if len(sources) != 1:
+        raise VolumeError(str(path), f"holds {len(sources)} volumes; give one file or one DICOM series folder")
+    return sources[0]
+
+
+def read_inputs(paths: list[Path], package: ModelPackage) -> list[sitk.Image]:
+    """Reads one scalar volume per model channel, in its stored pixel type (no float copy)."""
+    if len(paths) != len(package.channels):
+        names = ", ".join(c.modality for c in package.channels)
+        raise ValueError(f"model {package.name!r} takes {len(package.channels)} input(s) ({names}); got {len(paths)}")
+    images = []
+    for path in paths:
+        source = source_for(path)
+        images.append(as_channel_image(read_image(source), source.name, 1))
+    return images
+
+
+def body_threshold(package: ModelPackage, normalized: np.ndarray) -> float:
+    """Normalised value below which a window counts as air: -500 HU for CT channels, else the minimum."""
+    first = package.channels[0]
+    if first.preset == "ct" and first.window is None:
+        return float(normalize_intensity(np.array([[[[AIR_HU]]]], np.float32), first.intensity()).item())
+    return float(normalized.min())
+
+
+def to_model_grid(images: list[sitk.Image], package: ModelPackage, fast: bool = False) -> tuple[np.ndarray, Geometry]:
+    """All channels resampled in one pass onto a RAS grid at the package spacing (x1.5 when ``fast``)
+    that covers channel 0, then normalised per channel.
+
+    Returns (float32 (C, X, Y, Z), its geometry).
+    """
+    spacing = tuple(s * (FAST_SPACING_FACTOR if fast else 1.0) for s in package.spacing)
+    grid = ras_grid(images[0], spacing)
+    channels = [image_to_array(resample_onto(image, grid)) for image in images]
+    normalized = [normalize_intensity(array, channel.intensity()) for array, channel in zip(channels, package.channels)]
+    return np.concatenate(normalized), Geometry.of_image(grid)
+
+
+def to_input_grid(labels: np.ndarray, geometry: Geometry, reference: sitk.Image) -> sitk.Image:
+    """Nearest-neighbour resampling of an (X, Y, Z) label map onto ``reference``'s exact grid."""
+    label_image = geometry.to_image(labels)
+    return sitk.Resample(label_image, reference, sitk.Transform(), sitk.sitkNearestNeighbor, 0, label_image.GetPixelID())
+
+
+def segment_image(images: list[sitk.Image], package: ModelPackage, options: SegmentOptions, events: EventLog) -> sitk.Image:
+    """Returns the label map on the exact grid (size, spacing, origin, direction) of ``images[0]``."""
+    array, geometry = to_model_grid(images, package, options.fast)
+    threshold = body_threshold(package, array)
+    full_shape = array.shape[1:]
+    start, end = foreground_box(array, margin=4)
+    cropped = np.ascontiguousarray(array[:, start[0] : end[0], start[1] : end[1], start[2] : end[2]])
+    del array
+    device = pick_device(options.device)
+    amp = torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else (torch.float16 if device.type == "cuda" else None)
+    network = package.build_network()
+
+    def report(done: int, total: int, skipped: int) -> None:
+        events.emit("progress", stage="inference", step=done, total=total, skipped_windows=skipped)
+
+    run = dict(image=torch.from_numpy(cropped), network=network, roi=package.roi, num_classes=package.labels.num_classes,
+               overlap=options.overlap, batch_size=options.batch_size, body_threshold=threshold, progress=report)
+    try:
+        labels = sliding_window_labels(device=device, amp_dtype=amp, **run)
+    except torch.cuda.OutOfMemoryError:
+        events.emit("warning", file=None, reason="the GPU ran out of memory; continuing on the CPU")
+        torch.cuda.empty_cache()
+        labels = sliding_window_labels(device=torch.device("cpu"), amp_dtype=None, **run)
+
+    full = np.zeros(full_shape, dtype=np.uint8 if package.labels.num_classes <= 256 else np.uint16)
+    full[tuple(slice(s, e) for s, e in zip(start, end))] = labels.numpy()
+    return to_input_grid(full, geometry, images[0])
+
+
+def segment_files(inputs: list[Path], output: Path, package: ModelPackage, options: SegmentOptions, events: EventLog) -> list[Path]:
+    """Reads the inputs, segments them and writes ``output`` (.seg.nrrd, or .nii.gz + .json)."""
+    events.emit("start", task="segment", model=package.name, inputs=[str(p) for p in inputs], device=str(pick_device(options.device)),
+                overlap=options.overlap, fast=options.fast)
+    label_image = segment_image(read_inputs(inputs, package), package, options, events)
+    written = write_label_map(label_image, package.labels, output)
+    statistics = sitk.LabelShapeStatisticsImageFilter()  # counts without an int64 copy of the label map
+    statistics.Execute(label_image)
+    found = set(statistics.GetLabels())
+    present = {label.name: statistics.GetNumberOfPixels(label.value) if label.value in found else 0 for label in package.labels.labels}
+    events.emit("done", outputs={"segmentation": written[0], "files": written}, voxels_per_label=present)
+    return written

@@ -1,0 +1,84 @@
+"""Sliding-window inference that keeps only a float16 logit sum at model resolution, then arg-maxes.
+
+Windows are placed exactly as ``monai.inferers.sliding_window_inference`` places them (same scan
+interval, same Gaussian importance map), so labels agree with MONAI's averaged-logit arg-max up to
+float16 rounding and skipped air windows. Dividing by the summed weights does not change an
+arg-max, so no weight map is kept; voxels no window covered (all skipped) stay background (0).
+"""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from monai.data.utils import compute_importance_map, dense_patch_slices
+from monai.inferers.utils import _get_scan_interval
+
+ProgressCallback = Callable[[int, int, int], None]  # (windows done, windows total, windows skipped)
+
+
+def symmetric_padding(size: tuple[int, ...], roi: tuple[int, ...]) -> list[int]:
+    """F.pad amounts (last axis first) that bring each axis up to ``roi`` the way MONAI pads."""
+    pads: list[int] = []
+    for n, r in reversed(list(zip(size, roi))):
+        missing = max(r - n, 0)
+        pads += [missing // 2, missing - missing // 2]
+    return pads
+
+
+@torch.no_grad()
+def sliding_window_labels(
+    image: torch.Tensor,
+    network: torch.nn.Module,
+    roi: int,
+    num_classes: int,
+    overlap: float = 0.5,
+    batch_size: int = 4,
+    device: torch.device = torch.device("cpu"),
+    amp_dtype: torch.dtype | None = None,
+    accumulate_dtype: torch.dtype = torch.float16,
+    body_threshold: float | None = None,
+    progress: ProgressCallback | None = None,
+) -> torch.Tensor:
+    """Label map of a normalised (C, X, Y, Z) image.
+
+    Args:
+        body_threshold: skip windows in which no voxel of any channel exceeds this value
+            (air-only windows); None runs every window.
+    Returns:
+        (X, Y, Z) uint8 (or int16 for >255 classes) labels on the image's grid, on the CPU.
+    """
+    size = tuple(image.shape[1:])
+    rois = (roi,) * 3
+    pads = symmetric_padding(size, rois)
+    padded = F.pad(image, pads) if any(pads) else image
+    padded_size = tuple(padded.shape[1:])
+    windows = dense_patch_slices(padded_size, rois, _get_scan_interval(padded_size, rois, 3, (overlap,) * 3))
+    weight = compute_importance_map(rois, mode="gaussian", sigma_scale=0.125, device=device)
+    logit_sum = torch.zeros((num_classes, *padded_size), dtype=accumulate_dtype, device=device)
+    network = network.to(device).eval()
+    autocast = torch.autocast(device.type, dtype=amp_dtype) if amp_dtype is not None else nullcontext()
+
+    kept = [w for w in windows if body_threshold is None or bool((padded[(slice(None), *w)] > body_threshold).any())]
+    skipped = len(windows) - len(kept)
+    done = 0
+    for first in range(0, len(kept), batch_size):
+        batch_windows = kept[first : first + batch_size]
+        batch = torch.stack([padded[(slice(None), *w)] for w in batch_windows]).to(device, non_blocking=True)
+        with autocast:
+            logits = network(batch)
+        weighted = logits.float() * weight
+        for window, values in zip(batch_windows, weighted):
+            logit_sum[(slice(None), *window)] += values.to(accumulate_dtype)
+        done += len(batch_windows)
+        if progress is not None:
+            progress(done + skipped, len(windows), skipped)
+    if progress is not None and not kept:
+        progress(len(windows), len(windows), skipped)
+
+    labels = logit_sum.argmax(dim=0)
+    crop = tuple(slice(before, before + n) for before, n in zip(reversed(pads[0::2]), size))
+    labels = labels[crop]
+    return labels.to(torch.uint8 if num_classes <= 256 else torch.int16).cpu()

@@ -1,0 +1,1 @@
+"""Label tables and segmentation files (.seg.nrrd, NIfTI label maps)."""

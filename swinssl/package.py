@@ -1,0 +1,122 @@
+"""Model packages: one folder with ``model.json`` and ``model.safetensors`` that Segment can list and run.
+
+``model.json`` (format ``swinssl-model/1``)::
+
+    {"format": "swinssl-model/1", "name": "abdomen-organs", "version": "1.0", "description": "...",
+     "labels": [{"value": 1, "name": "liver", "color": [r, g, b], "terminology": {...}}, ...],
+     "channels": [{"modality": "CT", "preset": "ct", "window": null}],
+     "spacing": [1.5, 1.5, 2.0], "roi": 96, "feature_size": 48, "legacy_patch_merging": false,
+     "swinssl_version": "0.1.0", "training": {...}, "metrics": {...}}
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from safetensors.torch import load_file, save_file
+
+from swinssl import __version__
+from swinssl.labels.table import LabelTable
+from swinssl.network import build_swin_unetr
+from swinssl.preprocessing.intensity import IntensitySettings
+
+PACKAGE_FORMAT = "swinssl-model/1"
+MODEL_JSON = "model.json"
+WEIGHTS = "model.safetensors"
+
+
+@dataclass(frozen=True)
+class InputChannel:
+    """One model input: its modality (shown in Slicer) and how its intensities are normalised."""
+
+    modality: str = "CT"
+    preset: str = "ct"
+    window: tuple[float, float] | None = None
+    pet_max_suv: float | None = None
+
+    def intensity(self) -> IntensitySettings:
+        return IntensitySettings(self.preset, tuple(self.window) if self.window else None, self.pet_max_suv)
+
+
+@dataclass
+class ModelPackage:
+    name: str
+    labels: LabelTable
+    channels: list[InputChannel]
+    spacing: tuple[float, float, float]
+    roi: int
+    feature_size: int
+    version: str = "1.0"
+    description: str = ""
+    legacy_patch_merging: bool = False
+    swinssl_version: str = __version__
+    training: dict = field(default_factory=dict)
+    metrics: dict = field(default_factory=dict)
+    path: Path | None = None
+
+    def __post_init__(self) -> None:
+        if self.roi % 32 or self.roi < 64:
+            raise ValueError(f"model ROI must be a multiple of 32 and at least 64 (SwinUNETR's instance-normalised bottleneck needs > 1 voxel), got {self.roi}")
+
+    def to_json(self) -> dict:
+        return {
+            "format": PACKAGE_FORMAT,
+            "name": self.name,
+            "version": self.version,
+            "description": self.description,
+            "labels": self.labels.to_list(),
+            "channels": [asdict(c) for c in self.channels],
+            "spacing": list(self.spacing),
+            "roi": self.roi,
+            "feature_size": self.feature_size,
+            "legacy_patch_merging": self.legacy_patch_merging,
+            "swinssl_version": self.swinssl_version,
+            "training": self.training,
+            "metrics": self.metrics,
+        }
+
+    def build_network(self):
+        """SwinUNETR with this package's architecture, weights loaded strictly, in eval mode."""
+        network = build_swin_unetr(len(self.channels), self.labels.num_classes, self.feature_size, self.legacy_patch_merging)
+        if self.path is not None:
+            network.load_state_dict(load_file(str(self.path / WEIGHTS)))
+        return network.eval()
+
+    def save(self, folder: Path, state_dict: dict) -> Path:
+        """Writes ``model.json`` and ``model.safetensors`` into ``folder``."""
+        folder.mkdir(parents=True, exist_ok=True)
+        save_file({k: v.detach().contiguous().cpu() for k, v in state_dict.items()}, str(folder / WEIGHTS), metadata={"format": PACKAGE_FORMAT})
+        (folder / MODEL_JSON).write_text(json.dumps(self.to_json(), indent=2))
+        self.path = folder
+        return folder
+
+
+def load_package(folder: str | Path) -> ModelPackage:
+    """Reads a package folder; raises ValueError naming the file when it is not one."""
+    folder = Path(folder)
+    meta_path = folder / MODEL_JSON
+    if not meta_path.exists() or not (folder / WEIGHTS).exists():
+        raise ValueError(f"{folder}: not a model package (needs {MODEL_JSON} and {WEIGHTS})")
+    try:
+        meta = json.loads(meta_path.read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{meta_path}: invalid JSON ({error})") from error
+    if meta.get("format") != PACKAGE_FORMAT:
+        raise ValueError(f"{meta_path}: unknown format {meta.get('format')!r}, expected {PACKAGE_FORMAT}")
+    return ModelPackage(
+        name=meta["name"],
+        labels=LabelTable.from_list(meta["labels"]),
+        channels=[InputChannel(**c) for c in meta["channels"]],
+        spacing=tuple(meta["spacing"]),
+        roi=int(meta["roi"]),
+        feature_size=int(meta["feature_size"]),
+        version=meta.get("version", "1.0"),
+        description=meta.get("description", ""),
+        legacy_patch_merging=bool(meta.get("legacy_patch_merging", False)),
+        swinssl_version=meta.get("swinssl_version", "unknown"),
+        training=meta.get("training", {}),
+        metrics=meta.get("metrics", {}),
+        path=folder,
+    )
