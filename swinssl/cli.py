@@ -1,4 +1,4 @@
-"""Command line: ``swinssl pretrain | segment | demo`` (``python -m swinssl`` and ``torchrun -m swinssl`` too).
+"""Command line: ``swinssl pretrain | finetune | segment | demo`` (``python -m swinssl`` and ``torchrun -m swinssl`` too).
 
 Exit statuses: 0 finished, 1 error (message on stderr and as an ``error`` event), 2 bad command
 line, 3 stopped by SIGTERM/SIGINT or ``--stop-at`` after writing a checkpoint (``--resume`` goes on).
@@ -114,6 +114,29 @@ def _cmd_segment(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_finetune(args: argparse.Namespace) -> int:
+    import json
+
+    from swinssl.finetune.config import FINETUNE_RUN_CONTROL, FinetuneConfig
+    from swinssl.finetune.train import run_finetune
+
+    given = {k: v for k, v in vars(args).items() if v is not None and k not in ("command", "handler", "resume")}
+    if args.resume:
+        saved_path = Path(args.out) / "training" / "config.json"
+        if not saved_path.exists():
+            raise FileNotFoundError(f"cannot resume: {saved_path} does not exist")
+        saved = json.loads(saved_path.read_text())
+        changed = [k for k in given if k not in FINETUNE_RUN_CONTROL + ("out",) and _normalised(given[k]) != _normalised(saved.get(k))]
+        if changed:
+            raise ValueError(f"cannot change {', '.join('--' + k.replace('_', '-') for k in changed)} when resuming {args.out}")
+        saved.update(given)
+        saved["stop_at"] = given.get("stop_at")
+        config = FinetuneConfig.from_dict(saved)
+    else:
+        config = FinetuneConfig(**given)
+    return run_finetune(config, resume=args.resume, show_progress=sys.stderr.isatty())
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="swinssl", description="Self-supervised Swin UNETR for medical volumes.")
     parser.add_argument("--version", action="version", version=f"swinssl {__version__}")
@@ -121,6 +144,36 @@ def build_parser() -> argparse.ArgumentParser:
     pretrain = commands.add_parser("pretrain", help="self-supervised pretraining (inpainting + rotation + contrastive)")
     _add_pretrain_arguments(pretrain)
     pretrain.set_defaults(handler=_cmd_pretrain)
+    finetune = commands.add_parser("finetune", help="fine-tune SwinUNETR on labelled volumes; writes a model package")
+    finetune.add_argument("--out", required=True, help="model package folder (training state goes to OUT/training)")
+    finetune.add_argument("--data", nargs="+", metavar="DIR", help="MSD folders (dataset.json) or folders of <name> + <name>_label(s)/_seg pairs")
+    finetune.add_argument("--datalist", dest="datalists", nargs="+", metavar="JSON", help="MONAI/MSD datalists (training/validation entries)")
+    finetune.add_argument("--scenes", nargs="+", metavar="MRB|SEG", help="Slicer .mrb bundles, .seg.nrrd files (beside their volume) or folders of them")
+    finetune.add_argument("--classes", nargs="+", metavar="NAME", help="segment names to learn, in this order (default: all names found)")
+    finetune.add_argument("--name", help="model name (default: the --out folder name)")
+    finetune.add_argument("--modality", help="input modality shown in Slicer (default CT)")
+    finetune.add_argument("--preset", choices=("ct", "mr", "pet", "none"))
+    finetune.add_argument("--window", nargs=2, type=float, metavar=("LOW", "HIGH"))
+    finetune.add_argument("--spacing", nargs=3, type=float, metavar=("X", "Y", "Z"), help="model spacing in mm (default 1.5 1.5 2)")
+    finetune.add_argument("--roi", type=int, help="window edge in voxels, multiple of 32, >= 64 (default 96)")
+    finetune.add_argument("--feature-size", type=int, help="default 48")
+    finetune.add_argument("--init", help="random (default), a pretraining run, a model package, a MONAI bundle folder or a weights file")
+    finetune.add_argument("--steps", type=int)
+    finetune.add_argument("--batch-size", type=int)
+    finetune.add_argument("--lr", type=float)
+    finetune.add_argument("--weight-decay", type=float)
+    finetune.add_argument("--warmup-steps", type=int)
+    finetune.add_argument("--overlap", type=float, help="validation sliding-window overlap (default 0.5)")
+    finetune.add_argument("--val-every", type=int, help="validate every K steps (default 100)")
+    finetune.add_argument("--val-cases", type=int, help="hold out this many cases for validation")
+    finetune.add_argument("--checkpoint-every", type=int)
+    finetune.add_argument("--no-amp", dest="amp", action="store_const", const=False)
+    finetune.add_argument("--seed", type=int)
+    finetune.add_argument("--device", choices=("auto", "cpu", "cuda"))
+    finetune.add_argument("--events", help="JSON Lines event file, or - for stdout")
+    finetune.add_argument("--stop-at", type=int)
+    finetune.add_argument("--resume", action="store_true")
+    finetune.set_defaults(handler=_cmd_finetune)
     segment = commands.add_parser("segment", help="segment volume(s) with a model package")
     segment.add_argument("--model", required=True, help="model package folder (model.json + model.safetensors)")
     segment.add_argument("--input", required=True, nargs="+", help="one volume file or DICOM folder per model channel")

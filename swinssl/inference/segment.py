@@ -23,7 +23,7 @@ from swinssl.labels.segmentation_file import write_label_map
 from swinssl.package import ModelPackage
 from swinssl.preprocessing.intensity import normalize_intensity
 from swinssl.preprocessing.spatial import Geometry, foreground_box, image_to_array, ras_grid, resample_onto
-from swinssl.training.distributed import pick_device
+from swinssl.training.distributed import autocast_dtype, pick_device
 
 FAST_SPACING_FACTOR = 1.5
 AIR_HU = -500.0  # CT windows with no voxel above this are skipped
@@ -97,7 +97,7 @@ def segment_image(images: list[sitk.Image], package: ModelPackage, options: Segm
     cropped = np.ascontiguousarray(array[:, start[0] : end[0], start[1] : end[1], start[2] : end[2]])
     del array
     device = pick_device(options.device)
-    amp = torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else (torch.float16 if device.type == "cuda" else None)
+    amp = autocast_dtype(device, enabled=True)
     network = package.build_network()
 
     def report(done: int, total: int, skipped: int) -> None:

@@ -71,3 +71,20 @@ def any_rank(flag: bool, runtime: Runtime) -> bool:
 def barrier(runtime: Runtime) -> None:
     if runtime.distributed:
         dist.barrier()
+
+
+def autocast_dtype(device: torch.device, enabled: bool) -> torch.dtype | None:
+    """bf16 on GPUs that support it, else fp16; None (fp32) on the CPU or when AMP is off."""
+    if not enabled or device.type != "cuda":
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def use_deterministic_kernels(device: torch.device, requested: bool) -> bool:
+    """Deterministic kernels: always on the CPU (cheap there; makes resume bit-exact), on GPUs on request."""
+    if device.type == "cpu" or requested:
+        if device.type == "cuda":
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        return True
+    return False

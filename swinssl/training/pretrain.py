@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import os
 import random
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -18,66 +16,25 @@ from swinssl import __version__
 from swinssl.events import EventLog
 from swinssl.ssl.losses import pretext_losses
 from swinssl.ssl.model import SSLModel
-from swinssl.training.checkpoint import (
-    CHECKPOINT_FORMAT,
-    CHECKPOINT_NAME,
-    ENCODER_NAME,
-    atomic_torch_save,
-    export_encoder,
-    load_checkpoint,
-    restore_rng_state,
-    rng_state,
-)
+from swinssl.training.checkpoint import CHECKPOINT_NAME, ENCODER_NAME, atomic_torch_save, export_encoder, load_checkpoint
 from swinssl.training.config import PretrainConfig
 from swinssl.training.data import load_volumes
-from swinssl.training.distributed import Runtime, any_rank, gather_with_grad, start_runtime, stop_runtime
+from swinssl.training.distributed import (
+    Runtime,
+    any_rank,
+    autocast_dtype,
+    gather_with_grad,
+    start_runtime,
+    stop_runtime,
+    use_deterministic_kernels,
+)
 from swinssl.training.preview import PreviewWriter, plot_loss_curves
 from swinssl.training.sampler import CropSampler, Prefetcher, PretextBatch
 from swinssl.training.schedule import build_optimizer
 from swinssl.training.signals import EXIT_OK, EXIT_STOPPED, StopRequest
+from swinssl.training.state import TrainState
 
 LOSS_NAMES = ("total", "rotation", "contrast", "inpaint")
-
-
-def autocast_dtype(device: torch.device, enabled: bool) -> torch.dtype | None:
-    """bf16 on GPUs that support it, else fp16; None (fp32) on the CPU or when AMP is off."""
-    if not enabled or device.type != "cuda":
-        return None
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-
-
-@dataclass
-class TrainState:
-    model: SSLModel
-    optimizer: torch.optim.Optimizer
-    scheduler: torch.optim.lr_scheduler.LambdaLR
-    scaler: torch.amp.GradScaler
-    step: int
-    history: list[list[float]]
-
-    def checkpoint(self, config: PretrainConfig) -> dict:
-        return {
-            "format": CHECKPOINT_FORMAT,
-            "swinssl_version": __version__,
-            "kind": "pretrain",
-            "step": self.step,
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "scaler": self.scaler.state_dict(),
-            "rng": rng_state(),
-            "history": self.history,
-            "config": config.to_dict(),
-        }
-
-    def restore(self, checkpoint: dict) -> None:
-        self.model.load_state_dict(checkpoint["model"])
-        self.optimizer.load_state_dict(checkpoint["optimizer"])
-        self.scheduler.load_state_dict(checkpoint["scheduler"])
-        self.scaler.load_state_dict(checkpoint["scaler"])
-        restore_rng_state(checkpoint["rng"])
-        self.step = int(checkpoint["step"])
-        self.history = [list(row) for row in checkpoint["history"]]
 
 
 def split_views(projection: torch.Tensor, runtime: Runtime) -> tuple[torch.Tensor, torch.Tensor]:
@@ -136,16 +93,6 @@ def run_pretraining(config: PretrainConfig, resume: bool = False, show_progress:
         stop_runtime(runtime)
 
 
-def use_deterministic_kernels(device: torch.device, requested: bool) -> bool:
-    """Deterministic kernels: always on the CPU (cheap there; makes resume bit-exact), on GPUs on request."""
-    if device.type == "cpu" or requested:
-        if device.type == "cuda":
-            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.use_deterministic_algorithms(True, warn_only=True)
-        return True
-    return False
-
-
 def _pretrain(config: PretrainConfig, resume: bool, show_progress: bool, runtime: Runtime, events: EventLog) -> int:
     out = Path(config.out)
     deterministic = use_deterministic_kernels(runtime.device, config.deterministic)
@@ -159,7 +106,7 @@ def _pretrain(config: PretrainConfig, resume: bool, show_progress: bool, runtime
     optimizer, scheduler = build_optimizer(model, config.lr, config.weight_decay, config.warmup, config.steps)
     amp = autocast_dtype(runtime.device, config.amp)
     scaler = torch.amp.GradScaler(runtime.device.type, enabled=amp == torch.float16)
-    state = TrainState(model, optimizer, scheduler, scaler, 0, [])
+    state = TrainState("pretrain", model, optimizer, scheduler, scaler)
     if resume:
         state.restore(load_checkpoint(out / CHECKPOINT_NAME))
     network = model
@@ -247,5 +194,5 @@ def _pretrain(config: PretrainConfig, resume: bool, show_progress: bool, runtime
 def _save_checkpoint(state: TrainState, config: PretrainConfig, out: Path, runtime: Runtime, events: EventLog) -> None:
     if runtime.is_main:
         path = out / CHECKPOINT_NAME
-        atomic_torch_save(state.checkpoint(config), path)
+        atomic_torch_save(state.checkpoint(config.to_dict()), path)
         events.emit("checkpoint", path=path, step=state.step)

@@ -1,0 +1,77 @@
+"""Settings of a fine-tuning run, saved as ``MODEL_DIR/training/config.json``."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from swinssl.preprocessing.intensity import IntensitySettings
+
+FINETUNE_RUN_CONTROL = ("steps", "checkpoint_every", "val_every", "device", "stop_at", "events", "amp")
+
+
+@dataclass
+class FinetuneConfig:
+    """Defaults follow MONAI's Swin UNETR BTCV tutorial where it gives one."""
+
+    out: str = "model"
+    data: list[str] = field(default_factory=list)
+    datalists: list[str] = field(default_factory=list)
+    scenes: list[str] = field(default_factory=list)
+    classes: list[str] | None = None
+    name: str | None = None
+    events: str | None = None
+    modality: str = "CT"
+    preset: str = "ct"
+    window: tuple[float, float] | None = None
+    spacing: tuple[float, float, float] = (1.5, 1.5, 2.0)
+    roi: int = 96
+    feature_size: int = 48
+    init: str = "random"
+    batch_size: int = 1
+    steps: int = 1000
+    lr: float = 1e-4
+    weight_decay: float = 1e-5
+    warmup_steps: int | None = None
+    grad_clip: float = 1.0
+    amp: bool = True
+    deterministic: bool = False
+    seed: int = 0
+    device: str = "auto"
+    overlap: float = 0.5
+    val_every: int = 100
+    val_cases: int | None = None
+    checkpoint_every: int = 100
+    stop_at: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.roi % 32 or self.roi < 64:
+            raise ValueError(f"--roi must be a multiple of 32 and at least 64 for SwinUNETR, got {self.roi}")
+        if self.feature_size % 12:
+            raise ValueError(f"--feature-size must be a multiple of 12, got {self.feature_size}")
+        if not (self.data or self.datalists or self.scenes):
+            raise ValueError("give labelled data: --data, --datalist and/or --scenes")
+        self.spacing = tuple(self.spacing)
+        if self.window is not None:
+            self.window = tuple(self.window)
+
+    @property
+    def warmup(self) -> int:
+        return self.warmup_steps if self.warmup_steps is not None else min(500, max(1, self.steps // 10))
+
+    def intensity(self) -> IntensitySettings:
+        return IntensitySettings(self.preset, self.window)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> FinetuneConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    def save(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(self.to_dict(), indent=2))

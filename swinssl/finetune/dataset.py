@@ -1,0 +1,127 @@
+"""Labelled cases on the model grid: image (C, X, Y, Z) in 0..1 and labels (X, Y, Z) in the model's table."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import SimpleITK as sitk
+
+from swinssl.finetune.cases import LabelledCase
+from swinssl.io.reader import VolumeError, as_channel_image, check_values, read_image
+from swinssl.labels.segmentation_file import read_seg_nrrd
+from swinssl.labels.table import LabelTable, normalize_name
+from swinssl.preprocessing.intensity import IntensitySettings, normalize_intensity
+from swinssl.preprocessing.spatial import Geometry, foreground_box, image_to_array, pad_to_size, ras_grid, resample_onto
+
+GEOMETRY_TOLERANCE_MM = 0.5
+
+
+@dataclass
+class CaseLabels:
+    image: sitk.Image
+    names: dict[int, str]  # value in ``image`` -> segment name
+    colors: dict[str, tuple]
+    terminology: dict[str, dict]
+
+
+def read_case_labels(case: LabelledCase) -> CaseLabels:
+    """The case's label map and names (from the .seg.nrrd, or the case's table, or label_<value>)."""
+    try:
+        if case.label.name.lower().endswith(".seg.nrrd"):
+            return CaseLabels(*read_seg_nrrd(case.label))
+        image = sitk.ReadImage(str(case.label))
+    except (RuntimeError, OSError, KeyError) as error:
+        raise VolumeError(str(case.label), f"unreadable label file ({str(error).strip().splitlines()[-1] if str(error).strip() else error})") from error
+    values = [int(v) for v in np.unique(sitk.GetArrayViewFromImage(image)) if v != 0]
+    names = case.names or {v: f"label_{v}" for v in values}
+    return CaseLabels(image, names, {}, {})
+
+
+def build_label_table(cases_labels: list[CaseLabels], classes: list[str] | None = None) -> LabelTable:
+    """One table for the model: ``classes`` in the given order, or every segment name in first-seen order.
+
+    Names match case-insensitively ('Liver' == 'liver' == ' LIVER'); colours and terminology come
+    from the first case that has them.
+    """
+    colors: dict[str, tuple] = {}
+    terminology: dict[str, dict] = {}
+    seen: dict[str, str] = {}
+    for labels in cases_labels:
+        for name in labels.names.values():
+            seen.setdefault(normalize_name(name), name)
+        for name, color in labels.colors.items():
+            colors.setdefault(normalize_name(name), color)
+        for name, entry in labels.terminology.items():
+            terminology.setdefault(normalize_name(name), entry)
+    if classes:
+        unknown = [c for c in classes if normalize_name(c) not in seen]
+        if unknown:
+            raise ValueError(f"classes not found in any case: {unknown}; available: {sorted(seen.values())[:20]}")
+        names = [seen[normalize_name(c)] for c in classes]
+    else:
+        names = list(seen.values())
+    return LabelTable.from_names(names, colors, terminology)
+
+
+@dataclass
+class PreparedCase:
+    """image: float16 (C, X, Y, Z) in 0..1; label: uint8 (X, Y, Z) table values; present: bool (K + 1,)
+    with present[c] True when class c is annotated in this case (background always True)."""
+
+    name: str
+    image: np.ndarray
+    label: np.ndarray
+    present: np.ndarray
+    geometry: Geometry
+    split: str
+
+
+def _same_grid(image: sitk.Image, label: sitk.Image) -> str | None:
+    if image.GetSize() != label.GetSize():
+        return f"label size {label.GetSize()} differs from image size {image.GetSize()}"
+    corners = [(0, 0, 0), tuple(n - 1 for n in image.GetSize())]
+    for corner in corners:
+        a = np.asarray(image.TransformIndexToPhysicalPoint(corner))
+        b = np.asarray(label.TransformIndexToPhysicalPoint(corner))
+        if np.linalg.norm(a - b) > GEOMETRY_TOLERANCE_MM:
+            return f"label grid is {np.linalg.norm(a - b):.1f} mm away from the image grid at voxel {corner}"
+    return None
+
+
+def prepare_case(case: LabelledCase, labels: CaseLabels, table: LabelTable, intensity: IntensitySettings,
+                 spacing: tuple[float, float, float], roi: int) -> PreparedCase:
+    """Validates, resamples (image linear, labels nearest) onto a RAS grid and maps labels to the table.
+
+    Raises:
+        VolumeError: unreadable files, geometry mismatch, values without a name, no voxel of any class.
+    """
+    image = as_channel_image(read_image(case.image), case.image.name, 1)
+    check_values(sitk.GetArrayViewFromImage(image), case.image.name, "integer" in image.GetPixelIDTypeAsString())
+    problem = _same_grid(image, labels.image)
+    if problem:
+        raise VolumeError(str(case.label), problem)
+    values = {int(v) for v in np.unique(sitk.GetArrayViewFromImage(labels.image))} - {0}
+    unnamed = sorted(values - set(labels.names))
+    if unnamed:
+        raise VolumeError(str(case.label), f"label values {unnamed[:10]} are not in its label table")
+    lookup = np.zeros(max(values | set(labels.names) | {0}) + 1, dtype=np.uint8)
+    present = np.zeros(table.num_classes, dtype=bool)
+    present[0] = True
+    for value, name in labels.names.items():
+        target = table.value_of(name)
+        if target is not None:
+            lookup[value] = target
+            present[target] = True
+    grid = ras_grid(image, spacing)
+    array = normalize_intensity(image_to_array(resample_onto(image, grid)), intensity)
+    label_image = sitk.Resample(labels.image, grid, sitk.Transform(), sitk.sitkNearestNeighbor, 0, labels.image.GetPixelID())
+    label = lookup[image_to_array(label_image)[0].astype(np.int64)]
+    if not label.any():
+        raise VolumeError(str(case.label), f"no voxel of the model's classes ({', '.join(table.names[:5])}...)")
+    start, end = foreground_box(array, margin=4)
+    box = tuple(slice(s, e) for s, e in zip(start, end))
+    geometry = Geometry.of_image(grid).shifted(start)
+    array = pad_to_size(array[(slice(None), *box)], (roi,) * 3)
+    label = pad_to_size(label[None][(slice(None), *box)].astype(np.float32), (roi,) * 3)[0]
+    return PreparedCase(case.name, array.astype(np.float16), np.rint(label).astype(np.uint8), present, geometry, case.split)

@@ -1,0 +1,242 @@
+"""The fine-tuning loop: DiceCE on partially labelled crops, sliding-window validation with per-class
+Dice, best-model package, and the same events, checkpoints, resume and signal handling as pretraining."""
+
+from __future__ import annotations
+
+import random
+import tempfile
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from swinssl import __version__
+from swinssl.events import EventLog
+from swinssl.finetune.cases import LabelledCase, cases_from_datalist, cases_from_folder, cases_from_scene
+from swinssl.finetune.config import FinetuneConfig
+from swinssl.finetune.dataset import PreparedCase, build_label_table, prepare_case, read_case_labels
+from swinssl.finetune.loss import partial_dice_ce
+from swinssl.finetune.sampler import LabelledCropSampler, SegmentationBatch
+from swinssl.inference.sliding_window import sliding_window_labels
+from swinssl.io.reader import VolumeError
+from swinssl.labels.table import LabelTable
+from swinssl.network import build_swin_unetr
+from swinssl.package import InputChannel, ModelPackage
+from swinssl.training.checkpoint import CHECKPOINT_NAME, atomic_torch_save, load_checkpoint
+from swinssl.training.data import DataSetError
+from swinssl.training.distributed import autocast_dtype, pick_device, use_deterministic_kernels
+from swinssl.training.sampler import Prefetcher
+from swinssl.training.schedule import build_optimizer
+from swinssl.training.signals import EXIT_OK, EXIT_STOPPED, StopRequest
+from swinssl.training.state import TrainState
+from swinssl.weights import LEGACY_MERGING_LAYOUTS, detect_layout, load_weights, read_state_dict
+
+
+def find_cases(config: FinetuneConfig, extract_root: Path) -> list[LabelledCase]:
+    cases: list[LabelledCase] = []
+    for folder in config.data:
+        if not Path(folder).is_dir():
+            raise FileNotFoundError(f"--data {folder}: not a folder")
+        cases += cases_from_folder(Path(folder))
+    for datalist in config.datalists:
+        cases += cases_from_datalist(Path(datalist))
+    for scene in config.scenes:
+        cases += cases_from_scene(Path(scene), extract_root)
+    if not cases:
+        raise DataSetError(f"no labelled cases found in {', '.join(config.data + config.datalists + config.scenes)} "
+                           "(MSD dataset.json, <name> + <name>_label(s)/_seg pairs, datalists, .seg.nrrd or .mrb)")
+    return cases
+
+
+def load_cases(config: FinetuneConfig, events: EventLog, extract_root: Path) -> tuple[LabelTable, list[PreparedCase], int]:
+    """Reads every case (skipping bad ones with a warning event), builds the label table, prepares arrays."""
+    readable = []
+    skipped = 0
+    for case in find_cases(config, extract_root):
+        try:
+            readable.append((case, read_case_labels(case)))
+        except VolumeError as error:
+            skipped += 1
+            events.emit("warning", file=error.source, reason=error.reason)
+    if not readable:
+        raise DataSetError("none of the labelled cases could be read; see the warnings")
+    table = build_label_table([labels for _, labels in readable], config.classes)
+    prepared = []
+    for case, labels in readable:
+        try:
+            prepared.append(prepare_case(case, labels, table, config.intensity(), config.spacing, config.roi))
+        except VolumeError as error:
+            skipped += 1
+            events.emit("warning", file=error.source, reason=error.reason)
+    if not prepared:
+        raise DataSetError("no usable labelled case is left; see the warnings")
+    return table, prepared, skipped
+
+
+def split_cases(cases: list[PreparedCase], config: FinetuneConfig) -> tuple[list[PreparedCase], list[PreparedCase], str]:
+    """(training, validation, how): the datalist's validation split, else the last cases held out
+    (``val_cases``, default a fifth when there are 3 or more), else validation on the training cases."""
+    listed = [c for c in cases if c.split == "validation"]
+    if listed:
+        return [c for c in cases if c.split != "validation"], listed, "validation split"
+    count = config.val_cases if config.val_cases is not None else (max(1, len(cases) // 5) if len(cases) >= 3 else 0)
+    if 0 < count < len(cases):
+        return cases[:-count], cases[-count:], "held-out cases"
+    return cases, cases, "training cases (too few cases to hold any out)"
+
+
+def dice_scores(predicted: np.ndarray, reference: np.ndarray, present: np.ndarray, table: LabelTable) -> dict[str, float]:
+    """Dice per annotated class; classes absent from both maps are left out (undefined)."""
+    scores = {}
+    for label in table.labels:
+        if not present[label.value]:
+            continue
+        a, b = predicted == label.value, reference == label.value
+        total = int(a.sum()) + int(b.sum())
+        if total:
+            scores[label.name] = 2.0 * int((a & b).sum()) / total
+    return scores
+
+
+def validate(network: torch.nn.Module, cases: list[PreparedCase], table: LabelTable, config: FinetuneConfig, device: torch.device) -> dict[str, float]:
+    """Mean Dice per class over the validation cases (sliding window, as at inference)."""
+    was_training = network.training
+    network.eval()
+    per_class: dict[str, list[float]] = {}
+    for case in cases:
+        image = torch.from_numpy(np.asarray(case.image, dtype=np.float32))
+        predicted = sliding_window_labels(image, network, config.roi, table.num_classes, config.overlap, device=device).numpy()
+        for name, score in dice_scores(predicted, case.label, case.present, table).items():
+            per_class.setdefault(name, []).append(score)
+    network.train(was_training)
+    return {name: float(np.mean(scores)) for name, scores in per_class.items()}
+
+
+def resolve_init(init: str) -> Path | None:
+    """Weights file for ``--init``: a file, a model package, a pretraining run or a MONAI bundle folder."""
+    if init == "random":
+        return None
+    path = Path(init)
+    for candidate in (path, path / "model.safetensors", path / "encoder.safetensors", path / "models" / "model.pt", path / "checkpoint.pt"):
+        if candidate.is_file():
+            return candidate
+    raise FileNotFoundError(f"--init {init}: no weights file (model.safetensors, encoder.safetensors, models/model.pt, checkpoint.pt)")
+
+
+def needs_legacy_merging(weights: Path | None) -> bool:
+    """Released SSL weights and MONAI model-zoo bundles were trained with the pre-MONAI-1.5 merging order."""
+    if weights is None:
+        return False
+    is_bundle = weights.parent.name == "models" and (weights.parent.parent / "configs").is_dir()
+    return is_bundle or detect_layout(read_state_dict(weights)) in LEGACY_MERGING_LAYOUTS
+
+
+def _save_package(path: Path, network: torch.nn.Module, table: LabelTable, config: FinetuneConfig, legacy: bool, training: dict, metrics: dict) -> Path:
+    package = ModelPackage(
+        name=config.name or path.name, labels=table, channels=[InputChannel(config.modality, config.preset, config.window)],
+        spacing=config.spacing, roi=config.roi, feature_size=config.feature_size, legacy_patch_merging=legacy,
+        training=training, metrics=metrics,
+    )
+    package.save(path, network.state_dict())
+    return path
+
+
+def run_finetune(config: FinetuneConfig, resume: bool = False, show_progress: bool = False) -> int:
+    """Fine-tunes into ``config.out`` (a model package; training state under ``out/training``)."""
+    events = EventLog(config.events)
+    try:
+        return _finetune(config, resume, show_progress, events)
+    except Exception as error:
+        events.emit("error", message=str(error), kind=type(error).__name__)
+        raise
+    finally:
+        events.close()
+
+
+def _finetune(config: FinetuneConfig, resume: bool, show_progress: bool, events: EventLog) -> int:
+    out = Path(config.out)
+    training_dir = out / "training"
+    device = pick_device(config.device)
+    use_deterministic_kernels(device, config.deterministic)
+    random.seed(config.seed)
+    np.random.seed(config.seed)
+    torch.manual_seed(config.seed)
+    with tempfile.TemporaryDirectory(prefix="swinssl-scenes-") as extract_root:
+        table, cases, skipped = load_cases(config, events, Path(extract_root))
+    training_cases, validation_cases, validated_on = split_cases(cases, config)
+
+    init_path = resolve_init(config.init)
+    legacy = needs_legacy_merging(init_path)
+    network = build_swin_unetr(1, table.num_classes, config.feature_size, legacy).to(device)
+    init_report = load_weights(network, init_path) if init_path is not None and not resume else None
+    optimizer, scheduler = build_optimizer(network, config.lr, config.weight_decay, config.warmup, config.steps)
+    amp = autocast_dtype(device, config.amp)
+    scaler = torch.amp.GradScaler(device.type, enabled=amp == torch.float16)
+    state = TrainState("finetune", network, optimizer, scheduler, scaler, extra={"best_dice": -1.0, "best_step": 0})
+    if resume:
+        state.restore(load_checkpoint(training_dir / CHECKPOINT_NAME))
+    config.save(training_dir / "config.json")
+    training_summary = {
+        "cases": len(training_cases), "validation_cases": len(validation_cases), "validated_on": validated_on, "skipped": skipped,
+        "case_names": [c.name for c in cases], "init": config.init, "init_load": init_report.summary() if init_report else None,
+        "steps": config.steps, "spacing": list(config.spacing), "swinssl_version": __version__,
+    }
+    events.emit("start", task="finetune", config=config.to_dict(), labels=table.names, cases=len(training_cases),
+                validation_cases=len(validation_cases), validated_on=validated_on, skipped=skipped, device=str(device),
+                start_step=state.step, resumed=resume, init=training_summary["init_load"])
+
+    sampler = LabelledCropSampler(training_cases, config.roi, config.batch_size, config.seed)
+    prefetcher: Prefetcher[SegmentationBatch] = Prefetcher(sampler.batch)
+    bar = tqdm(total=config.steps, initial=state.step, disable=not show_progress, unit="step", dynamic_ncols=True)
+    step_seconds: float | None = None
+    try:
+        with StopRequest() as stop:
+            while state.step < config.steps:
+                started = time.perf_counter()
+                batch = prefetcher.get(state.step)
+                data_wait = time.perf_counter() - started
+                with torch.autocast(device.type, dtype=amp) if amp is not None else nullcontext():
+                    logits = network(batch.images.to(device))
+                loss = partial_dice_ce(logits, batch.labels.to(device), batch.present.to(device))
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                scaler.unscale_(optimizer)
+                torch.nn.utils.clip_grad_norm_(network.parameters(), config.grad_clip)
+                scaler.step(optimizer)
+                scaler.update()
+                scheduler.step()
+                state.step += 1
+                state.history.append([float(state.step), float(loss.detach())])
+                elapsed = time.perf_counter() - started
+                step_seconds = elapsed if step_seconds is None else 0.9 * step_seconds + 0.1 * elapsed
+                fields = dict(step=state.step, total=config.steps, losses={"total": float(loss.detach())}, lr=optimizer.param_groups[0]["lr"],
+                              samples_per_s=config.batch_size / step_seconds, eta_s=(config.steps - state.step) * step_seconds, data_wait_s=data_wait)
+                if state.step % config.val_every == 0 or state.step == config.steps:
+                    dice = validate(network, validation_cases, table, config, device)
+                    mean = float(np.mean(list(dice.values()))) if dice else 0.0
+                    fields.update(val_dice=dice, val_mean_dice=mean)
+                    if mean > state.extra["best_dice"]:
+                        state.extra.update(best_dice=mean, best_step=state.step, best_per_class=dice)
+                        metrics = {"mean_dice": mean, "dice": dice, "step": state.step, "validated_on": validated_on,
+                                   "note": "Dice on the validation cases named in training.case_names; not a benchmark"}
+                        _save_package(out, network, table, config, legacy, training_summary, metrics)
+                        fields["best"] = True
+                events.emit("progress", **fields)
+                bar.update(1)
+                bar.set_postfix({"loss": f"{float(loss.detach()):.3f}"}, refresh=False)
+                stop_now = (stop.requested or (config.stop_at is not None and state.step >= config.stop_at)) and state.step < config.steps
+                if stop_now or state.step % config.checkpoint_every == 0 or state.step == config.steps:
+                    atomic_torch_save(state.checkpoint(config.to_dict()), training_dir / CHECKPOINT_NAME)
+                    events.emit("checkpoint", path=training_dir / CHECKPOINT_NAME, step=state.step)
+                if stop_now:
+                    events.emit("stopped", step=state.step, total=config.steps, reason=stop.signal_name or "stop_at", checkpoint=training_dir / CHECKPOINT_NAME)
+                    return EXIT_STOPPED
+    finally:
+        bar.close()
+        prefetcher.close()
+    events.emit("done", step=state.step, outputs={"model": out, "checkpoint": training_dir / CHECKPOINT_NAME},
+                best_mean_dice=state.extra["best_dice"], best_step=state.extra["best_step"])
+    return EXIT_OK
