@@ -77,15 +77,20 @@ class PreparedCase:
     split: str
 
 
+def _corners(image: sitk.Image) -> np.ndarray:
+    """The 8 corner voxel centres in physical space, sorted (so flipped axes compare equal)."""
+    size = image.GetSize()
+    points = [image.TransformIndexToPhysicalPoint(tuple(c * (n - 1) for c, n in zip(corner, size))) for corner in np.ndindex(2, 2, 2)]
+    return np.asarray(sorted(tuple(np.round(p, 3)) for p in points))
+
+
 def _same_grid(image: sitk.Image, label: sitk.Image) -> str | None:
-    if image.GetSize() != label.GetSize():
+    """None when the label covers the image's voxels (axes may be stored flipped or permuted), else why not."""
+    if sorted(image.GetSize()) != sorted(label.GetSize()):
         return f"label size {label.GetSize()} differs from image size {image.GetSize()}"
-    corners = [(0, 0, 0), tuple(n - 1 for n in image.GetSize())]
-    for corner in corners:
-        a = np.asarray(image.TransformIndexToPhysicalPoint(corner))
-        b = np.asarray(label.TransformIndexToPhysicalPoint(corner))
-        if np.linalg.norm(a - b) > GEOMETRY_TOLERANCE_MM:
-            return f"label grid is {np.linalg.norm(a - b):.1f} mm away from the image grid at voxel {corner}"
+    distance = float(np.abs(_corners(image) - _corners(label)).max())
+    if distance > GEOMETRY_TOLERANCE_MM:
+        return f"label grid is {distance:.1f} mm away from the image grid"
     return None
 
 

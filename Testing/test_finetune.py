@@ -1,0 +1,228 @@
+"""Fine-tuning: finding labelled cases in every supported layout, validating them, training, resuming,
+and the issue's end-to-end run (real abdomen CT -> model package -> segmentation of a DICOM series)."""
+
+import json
+import os
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import slicerio
+import torch
+
+from conftest import phantom_ct, run_cli, write_volume
+from swinssl.events import read_events
+from swinssl.finetune.cases import cases_from_datalist, cases_from_folder, cases_from_scene
+from swinssl.finetune.config import FinetuneConfig
+from swinssl.finetune.dataset import build_label_table, prepare_case, read_case_labels
+from swinssl.finetune.scene import SceneError, safe_extract
+from swinssl.finetune.train import run_finetune
+from swinssl.io.reader import VolumeError
+from swinssl.labels.segmentation_file import write_label_map
+from swinssl.labels.table import LabelTable
+from swinssl.package import load_package
+from swinssl.preprocessing.intensity import IntensitySettings
+from swinssl.training.checkpoint import load_checkpoint
+from swinssl.training.signals import EXIT_OK, EXIT_STOPPED
+
+SHAPE = (36, 40, 44)  # (K, J, I)
+
+
+def phantom_labels(shape=SHAPE) -> np.ndarray:
+    """Two 'organs' inside the phantom body: 1 on the left half, 2 a block on the right."""
+    labels = np.zeros(shape, np.uint8)
+    labels[10:26, 12:28, 8:20] = 1
+    labels[12:24, 14:26, 26:36] = 2
+    return labels
+
+
+def write_case(folder: Path, name: str, seed: int = 0, label_suffix="_label", spacing=(2.0, 2.0, 2.0), labels=None) -> tuple[Path, Path]:
+    image = write_volume(folder / f"{name}.nii.gz", phantom_ct(SHAPE, seed), spacing=spacing)
+    label = write_volume(folder / f"{name}{label_suffix}.nii.gz", phantom_labels() if labels is None else labels, spacing=spacing)
+    return image, label
+
+
+def test_msd_layout_with_dataset_json(tmp_path):
+    for name in ("case_1", "case_2"):
+        image, label = write_case(tmp_path / "tmp", name)
+        (tmp_path / "imagesTr").mkdir(exist_ok=True)
+        (tmp_path / "labelsTr").mkdir(exist_ok=True)
+        os.replace(image, tmp_path / "imagesTr" / f"{name}.nii.gz")
+        os.replace(label, tmp_path / "labelsTr" / f"{name}.nii.gz")
+    dataset = {"labels": {"0": "background", "1": "liver", "2": "spleen"},
+               "training": [{"image": f"./imagesTr/case_{i}.nii.gz", "label": f"./labelsTr/case_{i}.nii.gz"} for i in (1, 2)]}
+    (tmp_path / "dataset.json").write_text(json.dumps(dataset))
+    cases = cases_from_folder(tmp_path)
+    assert [c.label.name for c in cases] == ["case_1.nii.gz", "case_2.nii.gz"]
+    assert cases[0].names == {1: "liver", 2: "spleen"}
+
+
+def test_nnunet_style_label_mapping_and_datalist_validation_split(tmp_path):
+    write_case(tmp_path, "a")
+    write_case(tmp_path, "b", seed=1)
+    datalist = {"labels": {"background": 0, "liver": 1, "spleen": 2},
+                "training": [{"image": "a.nii.gz", "label": "a_label.nii.gz"}],
+                "validation": [{"image": "b.nii.gz", "label": "b_label.nii.gz"}]}
+    (tmp_path / "list.json").write_text(json.dumps(datalist))
+    cases = cases_from_datalist(tmp_path / "list.json")
+    assert [(c.split, c.names) for c in cases] == [("training", {1: "liver", 2: "spleen"}), ("validation", {1: "liver", 2: "spleen"})]
+
+
+def test_side_by_side_pairs_including_a_real_dicom_series(tmp_path, shared_data):
+    os.symlink(shared_data / "ct" / "abdomen_ct_dicom_series", tmp_path / "patient7")
+    os.symlink(shared_data / "ct" / "abdomen_ct_dicom_series_labels.nii.gz", tmp_path / "patient7_labels.nii.gz")
+    os.symlink(shared_data / "ct" / "totalsegmentator_label_names.json", tmp_path / "names.json")
+    write_case(tmp_path, "phantom", label_suffix="_seg")
+    cases = {c.name: c for c in cases_from_folder(tmp_path)}
+    assert set(cases) == {"patient7_labels", "phantom_seg"}
+    assert cases["patient7_labels"].image.is_dicom and cases["patient7_labels"].names[5] == "liver"
+    table = build_label_table([read_case_labels(cases["patient7_labels"])], ["Liver", "SPLEEN"])
+    prepared = prepare_case(cases["patient7_labels"], read_case_labels(cases["patient7_labels"]), table, IntensitySettings(), (3.0, 3.0, 3.0), 64)
+    assert table.names == ["liver", "spleen"] and set(np.unique(prepared.label)) <= {0, 1, 2} and (prepared.label == 1).any()
+
+
+def write_mrb(path: Path, volume: Path, segmentation: Path) -> Path:
+    mrml = f"""<MRML version="Slicer4.4.0">
+ <Volume id="vtkMRMLScalarVolumeNode1" name="CT" references="display:vtkMRMLScalarVolumeDisplayNode1;storage:vtkMRMLVolumeArchetypeStorageNode1;"></Volume>
+ <VolumeArchetypeStorage id="vtkMRMLVolumeArchetypeStorageNode1" name="VolumeArchetypeStorage" fileName="Data/{volume.name}"></VolumeArchetypeStorage>
+ <Segmentation id="vtkMRMLSegmentationNode1" name="Organs" references="referenceImageGeometryRef:vtkMRMLScalarVolumeNode1;storage:vtkMRMLSegmentationStorageNode1;"></Segmentation>
+ <SegmentationStorage id="vtkMRMLSegmentationStorageNode1" name="SegmentationStorage" fileName="Data/{segmentation.name}"></SegmentationStorage>
+</MRML>"""
+    with zipfile.ZipFile(path, "w") as bundle:
+        bundle.writestr("Scene/Scene.mrml", mrml)
+        bundle.write(volume, f"Scene/Data/{volume.name}")
+        bundle.write(segmentation, f"Scene/Data/{segmentation.name}")
+    return path
+
+
+def test_seg_nrrd_and_mrb_scenes_match_segments_by_name_and_keep_missing_classes_out_of_background(tmp_path):
+    image, label = write_case(tmp_path / "a", "a")
+    case_a = cases_from_folder(tmp_path / "a")[0]
+    object.__setattr__(case_a, "names", {1: "liver", 2: "spleen"})
+    # Case b: a .seg.nrrd next to its volume, segment named 'Liver' only.
+    b_image = write_volume(tmp_path / "b" / "b.nrrd", phantom_ct(SHAPE, 2), spacing=(2.0, 2.0, 2.0))
+    liver_only = sitk.ReadImage(str(label)) == 1
+    write_label_map(sitk.Cast(liver_only, sitk.sitkUInt8), LabelTable.from_names(["Liver"]), tmp_path / "b" / "b.seg.nrrd")
+    case_b = cases_from_scene(tmp_path / "b" / "b.seg.nrrd", tmp_path)[0]
+    # Case c: the same pair inside a Slicer scene bundle.
+    mrb = write_mrb(tmp_path / "scene.mrb", b_image, tmp_path / "b" / "b.seg.nrrd")
+    case_c = cases_from_scene(mrb, tmp_path)[0]
+    assert case_c.label.name == "b.seg.nrrd" and case_c.image.path.name == "b.nrrd"
+
+    labels = [read_case_labels(c) for c in (case_a, case_b, case_c)]
+    table = build_label_table(labels)
+    assert table.names == ["liver", "spleen"]
+    prepared = [prepare_case(c, l, table, IntensitySettings(), (4.0, 4.0, 4.0), 64) for c, l in zip((case_a, case_b, case_c), labels)]
+    assert prepared[0].present.tolist() == [True, True, True]
+    assert prepared[1].present.tolist() == [True, True, False]  # spleen not annotated: excluded, not background
+    assert prepared[1].image.shape[1:] == prepared[1].label.shape and prepared[1].image.dtype == np.float16
+
+
+def test_archive_members_escaping_the_target_are_refused(tmp_path):
+    with zipfile.ZipFile(tmp_path / "evil.mrb", "w") as bundle:
+        bundle.writestr("../outside.txt", "x")
+    with pytest.raises(SceneError, match="outside the extraction folder"):
+        safe_extract(tmp_path / "evil.mrb", tmp_path / "target")
+    assert not (tmp_path / "outside.txt").exists()
+
+
+@pytest.mark.parametrize(
+    "problem, make_label, message",
+    [
+        ("size", lambda: np.zeros((30, 40, 44), np.uint8), "differs from image size"),
+        ("values", lambda: np.where(phantom_labels() == 2, 7, phantom_labels()).astype(np.uint8), "label values [7] are not in its label table"),
+        ("empty", lambda: np.zeros(SHAPE, np.uint8), "no voxel of the model's classes"),
+    ],
+)
+def test_bad_labels_are_errors_naming_the_file(tmp_path, problem, make_label, message):
+    image, label = write_case(tmp_path, "case", labels=make_label())
+    case = cases_from_folder(tmp_path)[0]
+    object.__setattr__(case, "names", {1: "liver", 2: "spleen"})
+    labels = read_case_labels(case)
+    with pytest.raises(VolumeError) as error:
+        prepare_case(case, labels, LabelTable.from_names(["liver", "spleen"]), IntensitySettings(), (4.0, 4.0, 4.0), 64)
+    assert str(label) in str(error.value) and message in str(error.value)
+
+
+def test_shifted_label_grid_is_refused(tmp_path):
+    write_volume(tmp_path / "case.nii.gz", phantom_ct(SHAPE), spacing=(2.0, 2.0, 2.0))
+    write_volume(tmp_path / "case_label.nii.gz", phantom_labels(), spacing=(2.0, 2.0, 2.0), origin=(10.0, 0.0, 0.0))
+    case = cases_from_folder(tmp_path)[0]
+    with pytest.raises(VolumeError, match="mm away from the image grid"):
+        prepare_case(case, read_case_labels(case), LabelTable.from_names(["label_1", "label_2"]), IntensitySettings(), (4.0, 4.0, 4.0), 64)
+
+
+def tiny_finetune(data: Path, out: Path, **changes) -> FinetuneConfig:
+    settings = dict(out=str(out), data=[str(data)], classes=["liver", "spleen"], spacing=(4.0, 4.0, 4.0), roi=64, feature_size=12,
+                    steps=4, val_every=4, checkpoint_every=100, lr=1e-3, warmup_steps=1, device="cpu", events=str(out.parent / f"{out.name}.jsonl"))
+    settings.update(changes)
+    return FinetuneConfig(**settings)
+
+
+def labelled_phantoms(folder: Path) -> Path:
+    for seed in range(3):
+        write_case(folder, f"case_{seed}", seed=seed)
+    (folder / "labels.json").write_text(json.dumps({"1": "liver", "2": "spleen"}))
+    return folder
+
+
+def test_four_steps_equal_two_plus_resume_plus_two(tmp_path):
+    data = labelled_phantoms(tmp_path / "data")
+    assert run_finetune(tiny_finetune(data, tmp_path / "straight")) == EXIT_OK
+    assert run_finetune(tiny_finetune(data, tmp_path / "split", stop_at=2)) == EXIT_STOPPED
+    assert run_finetune(tiny_finetune(data, tmp_path / "split"), resume=True) == EXIT_OK
+    straight = load_checkpoint(tmp_path / "straight" / "training" / "checkpoint.pt")
+    split = load_checkpoint(tmp_path / "split" / "training" / "checkpoint.pt")
+    for key, value in straight["model"].items():
+        assert torch.equal(value, split["model"][key]), key
+    log = read_events(tmp_path / "straight.jsonl")
+    start = next(e for e in log if e["event"] == "start")
+    assert start["labels"] == ["liver", "spleen"] and start["cases"] == 2 and start["validation_cases"] == 1
+    validation = [e for e in log if e["event"] == "progress" and "val_dice" in e]
+    assert len(validation) == 1 and set(validation[0]["val_dice"]) <= {"liver", "spleen"} and validation[0]["val_dice"]
+    package = load_package(tmp_path / "straight")
+    assert package.labels.names == ["liver", "spleen"] and package.metrics["validated_on"] == "held-out cases"
+    assert package.training["case_names"] == ["case_0_label", "case_1_label", "case_2_label"]
+
+
+def test_finetune_from_our_pretraining_reports_the_load(tmp_path):
+    from swinssl.training.config import PretrainConfig
+    from swinssl.training.pretrain import run_pretraining
+
+    data = labelled_phantoms(tmp_path / "data")
+    run_pretraining(PretrainConfig(data=[str(data / "case_0.nii.gz")], out=str(tmp_path / "ssl"), cache_dir=str(tmp_path / "cache"),
+                                   roi=64, feature_size=12, projection_dim=16, batch_size=1, steps=1, device="cpu"))
+    config = tiny_finetune(data, tmp_path / "model", init=str(tmp_path / "ssl"), steps=1, val_every=1)
+    assert run_finetune(config) == EXIT_OK
+    start = next(e for e in read_events(tmp_path / "model.jsonl") if e["event"] == "start")
+    assert "encoder.safetensors (swinunetr)" in start["init"] and "encoder 1" in start["init"]
+    wrong = tiny_finetune(data, tmp_path / "wide", init=str(tmp_path / "ssl"), feature_size=24, steps=1)
+    with pytest.raises(ValueError, match="no usable encoder weights"):
+        run_finetune(wrong)
+
+
+def test_issue_must_show_finetune_on_real_ct_then_segment_the_dicom_series(tmp_path, shared_data):
+    data = tmp_path / "data"
+    data.mkdir()
+    for name in ("abdomen_ct_3mm.nii.gz", "abdomen_ct_3mm_labels.nii.gz", "totalsegmentator_label_names.json"):
+        os.symlink(shared_data / "ct" / name, data / name)
+    organs = ["liver", "spleen", "kidney_right", "kidney_left", "stomach"]
+    result = run_cli("finetune", "--data", str(data), "--out", str(tmp_path / "organs"), "--classes", *organs, "--spacing", "3", "3", "3",
+                     "--roi", "64", "--feature-size", "12", "--steps", "3", "--val-every", "3", "--lr", "1e-3", "--device", "cpu",
+                     "--events", str(tmp_path / "ft.jsonl"))
+    assert result.returncode == 0, result.stderr
+    package = load_package(tmp_path / "organs")
+    assert package.labels.names == organs and package.channels[0].modality == "CT"
+    series = shared_data / "ct" / "abdomen_ct_dicom_series"
+    output = tmp_path / "patient.seg.nrrd"
+    result = run_cli("segment", "--model", str(tmp_path / "organs"), "--input", str(series), "--output", str(output), "--device", "cpu")
+    assert result.returncode == 0, result.stderr
+    reader = sitk.ImageSeriesReader()
+    reader.SetFileNames(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(series)))
+    source, written = reader.Execute(), sitk.ReadImage(str(output))
+    assert written.GetSize() == source.GetSize()
+    assert np.allclose(written.GetSpacing(), source.GetSpacing(), atol=1e-4) and np.allclose(written.GetOrigin(), source.GetOrigin(), atol=1e-3)
+    assert np.allclose(written.GetDirection(), source.GetDirection(), atol=1e-6)
+    assert [s["name"] for s in slicerio.read_segmentation(str(output))["segments"]] == organs
