@@ -1,4 +1,4 @@
-"""Command line: ``swinssl pretrain | finetune | segment | demo`` (``python -m swinssl`` and ``torchrun -m swinssl`` too).
+"""Command line: ``swinssl pretrain | finetune | segment | evaluate | demo`` (``python -m swinssl`` and ``torchrun -m swinssl`` too).
 
 Exit statuses: 0 finished, 1 error (message on stderr and as an ``error`` event), 2 bad command
 line, 3 stopped by SIGTERM/SIGINT or ``--stop-at`` after writing a checkpoint (``--resume`` goes on).
@@ -137,6 +137,21 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
     return run_finetune(config, resume=args.resume, show_progress=sys.stderr.isatty())
 
 
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    import json
+
+    from swinssl.evaluate import evaluate, markdown_table
+
+    result = evaluate(Path(args.pred), Path(args.ref), args.tolerance, Path(args.ref_names) if args.ref_names else None)
+    table = markdown_table(result)
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2))
+    if args.markdown:
+        Path(args.markdown).write_text(table + "\n")
+    print(table)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="swinssl", description="Self-supervised Swin UNETR for medical volumes.")
     parser.add_argument("--version", action="version", version=f"swinssl {__version__}")
@@ -184,6 +199,14 @@ def build_parser() -> argparse.ArgumentParser:
     segment.add_argument("--batch-size", type=int, default=4, help="windows per forward pass")
     segment.add_argument("--events", help="JSON Lines event file, or - for stdout")
     segment.set_defaults(handler=_cmd_segment)
+    evaluate = commands.add_parser("evaluate", help="per-class Dice, HD95 and surface Dice of a segmentation against a reference")
+    evaluate.add_argument("--pred", required=True, help="predicted .seg.nrrd or label map")
+    evaluate.add_argument("--ref", required=True, help="reference .seg.nrrd or label map (classes matched by name)")
+    evaluate.add_argument("--ref-names", help="JSON {value: name} for a reference label map without names")
+    evaluate.add_argument("--tolerance", type=float, default=2.0, help="surface Dice tolerance in mm (default 2)")
+    evaluate.add_argument("--json", help="write the metrics as JSON here")
+    evaluate.add_argument("--markdown", help="write the Markdown table here")
+    evaluate.set_defaults(handler=_cmd_evaluate)
     demo = commands.add_parser("demo", help="short pretraining with previews on the bundled CT (CPU, a few minutes)")
     demo.add_argument("--out", default="swinssl-demo", help="output folder (default ./swinssl-demo)")
     demo.add_argument("--steps", type=int, default=16)

@@ -29,7 +29,7 @@ class LabelledCase:
         return volume_stem(self.label)
 
 
-def _names_from_mapping(mapping: dict) -> dict[int, str]:
+def names_from_mapping(mapping: dict) -> dict[int, str]:
     """{"1": "liver"} (MSD, TotalSegmentator) or {"liver": 1} (nnU-Net v2) -> {1: "liver"}, background dropped."""
     names = {}
     for key, value in mapping.items():
@@ -48,9 +48,9 @@ def label_names_in(folder: Path) -> dict[int, str]:
         except (json.JSONDecodeError, UnicodeDecodeError):
             continue
         if isinstance(data, dict) and isinstance(data.get("labels"), dict):
-            return _names_from_mapping(data["labels"])
+            return names_from_mapping(data["labels"])
         if isinstance(data, dict) and data and all(str(k).isdigit() and isinstance(v, str) for k, v in data.items()):
-            return _names_from_mapping(data)
+            return names_from_mapping(data)
     return {}
 
 
@@ -65,7 +65,7 @@ def cases_from_datalist(path: Path) -> list[LabelledCase]:
         data = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as error:
         raise ValueError(f"{path}: unreadable datalist ({error})") from error
-    names = _names_from_mapping(data.get("labels", {})) if isinstance(data.get("labels"), dict) else {}
+    names = names_from_mapping(data.get("labels", {})) if isinstance(data.get("labels"), dict) else {}
     cases = []
     for split in ("training", "validation"):
         for entry in data.get(split, []):

@@ -1,0 +1,61 @@
+"""swinssl evaluate: Dice against its formula, HD95 and surface Dice on shapes with known distances, name matching."""
+
+import json
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from conftest import run_cli
+from swinssl.evaluate import evaluate
+from swinssl.labels.segmentation_file import write_label_map
+from swinssl.labels.table import LabelTable
+
+
+def label_image(array_kji: np.ndarray, spacing=(1.0, 1.0, 2.0)) -> sitk.Image:
+    image = sitk.GetImageFromArray(array_kji.astype(np.uint8))
+    image.SetSpacing(spacing)
+    return image
+
+
+def test_metrics_on_shifted_cubes(tmp_path):
+    ref = np.zeros((30, 30, 30), np.uint8)
+    ref[10:20, 10:20, 10:20] = 1
+    pred = np.zeros_like(ref)
+    pred[10:20, 10:20, 13:23] = 1  # shifted 3 voxels along i (1 mm each)
+    pred[2:5, 2:5, 2:5] = 2  # a class absent from the reference
+    write_label_map(label_image(ref), LabelTable.from_names(["liver"]), tmp_path / "ref.nii.gz")
+    write_label_map(label_image(pred), LabelTable.from_names(["Liver", "spleen"]), tmp_path / "pred.seg.nrrd")
+    result = evaluate(tmp_path / "pred.seg.nrrd", tmp_path / "ref.nii.gz", tolerance_mm=3.0)
+    liver = result["classes"]["liver"]
+    overlap = int(((pred == 1) & (ref == 1)).sum())
+    assert liver["dice"] == pytest.approx(2 * overlap / (int((pred == 1).sum()) + int(ref.sum())))
+    assert 1.0 <= liver["hd95_mm"] <= 3.0 + 1e-6  # no surface point is more than the 3 mm shift away
+    assert liver["surface_dice"] == pytest.approx(1.0)  # every surface point within the 3 mm tolerance
+    assert result["predicted_classes_not_in_reference"] == ["spleen"]
+    strict = evaluate(tmp_path / "pred.seg.nrrd", tmp_path / "ref.nii.gz", tolerance_mm=0.5)
+    assert strict["classes"]["liver"]["surface_dice"] < 0.9
+
+
+def test_identical_maps_are_perfect_and_empty_prediction_scores_zero(tmp_path):
+    ref = np.zeros((20, 20, 20), np.uint8)
+    ref[5:12, 5:15, 6:9] = 1
+    write_label_map(label_image(ref), LabelTable.from_names(["tumour"]), tmp_path / "ref.seg.nrrd")
+    perfect = evaluate(tmp_path / "ref.seg.nrrd", tmp_path / "ref.seg.nrrd")["classes"]["tumour"]
+    assert perfect == {"dice": 1.0, "hd95_mm": 0.0, "surface_dice": 1.0}
+    write_label_map(label_image(np.zeros_like(ref)), LabelTable.from_names(["tumour"]), tmp_path / "empty.seg.nrrd")
+    assert evaluate(tmp_path / "empty.seg.nrrd", tmp_path / "ref.seg.nrrd")["classes"]["tumour"]["dice"] == 0.0
+
+
+def test_cli_writes_json_and_markdown_against_a_real_reference(tmp_path, shared_data):
+    reference = shared_data / "ct" / "abdomen_ct_small_3mm_labels.nii.gz"
+    names = shared_data / "ct" / "totalsegmentator_label_names.json"
+    image = sitk.ReadImage(str(reference))
+    liver = sitk.Cast(image == 5, sitk.sitkUInt8)
+    write_label_map(liver, LabelTable.from_names(["liver"]), tmp_path / "pred.seg.nrrd")
+    result = run_cli("evaluate", "--pred", str(tmp_path / "pred.seg.nrrd"), "--ref", str(reference), "--ref-names", str(names),
+                     "--json", str(tmp_path / "m.json"), "--markdown", str(tmp_path / "m.md"))
+    assert result.returncode == 0, result.stderr
+    metrics = json.loads((tmp_path / "m.json").read_text())
+    assert list(metrics["classes"]) == ["liver"] and metrics["classes"]["liver"]["dice"] == pytest.approx(1.0)
+    assert "| liver | 1.000 | 0.0 | 1.000 |" in (tmp_path / "m.md").read_text()

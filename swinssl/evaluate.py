@@ -1,0 +1,105 @@
+"""``swinssl evaluate``: per-class Dice, HD95 and surface Dice between a predicted and a reference label map.
+
+Classes are matched by segment name when both files carry names (.seg.nrrd, or NIfTI + JSON label
+table), else by label value. Metrics come from MONAI, computed per class on the bounding box of
+the union of both masks (plus a margin), so large volumes never need one-hot maps.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+import torch
+from monai.metrics import compute_dice, compute_hausdorff_distance, compute_surface_dice
+
+from swinssl.finetune.cases import names_from_mapping
+from swinssl.labels.segmentation_file import read_seg_nrrd
+from swinssl.labels.table import normalize_name
+
+MARGIN = 2
+
+
+def read_labelled(path: Path) -> tuple[sitk.Image, dict[int, str]]:
+    """A label map and its {value: name} (names from the .seg.nrrd or a sibling JSON label table)."""
+    if path.name.lower().endswith(".seg.nrrd"):
+        image, names, _, _ = read_seg_nrrd(path)
+        return image, names
+    try:
+        image = sitk.ReadImage(str(path))
+    except RuntimeError as error:
+        raise ValueError(f"{path}: unreadable label map") from error
+    stem = path.name[: -len(".nii.gz")] if path.name.endswith(".nii.gz") else path.stem
+    table_path = path.with_name(stem + ".json")
+    names = {}
+    if table_path.is_file():
+        names = {int(e["value"]): e["name"] for e in json.loads(table_path.read_text()).get("labels", [])}
+    if not names:
+        values = np.unique(sitk.GetArrayViewFromImage(image))
+        names = {int(v): f"label_{int(v)}" for v in values if v != 0}
+    return image, names
+
+
+def _class_metrics(pred: np.ndarray, ref: np.ndarray, spacing: tuple[float, ...], tolerance: float) -> dict[str, float | None]:
+    if not pred.any() and not ref.any():
+        return {"dice": None, "hd95_mm": None, "surface_dice": None}
+    if not pred.any() or not ref.any():
+        return {"dice": 0.0, "hd95_mm": None, "surface_dice": 0.0}
+    union = np.argwhere(pred | ref)
+    low = np.maximum(union.min(0) - MARGIN, 0)
+    high = np.minimum(union.max(0) + MARGIN + 1, pred.shape)
+    box = tuple(slice(a, b) for a, b in zip(low, high))
+    p = torch.from_numpy(pred[box].astype(np.float32))[None, None]
+    r = torch.from_numpy(ref[box].astype(np.float32))[None, None]
+    return {
+        "dice": float(compute_dice(p, r, include_background=True)[0, 0]),
+        "hd95_mm": float(compute_hausdorff_distance(p, r, include_background=True, percentile=95, spacing=list(spacing))[0, 0]),
+        "surface_dice": float(compute_surface_dice(p, r, [tolerance], include_background=True, spacing=list(spacing))[0, 0]),
+    }
+
+
+def evaluate(pred_path: Path, ref_path: Path, tolerance_mm: float = 2.0, ref_names_path: Path | None = None) -> dict:
+    """Metrics per class shared by name, and their means over classes present in either map.
+
+    ``ref_names_path``: a JSON {value: name} table for a reference label map that carries no names.
+    """
+    prediction, pred_names = read_labelled(pred_path)
+    reference, ref_names = read_labelled(ref_path)
+    if ref_names_path is not None:
+        table = names_from_mapping(json.loads(Path(ref_names_path).read_text()))
+        present = {int(v) for v in np.unique(sitk.GetArrayViewFromImage(reference))} - {0}
+        ref_names = {v: n for v, n in table.items() if v in present or normalize_name(n) in {normalize_name(p) for p in pred_names.values()}}
+    if prediction.GetSize() != reference.GetSize() or not np.allclose(prediction.GetOrigin(), reference.GetOrigin(), atol=1e-3):
+        prediction = sitk.Resample(prediction, reference, sitk.Transform(), sitk.sitkNearestNeighbor, 0)
+    pred_array = sitk.GetArrayViewFromImage(prediction)
+    ref_array = sitk.GetArrayViewFromImage(reference)
+    spacing = tuple(reversed(reference.GetSpacing()))  # arrays are (K, J, I)
+    pred_by_name = {normalize_name(n): v for v, n in pred_names.items()}
+    ref_keys = {normalize_name(n) for n in ref_names.values()}
+    classes = {}
+    for value, name in sorted(ref_names.items()):
+        pred_value = pred_by_name.get(normalize_name(name))
+        if pred_value is None:
+            continue  # the prediction does not know this class: not scored (listed below)
+        classes[name] = _class_metrics(pred_array == pred_value, ref_array == value, spacing, tolerance_mm)
+    not_predicted = [n for n in ref_names.values() if normalize_name(n) not in pred_by_name]
+    not_in_reference = [n for n in pred_names.values() if normalize_name(n) not in ref_keys]
+    means = {}
+    for metric in ("dice", "hd95_mm", "surface_dice"):
+        values = [c[metric] for c in classes.values() if c[metric] is not None and math.isfinite(c[metric])]
+        means[metric] = float(np.mean(values)) if values else None
+    return {"prediction": str(pred_path), "reference": str(ref_path), "tolerance_mm": tolerance_mm, "classes": classes, "mean": means,
+            "reference_classes_not_predicted": not_predicted, "predicted_classes_not_in_reference": not_in_reference}
+
+
+def markdown_table(result: dict) -> str:
+    def cell(value: float | None, digits: int = 3) -> str:
+        return "n/a" if value is None else f"{value:.{digits}f}"
+
+    lines = [f"| class | Dice | HD95 (mm) | surface Dice ({result['tolerance_mm']:g} mm) |", "|---|---|---|---|"]
+    for name, metrics in list(result["classes"].items()) + [("**mean**", result["mean"])]:
+        lines.append(f"| {name} | {cell(metrics['dice'])} | {cell(metrics['hd95_mm'], 1)} | {cell(metrics['surface_dice'])} |")
+    return "\n".join(lines)
