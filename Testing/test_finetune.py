@@ -226,3 +226,21 @@ def test_issue_must_show_finetune_on_real_ct_then_segment_the_dicom_series(tmp_p
     assert np.allclose(written.GetSpacing(), source.GetSpacing(), atol=1e-4) and np.allclose(written.GetOrigin(), source.GetOrigin(), atol=1e-3)
     assert np.allclose(written.GetDirection(), source.GetDirection(), atol=1e-6)
     assert [s["name"] for s in slicerio.read_segmentation(str(output))["segments"]] == organs
+
+
+def test_compare_init_writes_the_label_efficiency_table(tmp_path):
+    from swinssl.finetune.compare import compare_init
+    from swinssl.training.config import PretrainConfig
+    from swinssl.training.pretrain import run_pretraining
+
+    data = labelled_phantoms(tmp_path / "data")
+    run_pretraining(PretrainConfig(data=[str(data)], out=str(tmp_path / "ssl"), cache_dir=str(tmp_path / "cache"), roi=64, feature_size=12,
+                                   projection_dim=16, batch_size=1, steps=1, device="cpu"))
+    rows = compare_init(tiny_finetune(data, tmp_path / "unused", steps=1, val_every=1), str(tmp_path / "ssl"), [1, 2], tmp_path / "study")
+    assert [r["n"] for r in rows] == [1, 2]
+    assert all(r["difference"] == pytest.approx(r["pretrained_dice"] - r["scratch_dice"]) for r in rows)
+    table = (tmp_path / "study" / "compare_init.md").read_text()
+    assert table.startswith("| N labelled | scratch Dice | pretrained Dice | difference |") and table.count("\n") == 4
+    scratch = load_package(tmp_path / "study" / "n1_scratch").training
+    pretrained = load_package(tmp_path / "study" / "n1_pretrained").training
+    assert scratch["cases"] == pretrained["cases"] == 1 and scratch["init_load"] is None and "encoder" in pretrained["init_load"]

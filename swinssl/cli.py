@@ -1,4 +1,4 @@
-"""Command line: ``swinssl pretrain | finetune | segment | evaluate | demo`` (``python -m swinssl`` and ``torchrun -m swinssl`` too).
+"""Command line: ``swinssl pretrain | finetune | compare-init | segment | evaluate | models | demo`` (``python -m swinssl`` and ``torchrun -m swinssl`` too).
 
 Exit statuses: 0 finished, 1 error (message on stderr and as an ``error`` event), 2 bad command
 line, 3 stopped by SIGTERM/SIGINT or ``--stop-at`` after writing a checkpoint (``--resume`` goes on).
@@ -137,6 +137,31 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
     return run_finetune(config, resume=args.resume, show_progress=sys.stderr.isatty())
 
 
+def _cmd_compare_init(args: argparse.Namespace) -> int:
+    from swinssl.finetune.compare import compare_init
+    from swinssl.finetune.config import FinetuneConfig
+
+    given = {k: v for k, v in vars(args).items() if v is not None and k not in ("command", "handler", "pretrained", "counts", "init")}
+    rows = compare_init(FinetuneConfig(**given), args.pretrained, args.counts, Path(args.out))
+    print((Path(args.out) / "compare_init.md").read_text(), end="")
+    return 0 if rows else 1
+
+
+def _cmd_models(args: argparse.Namespace) -> int:
+    from swinssl.models import import_model, list_packages, models_dir
+
+    root = Path(args.models_dir) if args.models_dir else models_dir()
+    if args.action == "import":
+        if not args.source:
+            raise ValueError("swinssl models import needs a SOURCE")
+        print(import_model(Path(args.source), root, args.name))
+        return 0
+    for package in list_packages(root):
+        channels = "+".join(c.modality for c in package.channels)
+        print(f"{package.name}\t{package.version}\t{channels}\t{len(package.labels.labels)} labels\t{package.path}")
+    return 0
+
+
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     import json
 
@@ -152,6 +177,37 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_finetune_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", required=True, help="model package folder (training state goes to OUT/training)")
+    parser.add_argument("--data", nargs="+", metavar="DIR", help="MSD folders (dataset.json) or folders of <name> + <name>_label(s)/_seg pairs")
+    parser.add_argument("--datalist", dest="datalists", nargs="+", metavar="JSON", help="MONAI/MSD datalists (training/validation entries)")
+    parser.add_argument("--scenes", nargs="+", metavar="MRB|SEG", help="Slicer .mrb bundles, .seg.nrrd files (beside their volume) or folders of them")
+    parser.add_argument("--classes", nargs="+", metavar="NAME", help="segment names to learn, in this order (default: all names found)")
+    parser.add_argument("--name", help="model name (default: the --out folder name)")
+    parser.add_argument("--modality", help="input modality shown in Slicer (default CT)")
+    parser.add_argument("--preset", choices=("ct", "mr", "pet", "none"))
+    parser.add_argument("--window", nargs=2, type=float, metavar=("LOW", "HIGH"))
+    parser.add_argument("--spacing", nargs=3, type=float, metavar=("X", "Y", "Z"), help="model spacing in mm (default 1.5 1.5 2)")
+    parser.add_argument("--roi", type=int, help="window edge in voxels, multiple of 32, >= 64 (default 96)")
+    parser.add_argument("--feature-size", type=int, help="default 48")
+    parser.add_argument("--init", help="random (default), a pretraining run, a model package, a MONAI bundle folder or a weights file")
+    parser.add_argument("--steps", type=int)
+    parser.add_argument("--batch-size", type=int)
+    parser.add_argument("--lr", type=float)
+    parser.add_argument("--weight-decay", type=float)
+    parser.add_argument("--warmup-steps", type=int)
+    parser.add_argument("--overlap", type=float, help="validation sliding-window overlap (default 0.5)")
+    parser.add_argument("--val-every", type=int, help="validate every K steps (default 100)")
+    parser.add_argument("--val-cases", type=int, help="hold out this many cases for validation")
+    parser.add_argument("--checkpoint-every", type=int)
+    parser.add_argument("--no-amp", dest="amp", action="store_const", const=False)
+    parser.add_argument("--seed", type=int)
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"))
+    parser.add_argument("--events", help="JSON Lines event file, or - for stdout")
+    parser.add_argument("--stop-at", type=int)
+    parser.add_argument("--train-cases", type=int, help="use only the first N training cases")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="swinssl", description="Self-supervised Swin UNETR for medical volumes.")
     parser.add_argument("--version", action="version", version=f"swinssl {__version__}")
@@ -160,35 +216,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_pretrain_arguments(pretrain)
     pretrain.set_defaults(handler=_cmd_pretrain)
     finetune = commands.add_parser("finetune", help="fine-tune SwinUNETR on labelled volumes; writes a model package")
-    finetune.add_argument("--out", required=True, help="model package folder (training state goes to OUT/training)")
-    finetune.add_argument("--data", nargs="+", metavar="DIR", help="MSD folders (dataset.json) or folders of <name> + <name>_label(s)/_seg pairs")
-    finetune.add_argument("--datalist", dest="datalists", nargs="+", metavar="JSON", help="MONAI/MSD datalists (training/validation entries)")
-    finetune.add_argument("--scenes", nargs="+", metavar="MRB|SEG", help="Slicer .mrb bundles, .seg.nrrd files (beside their volume) or folders of them")
-    finetune.add_argument("--classes", nargs="+", metavar="NAME", help="segment names to learn, in this order (default: all names found)")
-    finetune.add_argument("--name", help="model name (default: the --out folder name)")
-    finetune.add_argument("--modality", help="input modality shown in Slicer (default CT)")
-    finetune.add_argument("--preset", choices=("ct", "mr", "pet", "none"))
-    finetune.add_argument("--window", nargs=2, type=float, metavar=("LOW", "HIGH"))
-    finetune.add_argument("--spacing", nargs=3, type=float, metavar=("X", "Y", "Z"), help="model spacing in mm (default 1.5 1.5 2)")
-    finetune.add_argument("--roi", type=int, help="window edge in voxels, multiple of 32, >= 64 (default 96)")
-    finetune.add_argument("--feature-size", type=int, help="default 48")
-    finetune.add_argument("--init", help="random (default), a pretraining run, a model package, a MONAI bundle folder or a weights file")
-    finetune.add_argument("--steps", type=int)
-    finetune.add_argument("--batch-size", type=int)
-    finetune.add_argument("--lr", type=float)
-    finetune.add_argument("--weight-decay", type=float)
-    finetune.add_argument("--warmup-steps", type=int)
-    finetune.add_argument("--overlap", type=float, help="validation sliding-window overlap (default 0.5)")
-    finetune.add_argument("--val-every", type=int, help="validate every K steps (default 100)")
-    finetune.add_argument("--val-cases", type=int, help="hold out this many cases for validation")
-    finetune.add_argument("--checkpoint-every", type=int)
-    finetune.add_argument("--no-amp", dest="amp", action="store_const", const=False)
-    finetune.add_argument("--seed", type=int)
-    finetune.add_argument("--device", choices=("auto", "cpu", "cuda"))
-    finetune.add_argument("--events", help="JSON Lines event file, or - for stdout")
-    finetune.add_argument("--stop-at", type=int)
+    _add_finetune_arguments(finetune)
     finetune.add_argument("--resume", action="store_true")
     finetune.set_defaults(handler=_cmd_finetune)
+    compare = commands.add_parser("compare-init", help="label-efficiency study: fine-tune from scratch vs pretrained with N labelled cases")
+    _add_finetune_arguments(compare)
+    compare.add_argument("--pretrained", required=True, help="pretrained weights (a pretraining run, package, bundle or file)")
+    compare.add_argument("--n", dest="counts", type=int, nargs="+", required=True, help="numbers of labelled training cases")
+    compare.set_defaults(handler=_cmd_compare_init)
     segment = commands.add_parser("segment", help="segment volume(s) with a model package")
     segment.add_argument("--model", required=True, help="model package folder (model.json + model.safetensors)")
     segment.add_argument("--input", required=True, nargs="+", help="one volume file or DICOM folder per model channel")
@@ -199,6 +234,12 @@ def build_parser() -> argparse.ArgumentParser:
     segment.add_argument("--batch-size", type=int, default=4, help="windows per forward pass")
     segment.add_argument("--events", help="JSON Lines event file, or - for stdout")
     segment.set_defaults(handler=_cmd_segment)
+    models = commands.add_parser("models", help="list installed model packages, or import one")
+    models.add_argument("action", choices=("list", "import"))
+    models.add_argument("source", nargs="?", help="import: a model package, MONAI bundle folder, fine-tuning run or checkpoint")
+    models.add_argument("--name", help="import: package name (default: the source's)")
+    models.add_argument("--models-dir", help="default: $SWINSSL_MODELS or ~/.local/share/swinssl/models")
+    models.set_defaults(handler=_cmd_models)
     evaluate = commands.add_parser("evaluate", help="per-class Dice, HD95 and surface Dice of a segmentation against a reference")
     evaluate.add_argument("--pred", required=True, help="predicted .seg.nrrd or label map")
     evaluate.add_argument("--ref", required=True, help="reference .seg.nrrd or label map (classes matched by name)")

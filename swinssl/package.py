@@ -108,7 +108,7 @@ def load_package(folder: str | Path) -> ModelPackage:
     return ModelPackage(
         name=meta["name"],
         labels=LabelTable.from_list(meta["labels"]),
-        channels=[InputChannel(**c) for c in meta["channels"]],
+        channels=[InputChannel(c["modality"], c["preset"], tuple(c["window"]) if c.get("window") else None, c.get("pet_max_suv")) for c in meta["channels"]],
         spacing=tuple(meta["spacing"]),
         roi=int(meta["roi"]),
         feature_size=int(meta["feature_size"]),

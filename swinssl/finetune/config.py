@@ -43,6 +43,7 @@ class FinetuneConfig:
     overlap: float = 0.5
     val_every: int = 100
     val_cases: int | None = None
+    train_cases: int | None = None
     checkpoint_every: int = 100
     stop_at: int | None = None
 

@@ -167,6 +167,10 @@ def _finetune(config: FinetuneConfig, resume: bool, show_progress: bool, events:
     with tempfile.TemporaryDirectory(prefix="swinssl-scenes-") as extract_root:
         table, cases, skipped = load_cases(config, events, Path(extract_root))
     training_cases, validation_cases, validated_on = split_cases(cases, config)
+    if config.train_cases is not None:
+        if config.train_cases > len(training_cases):
+            raise DataSetError(f"--train-cases {config.train_cases}: only {len(training_cases)} training case(s) available")
+        training_cases = training_cases[: config.train_cases]
 
     init_path = resolve_init(config.init)
     legacy = needs_legacy_merging(init_path)
@@ -175,7 +179,8 @@ def _finetune(config: FinetuneConfig, resume: bool, show_progress: bool, events:
     optimizer, scheduler = build_optimizer(network, config.lr, config.weight_decay, config.warmup, config.steps)
     amp = autocast_dtype(device, config.amp)
     scaler = torch.amp.GradScaler(device.type, enabled=amp == torch.float16)
-    state = TrainState("finetune", network, optimizer, scheduler, scaler, extra={"best_dice": -1.0, "best_step": 0})
+    state = TrainState("finetune", network, optimizer, scheduler, scaler,
+                       extra={"best_dice": -1.0, "best_step": 0, "labels": table.to_list(), "legacy_patch_merging": legacy})
     if resume:
         state.restore(load_checkpoint(training_dir / CHECKPOINT_NAME))
     config.save(training_dir / "config.json")

@@ -1,0 +1,125 @@
+"""Installed model packages (``swinssl models list | import``) and conversion of other sources into packages.
+
+Packages live in ``$SWINSSL_MODELS`` or ``~/.local/share/swinssl/models``, one folder each; the
+Segment module lists this folder.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any, Iterator
+
+from swinssl.labels.table import LabelTable
+from swinssl.network import build_swin_unetr
+from swinssl.package import MODEL_JSON, InputChannel, ModelPackage, load_package
+from swinssl.training.checkpoint import load_checkpoint
+from swinssl.weights import load_weights
+
+
+def models_dir() -> Path:
+    if os.environ.get("SWINSSL_MODELS"):
+        return Path(os.environ["SWINSSL_MODELS"])
+    return Path(os.environ.get("XDG_DATA_HOME", Path.home() / ".local" / "share")) / "swinssl" / "models"
+
+
+def list_packages(root: Path | None = None) -> list[ModelPackage]:
+    """Every valid package under ``root`` (default: :func:`models_dir`), sorted by name."""
+    root = root or models_dir()
+    packages = []
+    for meta in sorted(root.glob(f"*/{MODEL_JSON}")) if root.is_dir() else []:
+        try:
+            packages.append(load_package(meta.parent))
+        except (ValueError, KeyError):
+            continue
+    return sorted(packages, key=lambda p: p.name)
+
+
+def _walk(node: Any) -> Iterator[dict]:
+    if isinstance(node, dict):
+        yield node
+        for value in node.values():
+            yield from _walk(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _walk(value)
+
+
+def _first(config: Any, target: str) -> dict | None:
+    return next((n for n in _walk(config) if str(n.get("_target_", "")).split(".")[-1] == target), None)
+
+
+def package_from_bundle(bundle: Path) -> tuple[ModelPackage, dict]:
+    """A MONAI model-zoo bundle (configs/metadata.json + configs/inference.json + models/model.pt)."""
+    try:
+        metadata = json.loads((bundle / "configs" / "metadata.json").read_text())
+        inference = json.loads((bundle / "configs" / "inference.json").read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise ValueError(f"{bundle}: not a readable MONAI bundle ({error})") from error
+    network_def = inference.get("network_def") or _first(inference, "SwinUNETR")
+    if not network_def or "SwinUNETR" not in str(network_def.get("_target_", "")):
+        raise ValueError(f"{bundle}: the bundle's network is not a SwinUNETR")
+    channel_def = metadata.get("network_data_format", {}).get("outputs", {}).get("pred", {}).get("channel_def", {})
+    names = [channel_def[k] for k in sorted(channel_def, key=int) if int(k) != 0]
+    if len(names) + 1 != int(network_def.get("out_channels", len(names) + 1)):
+        names = [f"label_{i}" for i in range(1, int(network_def["out_channels"]))]
+    spacing_def = _first(inference, "Spacingd")
+    scale_def = _first(inference, "ScaleIntensityRanged")
+    roi = _first(inference, "SlidingWindowInferer") or {}
+    roi_size = roi.get("roi_size", network_def.get("img_size", 96))
+    package = ModelPackage(
+        name=metadata.get("name", bundle.name),
+        version=str(metadata.get("version", "1.0")),
+        description=metadata.get("description", ""),
+        labels=LabelTable.from_names(names),
+        channels=[InputChannel("CT", "ct", (float(scale_def["a_min"]), float(scale_def["a_max"])) if scale_def else None)],
+        spacing=tuple(float(v) for v in (spacing_def or {}).get("pixdim", (1.5, 1.5, 2.0))),
+        roi=int(roi_size[0] if isinstance(roi_size, list) else roi_size),
+        feature_size=int(network_def.get("feature_size", 48)),
+        legacy_patch_merging=True,  # model-zoo bundles were trained before MONAI 1.5
+        training={"source": f"MONAI bundle {bundle.name}", "bundle_version": metadata.get("version")},
+    )
+    network = build_swin_unetr(int(network_def.get("in_channels", 1)), package.labels.num_classes, package.feature_size, True)
+    report = load_weights(network, bundle / "models" / "model.pt")
+    if report.missing:
+        raise ValueError(f"{bundle}: the weights do not fill the network ({report.summary()})")
+    return package, network.state_dict()
+
+
+def package_from_finetune_checkpoint(checkpoint_path: Path) -> tuple[ModelPackage, dict]:
+    """The last state of a fine-tuning run (its package holds the best state already)."""
+    checkpoint = load_checkpoint(checkpoint_path)
+    if checkpoint.get("kind") != "finetune":
+        raise ValueError(f"{checkpoint_path}: a {checkpoint.get('kind')} checkpoint has no segmentation head; fine-tune it first")
+    config, extra = checkpoint["config"], checkpoint.get("extra", {})
+    if "labels" not in extra:
+        raise ValueError(f"{checkpoint_path}: the checkpoint carries no label table (made by an older swinssl); import the run's package folder instead")
+    package = ModelPackage(
+        name=Path(config["out"]).name, labels=LabelTable.from_list(extra["labels"]),
+        channels=[InputChannel(config["modality"], config["preset"], tuple(config["window"]) if config["window"] else None)],
+        spacing=tuple(config["spacing"]), roi=config["roi"], feature_size=config["feature_size"],
+        legacy_patch_merging=bool(extra.get("legacy_patch_merging", False)),
+        training={"source": str(checkpoint_path), "step": checkpoint["step"]},
+    )
+    return package, checkpoint["model"]
+
+
+def import_model(source: Path, root: Path | None = None, name: str | None = None) -> Path:
+    """Installs a package, a MONAI bundle, a fine-tuning run or its checkpoint as a package folder."""
+    root = root or models_dir()
+    if (source / MODEL_JSON).is_file():
+        package = load_package(source)
+        destination = root / (name or package.name)
+        if destination.resolve() != source.resolve():
+            shutil.copytree(source, destination, dirs_exist_ok=True, ignore=shutil.ignore_patterns("training"))
+        return destination
+    if (source / "configs").is_dir() and (source / "models" / "model.pt").is_file():
+        package, state = package_from_bundle(source)
+    elif source.is_file() or (source / "training" / "checkpoint.pt").is_file():
+        package, state = package_from_finetune_checkpoint(source if source.is_file() else source / "training" / "checkpoint.pt")
+    else:
+        raise ValueError(f"{source}: not a model package, MONAI bundle, fine-tuning run or checkpoint")
+    package.name = name or package.name
+    return package.save(root / package.name, state)
