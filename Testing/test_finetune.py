@@ -244,3 +244,29 @@ def test_compare_init_writes_the_label_efficiency_table(tmp_path):
     scratch = load_package(tmp_path / "study" / "n1_scratch").training
     pretrained = load_package(tmp_path / "study" / "n1_pretrained").training
     assert scratch["cases"] == pretrained["cases"] == 1 and scratch["init_load"] is None and "encoder" in pretrained["init_load"]
+
+
+def test_sigterm_stops_finetuning_with_a_checkpoint(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    data = labelled_phantoms(tmp_path / "data")
+    events = tmp_path / "events.jsonl"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "swinssl", "finetune", "--data", str(data), "--out", str(tmp_path / "model"), "--classes", "liver", "spleen",
+         "--spacing", "4", "4", "4", "--roi", "64", "--feature-size", "12", "--steps", "500", "--val-every", "1000", "--device", "cpu",
+         "--events", str(events)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
+    deadline = time.monotonic() + 240
+    while not (events.exists() and any(e["event"] == "progress" for e in read_events(events))):
+        assert process.poll() is None and time.monotonic() < deadline, process.communicate()
+        time.sleep(0.2)
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=120) == EXIT_STOPPED
+    stopped = [e for e in read_events(events) if e["event"] == "stopped"][-1]
+    assert load_checkpoint(tmp_path / "model" / "training" / "checkpoint.pt")["step"] == stopped["step"]
+    result = run_cli("finetune", "--out", str(tmp_path / "model"), "--resume", "--steps", str(stopped["step"] + 1), "--val-every", "1")
+    assert result.returncode == EXIT_OK, result.stderr
+    assert load_package(tmp_path / "model").labels.names == ["liver", "spleen"]
