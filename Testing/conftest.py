@@ -63,3 +63,32 @@ def run_cli(*args: str, timeout: float = 600, env: dict | None = None) -> subpro
 
 
 TINY_MODEL = ["--roi", "32", "--feature-size", "12", "--projection-dim", "32", "--device", "cpu"]
+
+
+@pytest.fixture
+def mrml_scene():
+    """A real MRML scene (slicer-core) with the colors, volumes, segmentations and subject-hierarchy
+    logics wired as Slicer wires them, exposed as ``slicer.mrmlScene`` and ``slicer.modules.*.logic()``."""
+    import types
+
+    import slicer
+
+    for module_folder in ("SwinSSLSegment", "SwinSSLPretrain"):
+        if str(REPO / module_folder) not in sys.path:
+            sys.path.insert(0, str(REPO / module_folder))
+    scene = slicer.vtkMRMLScene()
+    colors = slicer.vtkSlicerColorLogic()
+    colors.SetMRMLScene(scene)
+    volumes = slicer.vtkSlicerVolumesLogic()
+    volumes.SetMRMLScene(scene)
+    segmentations = slicer.vtkSlicerSegmentationsModuleLogic()
+    segmentations.SetMRMLScene(scene)
+    hierarchy = slicer.vtkSlicerSubjectHierarchyModuleLogic()
+    hierarchy.SetMRMLScene(scene)
+    previous = getattr(slicer, "mrmlScene", None), getattr(slicer, "modules", None)
+    slicer.mrmlScene = scene
+    slicer.modules = types.SimpleNamespace(**{name: types.SimpleNamespace(logic=lambda logic=logic: logic) for name, logic in
+                                              (("colors", colors), ("volumes", volumes), ("segmentations", segmentations), ("subjecthierarchy", hierarchy))})
+    yield scene
+    scene.Clear(True)
+    slicer.mrmlScene, slicer.modules = previous

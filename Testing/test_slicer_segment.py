@@ -1,0 +1,71 @@
+"""SwinSSLSegment logic on a real MRML scene (slicer-core): real files, a real engine subprocess, real cancel."""
+
+import time
+from pathlib import Path
+
+import numpy as np
+import slicer
+import slicer.util
+
+from test_segmentation import ORGANS, make_package
+
+
+def wait_until_done(logic, run, timeout=300):
+    deadline = time.monotonic() + timeout
+    while run.engine.running:
+        logic.poll(run)
+        assert time.monotonic() < deadline, run.engine.log_tail()
+        time.sleep(0.2)
+
+
+def load_real_ct(scene, shared_data):
+    from SwinSSLSegmentLib.mrml_io import read_volume
+
+    hierarchy = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(scene)
+    study = hierarchy.CreateFolderItem(hierarchy.GetSceneItemID(), "Study 1")
+    volume = read_volume(scene, shared_data / "ct" / "abdomen_ct_small_3mm.nii.gz", "Abdomen CT")
+    hierarchy.CreateItem(study, volume)  # as Slicer's DICOM browser would file it
+    return volume, study
+
+
+def test_segment_a_real_volume_end_to_end(mrml_scene, shared_data, tmp_path):
+    from SwinSSLSegmentLib.segment_logic import SegmentationLogic
+
+    package = make_package(tmp_path / "models" / "tiny", spacing=(6.0, 6.0, 6.0))
+    volume, study = load_real_ct(mrml_scene, shared_data)
+    logic = SegmentationLogic(mrml_scene, models_folder=tmp_path / "models")
+    assert [p.name for p in logic.available_models()] == ["tiny-abdomen"]
+    run = logic.start([volume], package.path, device="cpu")
+    wait_until_done(logic, run)
+    assert run.windows_total > 0 and run.progress == 1.0
+    node = logic.finish(run)
+    assert not run.folder.exists()
+    names = [node.GetSegmentation().GetNthSegment(i).GetName() for i in range(node.GetSegmentation().GetNumberOfSegments())]
+    assert names == ORGANS and node.GetName() == "Abdomen CT tiny-abdomen"
+    colour = node.GetSegmentation().GetNthSegment(0).GetColor()
+    assert np.allclose(colour, package.labels.labels[0].color, atol=1e-3)
+    hierarchy = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(mrml_scene)
+    assert hierarchy.GetItemParent(hierarchy.GetItemByDataNode(node)) == study
+    segment_id = node.GetSegmentation().GetSegmentIdBySegmentName(ORGANS[0])
+    labelmap = slicer.util.arrayFromSegmentBinaryLabelmap(node, segment_id, volume)
+    assert labelmap.shape == slicer.util.arrayFromVolume(volume).shape == (30, 101, 122)  # (K, J, I)
+    assert node.GetDisplayNode() is not None and node.GetSegmentation().ContainsRepresentation("Closed surface")
+
+
+def test_cancel_stops_the_process_tree_and_leaves_the_scene_as_it_was(mrml_scene, shared_data, tmp_path):
+    from SwinSSLSegmentLib.segment_logic import SegmentationLogic
+
+    package = make_package(tmp_path / "model", spacing=(1.5, 1.5, 1.5))  # many windows: still running when cancelled
+    volume, _ = load_real_ct(mrml_scene, shared_data)
+    nodes_before = mrml_scene.GetNumberOfNodes()
+    logic = SegmentationLogic(mrml_scene)
+    run = logic.start([volume], package.path, device="cpu")
+    deadline = time.monotonic() + 120
+    while not any(e["event"] == "progress" for e in run.engine.events):
+        logic.poll(run)
+        assert run.engine.running and time.monotonic() < deadline, run.engine.log_tail()
+        time.sleep(0.1)
+    logic.cancel(run)
+    assert run.engine.exit_code is not None and not run.engine.running
+    assert not run.folder.exists()
+    assert mrml_scene.GetNumberOfNodes() == nodes_before
