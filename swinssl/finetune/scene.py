@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ElementTree
 import zipfile
+from urllib.parse import unquote
 from pathlib import Path
 
 
@@ -53,7 +54,7 @@ def scene_pairs(mrml: Path) -> list[tuple[Path, Path]]:
         for storage_id in _references(node).get("storage", []):
             storage = nodes.get(storage_id)
             if storage is not None and storage.get("fileName"):
-                path = Path(storage.get("fileName"))
+                path = Path(unquote(storage.get("fileName")))  # Slicer URL-encodes file names in MRML
                 return path if path.is_absolute() else (mrml.parent / path)
         return None
 

@@ -1,0 +1,98 @@
+"""SwinSSLPretrain logic on a real MRML scene: streamed losses and previews, scene export, .mrb round trip."""
+
+import time
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+import slicer
+import slicer.util
+
+
+def wait(logic, run, timeout=400):
+    deadline = time.monotonic() + timeout
+    while run.engine.running:
+        logic.poll(run)
+        assert time.monotonic() < deadline, run.engine.log_tail()
+        time.sleep(0.2)
+    logic.poll(run)
+    assert run.engine.exit_code == 0, run.engine.log_tail()
+
+
+def test_pretraining_streams_losses_into_a_table_and_previews_into_three_reused_volumes(mrml_scene, shared_data, tmp_path):
+    from SwinSSLPretrainLib.training_logic import TrainingLogic
+
+    logic = TrainingLogic(mrml_scene)
+    run = logic.start_pretraining([str(shared_data / "ct" / "abdomen_ct_small_3mm.nii.gz")], tmp_path / "run", roi=32, feature_size=12,
+                                  steps=4, batch_size=2, preview_every=2, device="cpu",
+                                  extra=["--projection-dim", "16", "--cache-dir", str(tmp_path / "cache")])
+    wait(logic, run)
+    table = mrml_scene.GetNodeByID(run.table_node_id).GetTable()
+    assert table.GetNumberOfRows() == 4
+    assert [table.GetColumnName(i) for i in range(table.GetNumberOfColumns())] == ["step", "total", "rotation", "contrast", "inpaint"]
+    assert [table.GetValue(r, 0).ToDouble() for r in range(4)] == [1.0, 2.0, 3.0, 4.0]
+    assert all(np.isfinite(table.GetValue(r, 1).ToDouble()) for r in range(4))
+    chart = mrml_scene.GetNodeByID(run.chart_node_id)
+    assert chart.GetNumberOfPlotSeriesNodes() == 4
+    previews = [n for n in mrml_scene.GetNodesByClass("vtkMRMLScalarVolumeNode") if n.GetAttribute("SwinSSL.Preview")]
+    assert sorted(n.GetAttribute("SwinSSL.Preview") for n in previews) == ["masked", "original", "reconstruction"]  # two previews, three nodes
+    assert run.preview_step == 4 and all(n.GetAttribute("SwinSSL.PreviewStep") == "4" for n in previews)
+    original = next(n for n in previews if n.GetAttribute("SwinSSL.Preview") == "original")
+    on_disk = sitk.ReadImage(str(tmp_path / "run" / "previews" / "step_000004_original.nrrd"))
+    ras_origin = np.array(on_disk.GetOrigin()) * np.array([-1, -1, 1])
+    assert np.allclose(original.GetOrigin(), ras_origin, atol=1e-3) and np.allclose(original.GetSpacing(), on_disk.GetSpacing())
+    assert slicer.util.arrayFromVolume(original).shape == (32, 32, 32)
+
+
+def painted_scene(scene, shared_data):
+    """The real small abdomen CT with a 'Liver' segment painted from its (pseudo-)label map."""
+    from SwinSSLSegmentLib.mrml_io import read_volume
+
+    volume = read_volume(scene, shared_data / "ct" / "abdomen_ct_small_3mm.nii.gz", "Abdomen CT")
+    labels = sitk.GetArrayFromImage(sitk.ReadImage(str(shared_data / "ct" / "abdomen_ct_small_3mm_labels.nii.gz")))  # (K, J, I)
+    segmentation = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "Organs")
+    segmentation.SetReferenceImageGeometryParameterFromVolumeNode(volume)
+    for name, value in (("Liver", 5), ("Spleen", 1)):
+        segment_id = segmentation.GetSegmentation().AddEmptySegment(name, name)
+        slicer.util.updateSegmentBinaryLabelmapFromArray((labels == value).astype(np.uint8), segmentation, segment_id, volume)
+    return volume, segmentation
+
+
+def test_export_a_painted_scene_and_fine_tune_from_it(mrml_scene, shared_data, tmp_path):
+    from SwinSSLPretrainLib.training_logic import TrainingLogic
+    from swinssl.package import load_package
+
+    volume, segmentation = painted_scene(mrml_scene, shared_data)
+    logic = TrainingLogic(mrml_scene)
+    written = logic.export_scene_cases([(volume, segmentation)], tmp_path / "export")
+    assert [p.name for p in written] == ["Abdomen_CT.seg.nrrd"] and (tmp_path / "export" / "Abdomen_CT.nrrd").is_file()
+    exported = sitk.ReadImage(str(tmp_path / "export" / "Abdomen_CT.nrrd"))
+    source = sitk.ReadImage(str(shared_data / "ct" / "abdomen_ct_small_3mm.nii.gz"))
+    assert np.allclose(exported.GetOrigin(), source.GetOrigin(), atol=1e-3) and exported.GetSize() == source.GetSize()
+    run = logic.start_finetuning(tmp_path / "models" / "organs", scenes=[str(tmp_path / "export")], classes=["liver", "spleen"], roi=64,
+                                 feature_size=12, steps=2, device="cpu", extra=["--spacing", "6", "6", "6", "--val-every", "2"])
+    wait(logic, run)
+    package = load_package(tmp_path / "models" / "organs")
+    assert package.labels.names == ["Liver", "Spleen"]
+    assert run.dice and set(run.dice) <= {"Liver", "Spleen"}
+    table = mrml_scene.GetNodeByID(run.table_node_id).GetTable()
+    assert table.GetNumberOfRows() == 2 and table.GetColumnName(2) == "val_mean_dice"
+
+
+def test_an_mrb_written_by_slicer_core_is_read_back_for_training(mrml_scene, shared_data, tmp_path):
+    from swinssl.finetune.cases import cases_from_scene
+    from swinssl.finetune.dataset import build_label_table, prepare_case, read_case_labels
+    from swinssl.preprocessing.intensity import IntensitySettings
+
+    volume, segmentation = painted_scene(mrml_scene, shared_data)
+    for node in (volume, segmentation):
+        node.AddDefaultStorageNode()
+    assert mrml_scene.WriteToMRB(str(tmp_path / "organs.mrb"))
+    cases = cases_from_scene(tmp_path / "organs.mrb", tmp_path)
+    assert len(cases) == 1
+    labels = read_case_labels(cases[0])
+    assert sorted(labels.names.values()) == ["Liver", "Spleen"]
+    table = build_label_table([labels], ["liver"])
+    case = prepare_case(cases[0], labels, table, IntensitySettings(), (3.0, 3.0, 3.0), 64)
+    expected = sitk.GetArrayFromImage(sitk.ReadImage(str(shared_data / "ct" / "abdomen_ct_small_3mm_labels.nii.gz"))) == 5
+    assert abs(int((case.label == 1).sum()) - int(expected.sum())) <= 0.01 * expected.sum()
