@@ -3,7 +3,6 @@
 import json
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from conftest import phantom_ct, run_cli, write_volume

@@ -5,7 +5,6 @@ parameter-node field, and the CMake files list what the module needs."""
 import ast
 import re
 import xml.etree.ElementTree as ElementTree
-from pathlib import Path
 
 import pytest
 

@@ -1,7 +1,6 @@
 """SwinSSLPretrain logic on a real MRML scene: streamed losses and previews, scene export, .mrb round trip."""
 
 import time
-from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk

@@ -1,7 +1,6 @@
 """SwinSSLSegment logic on a real MRML scene (slicer-core): real files, a real engine subprocess, real cancel."""
 
 import time
-from pathlib import Path
 
 import numpy as np
 import slicer

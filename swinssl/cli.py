@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from swinssl import __version__
-from swinssl.training.signals import EXIT_ERROR, EXIT_USAGE
+from swinssl.training.signals import EXIT_ERROR
 
 
 def _add_pretrain_arguments(parser: argparse.ArgumentParser) -> None:

@@ -11,7 +11,6 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import slicer
 import vtk
 
 from SwinSSLSegmentLib.engine import ensure_engine_on_path
