@@ -15,9 +15,10 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 
 from swinssl import __version__
+from swinssl.io.atomic import atomic_write
 from swinssl.labels.table import LabelTable
 from swinssl.network import build_swin_unetr
 from swinssl.preprocessing.intensity import IntensitySettings
@@ -85,10 +86,10 @@ class ModelPackage:
         return network.eval()
 
     def save(self, folder: Path, state_dict: dict) -> Path:
-        """Writes ``model.json`` and ``model.safetensors`` into ``folder``."""
-        folder.mkdir(parents=True, exist_ok=True)
-        save_file({k: v.detach().contiguous().cpu() for k, v in state_dict.items()}, str(folder / WEIGHTS), metadata={"format": PACKAGE_FORMAT})
-        (folder / MODEL_JSON).write_text(json.dumps(self.to_json(), indent=2))
+        """Writes ``model.safetensors`` then ``model.json`` into ``folder``, each atomically."""
+        weights = save({k: v.detach().contiguous().cpu() for k, v in state_dict.items()}, metadata={"format": PACKAGE_FORMAT})
+        atomic_write(folder / WEIGHTS, lambda stream: stream.write(weights))
+        atomic_write(folder / MODEL_JSON, lambda stream: stream.write(json.dumps(self.to_json(), indent=2).encode()))
         self.path = folder
         return folder
 

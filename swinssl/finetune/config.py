@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import dataclasses
-import json
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from swinssl.preprocessing.intensity import IntensitySettings
+from swinssl.training.settings import JsonSettings
 
 FINETUNE_RUN_CONTROL = ("steps", "checkpoint_every", "val_every", "device", "stop_at", "events", "amp")
 
 
 @dataclass
-class FinetuneConfig:
+class FinetuneConfig(JsonSettings):
     """Defaults follow MONAI's Swin UNETR BTCV tutorial where it gives one."""
 
     out: str = "model"
@@ -64,15 +62,3 @@ class FinetuneConfig:
 
     def intensity(self) -> IntensitySettings:
         return IntensitySettings(self.preset, self.window)
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> FinetuneConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
-
-    def save(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(self.to_dict(), indent=2))

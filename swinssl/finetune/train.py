@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import random
 import tempfile
-import time
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -25,6 +24,7 @@ from swinssl.io.reader import VolumeError
 from swinssl.labels.table import LabelTable
 from swinssl.network import build_swin_unetr
 from swinssl.package import InputChannel, ModelPackage
+from swinssl.training.clock import StepClock
 from swinssl.training.checkpoint import CHECKPOINT_NAME, atomic_torch_save, load_checkpoint
 from swinssl.training.data import DataSetError
 from swinssl.training.distributed import autocast_dtype, pick_device, use_deterministic_kernels
@@ -196,13 +196,13 @@ def _finetune(config: FinetuneConfig, resume: bool, show_progress: bool, events:
     sampler = LabelledCropSampler(training_cases, config.roi, config.batch_size, config.seed)
     prefetcher: Prefetcher[SegmentationBatch] = Prefetcher(sampler.batch)
     bar = tqdm(total=config.steps, initial=state.step, disable=not show_progress, unit="step", dynamic_ncols=True)
-    step_seconds: float | None = None
+    clock = StepClock()
     try:
         with StopRequest() as stop:
             while state.step < config.steps:
-                started = time.perf_counter()
+                clock.start()
                 batch = prefetcher.get(state.step)
-                data_wait = time.perf_counter() - started
+                clock.data_ready()
                 with torch.autocast(device.type, dtype=amp) if amp is not None else nullcontext():
                     logits = network(batch.images.to(device))
                 loss = partial_dice_ce(logits, batch.labels.to(device), batch.present.to(device))
@@ -215,10 +215,10 @@ def _finetune(config: FinetuneConfig, resume: bool, show_progress: bool, events:
                 scheduler.step()
                 state.step += 1
                 state.history.append([float(state.step), float(loss.detach())])
-                elapsed = time.perf_counter() - started
-                step_seconds = elapsed if step_seconds is None else 0.9 * step_seconds + 0.1 * elapsed
+                clock.stop()
                 fields = dict(step=state.step, total=config.steps, losses={"total": float(loss.detach())}, lr=optimizer.param_groups[0]["lr"],
-                              samples_per_s=config.batch_size / step_seconds, eta_s=(config.steps - state.step) * step_seconds, data_wait_s=data_wait)
+                              samples_per_s=config.batch_size / clock.average, eta_s=clock.eta(config.steps - state.step),
+                              data_wait_s=clock.data_wait, step_s=clock.last)
                 if state.step % config.val_every == 0 or state.step == config.steps:
                     dice = validate(network, validation_cases, table, config, device)
                     mean = float(np.mean(list(dice.values()))) if dice else 0.0

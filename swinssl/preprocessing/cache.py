@@ -10,13 +10,12 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from swinssl.io.atomic import atomic_write
 from swinssl.io.discovery import VolumeSource
 from swinssl.io.reader import as_channel_image, check_values, read_image
 from swinssl.preprocessing.intensity import IntensitySettings, normalize_intensity
@@ -102,22 +101,8 @@ class VolumeCache:
                 "shape": list(array.shape),
                 "geometry": geometry.to_dict(),
             }
-            _atomic_write(array_path, lambda f: np.save(f, array.astype(np.float16)))
-            _atomic_write(meta_path, lambda f: f.write(json.dumps(meta, indent=1).encode()))
+            atomic_write(array_path, lambda f: np.save(f, array.astype(np.float16)))
+            atomic_write(meta_path, lambda f: f.write(json.dumps(meta, indent=1).encode()))
         meta = json.loads(meta_path.read_text())
         array = np.load(array_path, mmap_mode="r")
         return PreparedVolume(meta["source"], array, Geometry.from_dict(meta["geometry"]))
-
-
-def _atomic_write(path: Path, write) -> None:
-    """Writes through a temporary file in the same folder, then renames it over ``path``."""
-    handle, temp_name = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            write(stream)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temp_name, path)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise

@@ -6,15 +6,15 @@ Checkpoints hold only tensors and plain Python values, so they load with
 
 from __future__ import annotations
 
-import os
 import random
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import save
+
+from swinssl.io.atomic import atomic_write
 
 CHECKPOINT_FORMAT = 1
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -22,21 +22,8 @@ ENCODER_NAME = "encoder.safetensors"
 
 
 def atomic_torch_save(obj: Any, path: Path) -> None:
-    """torch.save through a temporary file in the same folder + fsync + rename.
-
-    A crash or SIGKILL at any moment leaves either the old file or the new one, never a torn one.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            torch.save(obj, stream)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temp_name, path)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
+    """torch.save through :func:`swinssl.io.atomic.atomic_write`: the previous checkpoint survives any crash."""
+    atomic_write(path, lambda stream: torch.save(obj, stream))
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
@@ -79,7 +66,5 @@ def restore_rng_state(state: dict[str, Any]) -> None:
 
 def export_encoder(encoder_state: dict[str, torch.Tensor], path: Path) -> None:
     """Writes encoder weights (SwinUNETR key names, ``swinViT.*``) as safetensors, atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.with_name(f".{path.name}.tmp")
-    save_file({k: v.contiguous().cpu() for k, v in encoder_state.items()}, str(temp), metadata={"format": "swinssl-encoder"})
-    os.replace(temp, path)
+    data = save({k: v.contiguous().cpu() for k, v in encoder_state.items()}, metadata={"format": "swinssl-encoder"})
+    atomic_write(path, lambda stream: stream.write(data))

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import dataclasses
-import json
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from swinssl.preprocessing.cache import PrepSettings
 from swinssl.preprocessing.intensity import IntensitySettings
+from swinssl.training.settings import JsonSettings
 from swinssl.ssl.augment import CutoutSettings
 from swinssl.ssl.losses import LossWeights
 
@@ -17,7 +15,7 @@ RUN_CONTROL_FIELDS = ("steps", "checkpoint_every", "preview_every", "log_every",
 
 
 @dataclass
-class PretrainConfig:
+class PretrainConfig(JsonSettings):
     """All settings of a pretraining run (defaults follow Tang et al. 2022 where the paper gives one)."""
 
     data: list[str] = field(default_factory=list)
@@ -86,18 +84,3 @@ class PretrainConfig:
 
     def cutout(self) -> CutoutSettings:
         return CutoutSettings(max_fraction=self.cutout_max_fraction)
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> PretrainConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
-
-    def save(self, path: Path) -> None:
-        path.write_text(json.dumps(self.to_dict(), indent=2))
-
-    @classmethod
-    def load(cls, path: Path) -> PretrainConfig:
-        return cls.from_dict(json.loads(path.read_text()))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import random
-import time
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from swinssl import __version__
 from swinssl.events import EventLog
 from swinssl.ssl.losses import pretext_losses
 from swinssl.ssl.model import SSLModel
+from swinssl.training.clock import StepClock
 from swinssl.training.checkpoint import CHECKPOINT_NAME, ENCODER_NAME, atomic_torch_save, export_encoder, load_checkpoint
 from swinssl.training.config import PretrainConfig
 from swinssl.training.data import load_volumes
@@ -137,20 +137,19 @@ def _pretrain(config: PretrainConfig, resume: bool, show_progress: bool, runtime
     prefetcher: Prefetcher[PretextBatch] = Prefetcher(lambda step: sampler.batch(step, cutout))
     preview = PreviewWriter(out / "previews", volumes[0], config.roi, config.seed, cutout) if runtime.is_main and config.preview_every > 0 else None
     bar = tqdm(total=config.steps, initial=state.step, disable=not (show_progress and runtime.is_main), unit="step", dynamic_ncols=True)
-    step_seconds: float | None = None
+    clock = StepClock()
     try:
         with StopRequest() as stop:
             while state.step < config.steps:
-                started = time.perf_counter()
+                clock.start()
                 batch = prefetcher.get(state.step)
-                data_wait = time.perf_counter() - started
+                clock.data_ready()
                 losses, updated = train_step(network, state, batch, config, runtime, amp)
                 state.step += 1
                 state.history.append([float(state.step)] + [losses[name] for name in LOSS_NAMES])
                 if not updated:
                     events.emit("warning", file=None, reason=f"non-finite gradients at step {state.step}; weights not updated")
-                elapsed = time.perf_counter() - started
-                step_seconds = elapsed if step_seconds is None else 0.9 * step_seconds + 0.1 * elapsed
+                clock.stop()
                 if state.step % config.log_every == 0 or state.step == config.steps:
                     events.emit(
                         "progress",
@@ -158,10 +157,10 @@ def _pretrain(config: PretrainConfig, resume: bool, show_progress: bool, runtime
                         total=config.steps,
                         losses=losses,
                         lr=optimizer.param_groups[0]["lr"],
-                        samples_per_s=config.batch_size * runtime.world_size / step_seconds,
-                        eta_s=(config.steps - state.step) * step_seconds,
-                        data_wait_s=data_wait,
-                        step_s=elapsed,
+                        samples_per_s=config.batch_size * runtime.world_size / clock.average,
+                        eta_s=clock.eta(config.steps - state.step),
+                        data_wait_s=clock.data_wait,
+                        step_s=clock.last,
                     )
                 bar.update(1)
                 bar.set_postfix({name[:4]: f"{value:.3f}" for name, value in losses.items()}, refresh=False)
