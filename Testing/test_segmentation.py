@@ -146,17 +146,18 @@ def test_bad_model_folder_and_wrong_channel_count_are_clear_errors(tmp_path, ct_
 
 
 MEMORY_PROBE = """
-import resource, sys
-import psutil
+import sys
 from pathlib import Path
 from swinssl.events import EventLog
 from swinssl.inference.segment import SegmentOptions, segment_files
 from swinssl.package import load_package
+def status_kib(field):  # VmHWM is this process's own peak; ru_maxrss would include the parent's from before exec
+    return int(next(line for line in open("/proc/self/status") if line.startswith(field)).split()[1]) * 1024
 package = load_package(sys.argv[1])
 package.build_network()
-baseline = psutil.Process().memory_info().rss
+baseline = status_kib("VmRSS:")
 segment_files([Path(sys.argv[2])], Path(sys.argv[3]), package, SegmentOptions(device="cpu", batch_size=1), EventLog(None))
-print(baseline, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+print(baseline, status_kib("VmHWM:"))
 """
 
 

@@ -117,15 +117,22 @@ def segment_image(images: list[sitk.Image], package: ModelPackage, options: Segm
     return to_input_grid(full, geometry, images[0])
 
 
+def voxel_counts(label_image: sitk.Image, num_classes: int) -> np.ndarray:
+    """Voxels per label value, one slice at a time (a whole-volume bincount would make an int64 copy)."""
+    array = sitk.GetArrayViewFromImage(label_image)  # (K, J, I)
+    counts = np.zeros(max(num_classes, int(array.max()) + 1), dtype=np.int64)
+    for slice_kj in array:
+        counts += np.bincount(slice_kj.ravel(), minlength=counts.size)
+    return counts
+
+
 def segment_files(inputs: list[Path], output: Path, package: ModelPackage, options: SegmentOptions, events: EventLog) -> list[Path]:
     """Reads the inputs, segments them and writes ``output`` (.seg.nrrd, or .nii.gz + .json)."""
     events.emit("start", task="segment", model=package.name, inputs=[str(p) for p in inputs], device=str(pick_device(options.device)),
                 overlap=options.overlap, fast=options.fast)
     label_image = segment_image(read_inputs(inputs, package), package, options, events)
     written = write_label_map(label_image, package.labels, output)
-    statistics = sitk.LabelShapeStatisticsImageFilter()  # counts without an int64 copy of the label map
-    statistics.Execute(label_image)
-    found = set(statistics.GetLabels())
-    present = {label.name: statistics.GetNumberOfPixels(label.value) if label.value in found else 0 for label in package.labels.labels}
+    counts = voxel_counts(label_image, package.labels.num_classes)
+    present = {label.name: int(counts[label.value]) for label in package.labels.labels}
     events.emit("done", outputs={"segmentation": written[0], "files": written}, voxels_per_label=present)
     return written
