@@ -51,4 +51,4 @@ def test_exported_encoder_loads_into_swinunetr_and_gives_the_same_features(tmp_p
     assert len(weights) == len(segmenter.swinViT.state_dict())
     x = torch.rand(1, 1, 32, 32, 32)
     with torch.no_grad():
-        assert torch.allclose(segmenter.swinViT(x)[4], model.swinViT(x)[4])
+        assert torch.allclose(segmenter.swinViT(x)[4], model.swinViT(x)[4], atol=1e-4)  # plain vs fused attention

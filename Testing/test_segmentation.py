@@ -40,11 +40,14 @@ def real_ct_tensor(shared_data) -> torch.Tensor:
 
 @pytest.mark.parametrize("roi, overlap", [(64, 0.5), (96, 0.25)])
 def test_labels_equal_monai_sliding_window_inference(tmp_path, shared_data, roi, overlap):
+    """The whole fast path (fused attention, channels-last, float16 sums) against the plain MONAI network."""
     package = make_package(tmp_path / "model", roi=roi)
     network = package.build_network()
+    plain = build_swin_unetr(1, package.labels.num_classes, 12, fused_attention=False).eval()
+    plain.load_state_dict(network.state_dict())
     image = real_ct_tensor(shared_data)  # (1, 122, 101, 30): z smaller than the ROI -> padded as MONAI does
     with torch.no_grad():
-        reference = sliding_window_inference(image[None], roi, 4, network, overlap=overlap, mode="gaussian").argmax(1)[0]
+        reference = sliding_window_inference(image[None], roi, 4, plain, overlap=overlap, mode="gaussian").argmax(1)[0]
     ours = sliding_window_labels(image, network, roi, package.labels.num_classes, overlap=overlap)
     assert ours.shape == reference.shape
     agreement = float((ours.long() == reference).float().mean())

@@ -6,6 +6,8 @@ import torch
 from monai.networks.nets import SwinUNETR
 from monai.networks.nets.swin_unetr import PatchMergingV2
 
+from swinssl.fused_attention import fuse_window_attention
+
 
 class LegacyPatchMerging(PatchMergingV2):
     """3-D patch merging in the channel order of MONAI <= 1.4 (the released SwinUNETR weights).
@@ -28,7 +30,13 @@ class LegacyPatchMerging(PatchMergingV2):
         return self.reduction(self.norm(x))
 
 
-def build_swin_unetr(in_channels: int, num_classes: int, feature_size: int, legacy_patch_merging: bool = False) -> SwinUNETR:
-    """SwinUNETR(in_channels -> num_classes logits), MONAI's network unchanged but for the merging order."""
+def build_swin_unetr(
+    in_channels: int, num_classes: int, feature_size: int, legacy_patch_merging: bool = False, fused_attention: bool = True
+) -> SwinUNETR:
+    """SwinUNETR(in_channels -> num_classes logits): MONAI's network and state-dict keys, with the
+    pre-1.5 merging order on request and fused window attention (same weights) by default."""
     downsample = LegacyPatchMerging if legacy_patch_merging else "merging"
-    return SwinUNETR(in_channels=in_channels, out_channels=num_classes, feature_size=feature_size, downsample=downsample)
+    network = SwinUNETR(in_channels=in_channels, out_channels=num_classes, feature_size=feature_size, downsample=downsample)
+    if fused_attention:
+        fuse_window_attention(network)
+    return network

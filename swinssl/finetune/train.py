@@ -108,7 +108,8 @@ def validate(network: torch.nn.Module, cases: list[PreparedCase], table: LabelTa
     per_class: dict[str, list[float]] = {}
     for case in cases:
         image = torch.from_numpy(np.asarray(case.image, dtype=np.float32))
-        predicted = sliding_window_labels(image, network, config.roi, table.num_classes, config.overlap, device=device).numpy()
+        predicted = sliding_window_labels(image, network, config.roi, table.num_classes, config.overlap, device=device,
+                                          channels_last=False).numpy()  # the training weights keep their layout
         for name, score in dice_scores(predicted, case.label, case.present, table).items():
             per_class.setdefault(name, []).append(score)
     network.train(was_training)

@@ -40,6 +40,7 @@ def sliding_window_labels(
     amp_dtype: torch.dtype | None = None,
     accumulate_dtype: torch.dtype = torch.float16,
     body_threshold: float | None = None,
+    channels_last: bool = True,
     progress: ProgressCallback | None = None,
 ) -> torch.Tensor:
     """Label map of a normalised (C, X, Y, Z) image.
@@ -47,6 +48,8 @@ def sliding_window_labels(
     Args:
         body_threshold: skip windows in which no voxel of any channel exceeds this value
             (air-only windows); None runs every window.
+        channels_last: run the network's 3-D convolutions in channels-last memory order (the
+            network is converted in place; faster oneDNN convolutions on the CPU, same values).
     Returns:
         (X, Y, Z) uint8 (or int16 for >255 classes) labels on the image's grid, on the CPU.
     """
@@ -58,7 +61,8 @@ def sliding_window_labels(
     windows = dense_patch_slices(padded_size, rois, _get_scan_interval(padded_size, rois, 3, (overlap,) * 3))
     weight = compute_importance_map(rois, mode="gaussian", sigma_scale=0.125, device=device)
     logit_sum = torch.zeros((num_classes, *padded_size), dtype=accumulate_dtype, device=device)
-    network = network.to(device).eval()
+    memory_format = torch.channels_last_3d if channels_last else torch.contiguous_format
+    network = network.to(device=device, memory_format=memory_format).eval()
     autocast = torch.autocast(device.type, dtype=amp_dtype) if amp_dtype is not None else nullcontext()
 
     kept = [w for w in windows if body_threshold is None or bool((padded[(slice(None), *w)] > body_threshold).any())]
@@ -67,6 +71,7 @@ def sliding_window_labels(
     for first in range(0, len(kept), batch_size):
         batch_windows = kept[first : first + batch_size]
         batch = torch.stack([padded[(slice(None), *w)] for w in batch_windows]).to(device, non_blocking=True)
+        batch = batch.contiguous(memory_format=memory_format)
         with autocast:
             logits = network(batch)
         weighted = logits.float() * weight

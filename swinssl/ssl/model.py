@@ -8,6 +8,8 @@ import torch
 from monai.networks.nets import SwinUNETR
 from torch import nn
 
+from swinssl.fused_attention import fuse_window_attention
+
 DECODERS = ("deconv", "upsample")
 
 
@@ -58,6 +60,7 @@ class SSLModel(nn.Module):
         feature_size: Swin embedding size F (multiple of 12; paper: 48).
         projection_dim: contrastive projection size (paper: 512).
         use_checkpoint: gradient checkpointing in the Swin blocks (saves memory, costs time).
+        fused_attention: window attention through SDPA (``swinssl.fused_attention``), same weights.
     """
 
     def __init__(
@@ -67,10 +70,13 @@ class SSLModel(nn.Module):
         projection_dim: int = 512,
         use_checkpoint: bool = False,
         decoder: str = "deconv",
+        fused_attention: bool = True,
     ) -> None:
         super().__init__()
         backbone = SwinUNETR(in_channels=in_channels, out_channels=1, feature_size=feature_size, use_checkpoint=use_checkpoint)
         self.swinViT = backbone.swinViT
+        if fused_attention:
+            fuse_window_attention(self.swinViT)
         dim = 16 * feature_size
         self.rotation_head = nn.Linear(dim, 4)
         self.contrastive_head = nn.Linear(dim, projection_dim)
