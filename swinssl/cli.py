@@ -20,6 +20,8 @@ def _add_pretrain_arguments(parser: argparse.ArgumentParser) -> None:
     data.add_argument("--data", nargs="+", metavar="DIR", help="folders (searched recursively) or files: NIfTI, NRRD, MetaImage, DICOM series")
     data.add_argument("--cache-dir", help="preprocessed-volume cache (default: $SWINSSL_CACHE or ~/.cache/swinssl/volumes)")
     data.add_argument("--preset", choices=("ct", "mr", "pet", "none"), help="intensity preset (default ct: -1000..1000 HU -> 0..1)")
+    data.add_argument("--modality", nargs="+", choices=("ct", "mr", "pet"),
+                      help="one per --data entry: tags its volumes (batches balance the modalities) and applies that modality's preset")
     data.add_argument("--window", nargs=2, type=float, metavar=("LOW", "HIGH"), help="custom intensity window -> 0..1")
     data.add_argument("--pet-max-suv", type=float, help="pet preset: clip at this SUV (default: a percentile)")
     data.add_argument("--pet-percentile", type=float, help="pet preset: clip percentile when no SUV is given (default 99.9)")
@@ -33,6 +35,10 @@ def _add_pretrain_arguments(parser: argparse.ArgumentParser) -> None:
     model.add_argument("--projection-dim", type=int, help="contrastive projection size (default 512)")
     model.add_argument("--decoder", choices=("deconv", "upsample"), help="reconstruction head (default deconv)")
     model.add_argument("--gradient-checkpointing", action="store_const", const=True)
+    model.add_argument("--swinfuse", action="store_const", const=True,
+                       help="SwinFUSE: cross-view domain-invariance module and KDE/JSD density matching between modalities")
+    model.add_argument("--jsd-weight", type=float, help="weight w of the density term, L = ... + w * JSD (default 0.1)")
+    model.add_argument("--kde-sigma", type=float, help="KDE bandwidth (default: median pairwise feature distance per batch)")
     optim = parser.add_argument_group("optimisation")
     optim.add_argument("--steps", type=int, help="total steps (default 1000)")
     optim.add_argument("--batch-size", type=int, help="crops per step and process; each gives two views (default 2)")

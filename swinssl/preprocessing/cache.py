@@ -46,6 +46,7 @@ class PreparedVolume:
     source_name: str
     array: np.ndarray
     geometry: Geometry
+    modality: str = ""  # tag given by the data folder (pretraining with several modalities)
 
 
 def prepare_volume(source: VolumeSource, settings: PrepSettings) -> tuple[np.ndarray, Geometry]:

@@ -9,6 +9,7 @@ from monai.networks.nets import SwinUNETR
 from torch import nn
 
 from swinssl.fused_attention import fuse_window_attention
+from swinssl.ssl.domain_invariance import DomainInvarianceModule
 
 DECODERS = ("deconv", "upsample")
 
@@ -17,6 +18,7 @@ class SSLOutput(NamedTuple):
     rotation_logits: torch.Tensor  # (B, 4)
     projection: torch.Tensor  # (B, projection_dim)
     reconstruction: torch.Tensor  # (B, C, X, Y, Z), same size as the input
+    pooled: torch.Tensor  # (B, 16F) average-pooled last-stage features (SwinFUSE's density term)
 
 
 def _decoder_stage(in_dim: int, out_dim: int, mode: str) -> nn.Sequential:
@@ -61,6 +63,9 @@ class SSLModel(nn.Module):
         projection_dim: contrastive projection size (paper: 512).
         use_checkpoint: gradient checkpointing in the Swin blocks (saves memory, costs time).
         fused_attention: window attention through SDPA (``swinssl.fused_attention``), same weights.
+        swinfuse: add SwinFUSE's domain-invariance module between the patch embedding and the first
+            Swin stage. It acts on paired views only (``forward(x, paired_views=True)``) and lives
+            outside ``swinViT``, so the exported encoder is a plain SwinUNETR encoder.
     """
 
     def __init__(
@@ -71,6 +76,7 @@ class SSLModel(nn.Module):
         use_checkpoint: bool = False,
         decoder: str = "deconv",
         fused_attention: bool = True,
+        swinfuse: bool = False,
     ) -> None:
         super().__init__()
         backbone = SwinUNETR(in_channels=in_channels, out_channels=1, feature_size=feature_size, use_checkpoint=use_checkpoint)
@@ -81,12 +87,22 @@ class SSLModel(nn.Module):
         self.rotation_head = nn.Linear(dim, 4)
         self.contrastive_head = nn.Linear(dim, projection_dim)
         self.reconstruction_head = ReconstructionDecoder(dim, in_channels, decoder)
+        self.domain_invariance = DomainInvarianceModule(feature_size) if swinfuse else None
+        self._pair_views = False
+        if swinfuse:
+            self.swinViT.patch_embed.register_forward_hook(self._cross_view_attention)
 
-    def forward(self, x: torch.Tensor) -> SSLOutput:
-        """x: (B, C, X, Y, Z) with X, Y, Z divisible by 32."""
+    def forward(self, x: torch.Tensor, paired_views: bool = False) -> SSLOutput:
+        """x: (B, C, X, Y, Z) with X, Y, Z divisible by 32; with ``paired_views``, B = 2N laid out as
+        [view 1 of N crops; view 2 of the same crops] (what the domain-invariance module needs)."""
+        self._pair_views = paired_views
         deepest = self.swinViT(x.contiguous())[4]  # (B, 16F, X/32, Y/32, Z/32)
         pooled = deepest.mean(dim=(2, 3, 4))
-        return SSLOutput(self.rotation_head(pooled), self.contrastive_head(pooled), self.reconstruction_head(deepest))
+        return SSLOutput(self.rotation_head(pooled), self.contrastive_head(pooled), self.reconstruction_head(deepest), pooled)
+
+    def _cross_view_attention(self, module: nn.Module, args: tuple, tokens: torch.Tensor) -> torch.Tensor | None:
+        """Forward hook on the patch embedding: (B, F, X/2, Y/2, Z/2) tokens through the module."""
+        return self.domain_invariance(tokens) if self._pair_views else None
 
     def encoder_state_dict(self) -> dict[str, torch.Tensor]:
         """The encoder's weights under SwinUNETR's key names (``swinViT.*``)."""

@@ -19,6 +19,7 @@ class PretrainConfig(JsonSettings):
     """All settings of a pretraining run (defaults follow Tang et al. 2022 where the paper gives one)."""
 
     data: list[str] = field(default_factory=list)
+    modality: list[str] | None = None  # one per data entry (ct, mr, pet): tags batches, picks each entry's preset
     out: str = "run"
     events: str | None = None
     cache_dir: str | None = None
@@ -37,6 +38,9 @@ class PretrainConfig(JsonSettings):
     projection_dim: int = 512
     decoder: str = "deconv"
     gradient_checkpointing: bool = False
+    swinfuse: bool = False  # SwinFUSE: domain-invariance module + KDE/JSD density matching
+    jsd_weight: float = 0.1
+    kde_sigma: float | None = None  # None: median pairwise feature distance per batch
     # optimisation
     batch_size: int = 2
     steps: int = 1000
@@ -66,6 +70,12 @@ class PretrainConfig(JsonSettings):
             raise ValueError(f"--feature-size must be a multiple of 12 (12..48 typical), got {self.feature_size}")
         if self.in_channels < 1 or self.batch_size < 1 or self.steps < 1:
             raise ValueError("in_channels, batch_size and steps must be at least 1")
+        if self.modality is not None:
+            if len(self.modality) != len(self.data):
+                raise ValueError(f"--modality needs one value per --data entry: {len(self.data)} data, {len(self.modality)} modalities")
+            unknown = sorted(set(self.modality) - {"ct", "mr", "pet"})
+            if unknown:
+                raise ValueError(f"unknown modality {', '.join(unknown)}; expected ct, mr or pet")
         if self.window is not None:
             self.window = tuple(self.window)
         if self.spacing is not None:
@@ -75,9 +85,23 @@ class PretrainConfig(JsonSettings):
     def warmup(self) -> int:
         return self.warmup_steps if self.warmup_steps is not None else min(500, max(1, self.steps // 10))
 
-    def prep_settings(self) -> PrepSettings:
-        intensity = IntensitySettings(self.preset, self.window, self.pet_max_suv, self.pet_percentile)
+    def prep_settings(self, modality: str | None = None) -> PrepSettings:
+        """Preprocessing of ``modality``'s volumes (its own preset), or of all volumes when untagged."""
+        if modality is None:
+            intensity = IntensitySettings(self.preset, self.window, self.pet_max_suv, self.pet_percentile)
+        else:
+            window = self.window if modality == self.preset else None
+            intensity = IntensitySettings(modality, window, self.pet_max_suv, self.pet_percentile)
         return PrepSettings(intensity, self.spacing, self.orient_ras, self.crop_foreground, (self.roi,) * 3, self.in_channels)
+
+    def data_groups(self) -> list[tuple[str, list[str]]]:
+        """(modality, data entries) in first-seen order; one untagged group ("") without --modality."""
+        if self.modality is None:
+            return [("", list(self.data))]
+        groups: dict[str, list[str]] = {}
+        for root, modality in zip(self.data, self.modality):
+            groups.setdefault(modality, []).append(root)
+        return list(groups.items())
 
     def loss_weights(self) -> LossWeights:
         return LossWeights(self.loss_rotation, self.loss_contrast, self.loss_inpaint)

@@ -13,6 +13,7 @@ from tqdm import tqdm
 
 from swinssl import __version__
 from swinssl.events import EventLog
+from swinssl.ssl.density import modality_jsd
 from swinssl.ssl.losses import pretext_losses
 from swinssl.ssl.model import SSLModel
 from swinssl.training.clock import StepClock
@@ -53,7 +54,7 @@ def train_step(
     targets = batch.targets.to(device, non_blocking=True)
     rotations = batch.rotations.to(device, non_blocking=True)
     with torch.autocast(device.type, dtype=amp) if amp is not None else nullcontext():
-        output = network(inputs)
+        output = network(inputs, paired_views=True)
     losses = pretext_losses(
         output.rotation_logits,
         rotations,
@@ -63,6 +64,10 @@ def train_step(
         config.loss_weights(),
         config.temperature,
     )
+    if config.swinfuse:  # density matching: + w * JSD pulls the modalities' feature densities together
+        jsd = modality_jsd(output.pooled.float(), batch.modalities.to(device), config.kde_sigma)
+        losses["jsd"] = jsd if jsd is not None else output.pooled.new_zeros(())
+        losses["total"] = losses["total"] + config.jsd_weight * losses["jsd"]
     state.optimizer.zero_grad(set_to_none=True)
     state.scaler.scale(losses["total"]).backward()
     state.scaler.unscale_(state.optimizer)
@@ -72,7 +77,7 @@ def train_step(
         state.scaler.step(state.optimizer)  # the scaler itself skips non-finite steps
     state.scaler.update()
     state.scheduler.step()
-    return {name: float(losses[name].detach()) for name in LOSS_NAMES}, finite
+    return {name: float(losses[name].detach()) for name in (*LOSS_NAMES, "jsd") if name in losses}, finite
 
 
 def run_pretraining(config: PretrainConfig, resume: bool = False, show_progress: bool = False) -> int:
@@ -99,9 +104,16 @@ def _pretrain(config: PretrainConfig, resume: bool, show_progress: bool, runtime
     random.seed(config.seed)
     np.random.seed(config.seed)
     torch.manual_seed(config.seed)
-    volumes, skipped = load_volumes(config.data, config.prep_settings(), config.cache_dir, events, runtime)
+    volumes, skipped = [], 0
+    for modality, roots in config.data_groups():
+        group, group_skipped = load_volumes(roots, config.prep_settings(modality or None), config.cache_dir, events, runtime)
+        for volume in group:
+            volume.modality = modality
+        volumes += group
+        skipped += group_skipped
 
-    model = SSLModel(config.in_channels, config.feature_size, config.projection_dim, config.gradient_checkpointing, config.decoder)
+    model = SSLModel(config.in_channels, config.feature_size, config.projection_dim, config.gradient_checkpointing, config.decoder,
+                     swinfuse=config.swinfuse)
     model.to(runtime.device)
     optimizer, scheduler = build_optimizer(model, config.lr, config.weight_decay, config.warmup, config.steps)
     amp = autocast_dtype(runtime.device, config.amp)
@@ -120,6 +132,7 @@ def _pretrain(config: PretrainConfig, resume: bool, show_progress: bool, runtime
         "start",
         config=config.to_dict(),
         volumes=len(volumes),
+        modalities={m: sum(v.modality == m for v in volumes) for m in sorted({v.modality for v in volumes})} if config.modality else None,
         skipped=skipped,
         device=str(runtime.device),
         world_size=runtime.world_size,

@@ -23,12 +23,14 @@ class PretextBatch(NamedTuple):
     """Two views per crop, stacked as [view 1 of every crop; view 2 of every crop].
 
     inputs: (2B, C, R, R, R) rotated and cut out; targets: (2B, C, R, R, R) rotated, uncut;
-    rotations: (2B,) int64 rotation classes.
+    rotations: (2B,) int64 rotation classes; modalities: (2B,) int64 index into the sampler's
+    ``modalities`` (all 0 for untagged data).
     """
 
     inputs: torch.Tensor
     targets: torch.Tensor
     rotations: torch.Tensor
+    modalities: torch.Tensor
 
 
 def step_seed(seed: int, step: int, rank: int) -> int:
@@ -36,36 +38,45 @@ def step_seed(seed: int, step: int, rank: int) -> int:
 
 
 class CropSampler:
-    """Draws uniformly random volumes and uniformly random cubic ROI crops inside them."""
+    """Draws random volumes and uniformly random cubic ROI crops inside them.
+
+    With one modality, volumes are drawn uniformly. With several (volumes tagged by
+    ``PreparedVolume.modality``), crop b of step s comes from modality (s + b) mod M, a volume drawn
+    uniformly within it, so every batch of at least M crops holds each modality equally often.
+    """
 
     def __init__(self, volumes: list[PreparedVolume], roi: int, batch_size: int, seed: int, rank: int = 0) -> None:
         if not volumes:
             raise ValueError("no volumes to sample from")
-        self.volumes = volumes
+        self.modalities = sorted({v.modality for v in volumes})
+        self.groups = [[v for v in volumes if v.modality == m] for m in self.modalities]
         self.roi = roi
         self.batch_size = batch_size
         self.seed = seed
         self.rank = rank
 
-    def crops(self, step: int) -> torch.Tensor:
-        """(B, C, R, R, R) float32 crops for this step."""
+    def crops(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, C, R, R, R) float32 crops for this step and their (B,) int64 modality indices."""
         rng = np.random.default_rng(step_seed(self.seed, step, self.rank))
-        crops = []
-        for _ in range(self.batch_size):
-            volume = self.volumes[int(rng.integers(len(self.volumes)))].array
+        crops, modalities = [], []
+        for b in range(self.batch_size):
+            modality = (step + b) % len(self.groups)
+            group = self.groups[modality]
+            volume = group[int(rng.integers(len(group)))].array
             starts = [int(rng.integers(0, n - self.roi + 1)) for n in volume.shape[1:]]
             box = tuple(slice(s, s + self.roi) for s in starts)
             crops.append(np.asarray(volume[(slice(None), *box)], dtype=np.float32))
-        return torch.from_numpy(np.stack(crops))
+            modalities.append(modality)
+        return torch.from_numpy(np.stack(crops)), torch.tensor(modalities, dtype=torch.int64)
 
     def batch(self, step: int, cutout: CutoutSettings) -> PretextBatch:
         """Crops, then two independently rotated and cut-out views of each."""
-        crops = self.crops(step)
+        crops, modalities = self.crops(step)
         generator = torch.Generator().manual_seed(step_seed(self.seed, step, self.rank) + 1)
         views = torch.cat([crops, crops])
         targets, rotations = rotate_views(views, generator)
         inputs, _ = inner_cutout(targets, generator, cutout)
-        return PretextBatch(inputs, targets, rotations)
+        return PretextBatch(inputs, targets, rotations, torch.cat([modalities, modalities]))
 
 
 class Prefetcher(Generic[T]):
