@@ -89,13 +89,13 @@ def test_jsd_gradient_pulls_the_two_sets_together():
     x = torch.randn(8, 4, requires_grad=True)
     y = (torch.randn(8, 4) + 2.0).requires_grad_()
     optimizer = torch.optim.SGD([x, y], lr=5.0)
-    gap = [float((x.mean(0) - y.mean(0)).norm())]
+    gap = [float((x.mean(0) - y.mean(0)).norm().detach())]
     divergence = [kde_jsd(x, y, sigma=2.0).item()]
     for _ in range(20):
         optimizer.zero_grad()
         kde_jsd(x, y, sigma=2.0).backward()
         optimizer.step()
-        gap.append(float((x.mean(0) - y.mean(0)).norm()))
+        gap.append(float((x.mean(0) - y.mean(0)).norm().detach()))
         divergence.append(kde_jsd(x, y, sigma=2.0).item())
     assert gap[-1] < 0.8 * gap[0], gap
     assert divergence[-1] < divergence[0]

@@ -1,4 +1,4 @@
-"""Command line: ``swinssl pretrain | finetune | compare-init | segment | evaluate | models | demo`` (``python -m swinssl`` and ``torchrun -m swinssl`` too).
+"""Command line: ``swinssl pretrain | finetune | compare-init | align | segment | evaluate | models | demo`` (``python -m swinssl`` and ``torchrun -m swinssl`` too).
 
 Exit statuses: 0 finished, 1 error (message on stderr and as an ``error`` event), 2 bad command
 line, 3 stopped by SIGTERM/SIGINT or ``--stop-at`` after writing a checkpoint (``--resume`` goes on).
@@ -30,6 +30,8 @@ def _add_pretrain_arguments(parser: argparse.ArgumentParser) -> None:
     data.add_argument("--no-crop-foreground", dest="crop_foreground", action="store_const", const=False)
     model = parser.add_argument_group("model")
     model.add_argument("--in-channels", type=int, help="image channels (default 1)")
+    model.add_argument("--channel-presets", nargs="+", choices=("ct", "mr", "pet", "none"),
+                       help="one intensity preset per channel of multi-channel volumes, e.g. ct pet for `swinssl align` output")
     model.add_argument("--roi", type=int, help="cubic crop edge in voxels, divisible by 32 (default 96)")
     model.add_argument("--feature-size", type=int, help="Swin embedding size, multiple of 12 (default 48)")
     model.add_argument("--projection-dim", type=int, help="contrastive projection size (default 512)")
@@ -101,6 +103,22 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(Path(args.out), steps=args.steps, events=args.events, show_progress=sys.stderr.isatty())
 
 
+def _cmd_align(args: argparse.Namespace) -> int:
+    from swinssl.align import align_folders
+    from swinssl.events import EventLog
+
+    events = EventLog(args.events)
+    try:
+        written = align_folders(args.data, Path(args.out), events, register=args.register, affine=args.affine)
+    except Exception as error:
+        events.emit("error", message=str(error), kind=type(error).__name__)
+        raise
+    finally:
+        events.close()
+    print("\n".join(str(p) for p in written))
+    return 0
+
+
 def _cmd_segment(args: argparse.Namespace) -> int:
     from swinssl.events import EventLog
     from swinssl.inference.segment import SegmentOptions, segment_files
@@ -109,7 +127,7 @@ def _cmd_segment(args: argparse.Namespace) -> int:
     events = EventLog(args.events)
     try:
         package = load_package(args.model)
-        options = SegmentOptions(overlap=args.overlap, fast=args.fast, device=args.device, batch_size=args.batch_size)
+        options = SegmentOptions(overlap=args.overlap, fast=args.fast, device=args.device, batch_size=args.batch_size, register=args.register)
         written = segment_files([Path(p) for p in args.input], Path(args.output), package, options, events)
     except Exception as error:
         events.emit("error", message=str(error), kind=type(error).__name__)
@@ -192,6 +210,8 @@ def _add_finetune_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--name", help="model name (default: the --out folder name)")
     parser.add_argument("--modality", help="input modality shown in Slicer (default CT)")
     parser.add_argument("--preset", choices=("ct", "mr", "pet", "none"))
+    parser.add_argument("--channel-presets", nargs="+", choices=("ct", "mr", "pet", "none"),
+                        help="multi-channel images (e.g. `swinssl align` CT+PET output): one preset per channel, e.g. ct pet")
     parser.add_argument("--window", nargs=2, type=float, metavar=("LOW", "HIGH"))
     parser.add_argument("--spacing", nargs=3, type=float, metavar=("X", "Y", "Z"), help="model spacing in mm (default 1.5 1.5 2)")
     parser.add_argument("--roi", type=int, help="window edge in voxels, multiple of 32, >= 64 (default 96)")
@@ -230,6 +250,13 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--pretrained", required=True, help="pretrained weights (a pretraining run, package, bundle or file)")
     compare.add_argument("--n", dest="counts", type=int, nargs="+", required=True, help="numbers of labelled training cases")
     compare.set_defaults(handler=_cmd_compare_init)
+    align = commands.add_parser("align", help="register CT to PET per patient and write 2-channel CT+PET volumes on the PET grid")
+    align.add_argument("--data", nargs="+", required=True, metavar="DIR", help="folders with <case>_ct.* + <case>_pet.* (or ct/ + pet/ subfolders)")
+    align.add_argument("--out", required=True, help="folder for <case>_ctpet.nrrd (+ _labels) files")
+    align.add_argument("--affine", action="store_true", help="an affine stage after the rigid one")
+    align.add_argument("--no-register", dest="register", action="store_false", help="data already aligned: resample only")
+    align.add_argument("--events", help="JSON Lines event file, or - for stdout")
+    align.set_defaults(handler=_cmd_align)
     segment = commands.add_parser("segment", help="segment volume(s) with a model package")
     segment.add_argument("--model", required=True, help="model package folder (model.json + model.safetensors)")
     segment.add_argument("--input", required=True, nargs="+", help="one volume file or DICOM folder per model channel")
@@ -238,6 +265,8 @@ def build_parser() -> argparse.ArgumentParser:
     segment.add_argument("--overlap", type=float, default=0.5, help="sliding-window overlap (default 0.5)")
     segment.add_argument("--fast", action="store_true", help="coarser spacing (x1.5) for quick previews")
     segment.add_argument("--batch-size", type=int, default=4, help="windows per forward pass")
+    segment.add_argument("--register", action="store_true",
+                         help="several inputs taken apart (e.g. CT and PET): register each to the first (rigid MI) before stacking")
     segment.add_argument("--events", help="JSON Lines event file, or - for stdout")
     segment.set_defaults(handler=_cmd_segment)
     models = commands.add_parser("models", help="list installed model packages, or import one")

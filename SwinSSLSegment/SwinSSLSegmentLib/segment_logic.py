@@ -49,8 +49,12 @@ class SegmentationLogic:
         return list_packages(self.models_folder)
 
     def start(self, input_nodes: list, model: str | Path, device: str = "auto", overlap: float = 0.5, fast: bool = False,
-              output_name: str | None = None) -> SegmentRun:
-        """Writes the inputs to temporary NRRD files and starts the engine; returns at once."""
+              output_name: str | None = None, register: bool = True) -> SegmentRun:
+        """Writes the inputs to temporary NRRD files and starts the engine; returns at once.
+
+        With several inputs (e.g. CT and PET volumes) and ``register``, the engine registers each to
+        the first before stacking them; the segmentation is on the first input's grid.
+        """
         package = load_package(model)
         if len(input_nodes) != len(package.channels) or any(node is None for node in input_nodes):
             raise ValueError(f"model {package.name!r} needs {len(package.channels)} input volume(s): "
@@ -61,6 +65,8 @@ class SegmentationLogic:
             output = folder / "result.seg.nrrd"
             arguments = ["segment", "--model", str(package.path), "--input", *map(str, inputs), "--output", str(output),
                          "--device", device, "--overlap", str(overlap)] + (["--fast"] if fast else [])
+            if register and len(inputs) > 1:
+                arguments.append("--register")
             engine = EngineProcess.start(arguments, folder / "events.jsonl", self.python)
         except Exception:
             shutil.rmtree(folder, ignore_errors=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from swinssl.package import InputChannel
 from swinssl.preprocessing.intensity import IntensitySettings
 from swinssl.training.settings import JsonSettings
 
@@ -24,6 +25,7 @@ class FinetuneConfig(JsonSettings):
     modality: str = "CT"
     preset: str = "ct"
     window: tuple[float, float] | None = None
+    channel_presets: list[str] | None = None  # multi-channel images: one preset per channel (e.g. ct pet)
     spacing: tuple[float, float, float] = (1.5, 1.5, 2.0)
     roi: int = 96
     feature_size: int = 48
@@ -60,5 +62,11 @@ class FinetuneConfig(JsonSettings):
     def warmup(self) -> int:
         return self.warmup_steps if self.warmup_steps is not None else min(500, max(1, self.steps // 10))
 
-    def intensity(self) -> IntensitySettings:
-        return IntensitySettings(self.preset, self.window)
+    def input_channels(self) -> list[InputChannel]:
+        """The package's channels: one (--modality, --preset), or one per --channel-presets entry."""
+        if not self.channel_presets:
+            return [InputChannel(self.modality, self.preset, self.window)]
+        return [InputChannel(preset.upper(), preset, self.window if preset == self.preset else None) for preset in self.channel_presets]
+
+    def intensity(self) -> tuple[IntensitySettings, ...]:
+        return tuple(channel.intensity() for channel in self.input_channels())

@@ -11,7 +11,7 @@ from swinssl.finetune.cases import LabelledCase
 from swinssl.io.reader import VolumeError, as_channel_image, check_values, read_image
 from swinssl.labels.segmentation_file import read_seg_nrrd
 from swinssl.labels.table import LabelTable, normalize_name
-from swinssl.preprocessing.intensity import IntensitySettings, normalize_intensity
+from swinssl.preprocessing.intensity import IntensitySettings, normalize_channels
 from swinssl.preprocessing.spatial import Geometry, foreground_box, image_to_array, pad_to_size, ras_grid, resample_onto
 
 GEOMETRY_TOLERANCE_MM = 0.5
@@ -94,14 +94,14 @@ def _same_grid(image: sitk.Image, label: sitk.Image) -> str | None:
     return None
 
 
-def prepare_case(case: LabelledCase, labels: CaseLabels, table: LabelTable, intensity: IntensitySettings,
+def prepare_case(case: LabelledCase, labels: CaseLabels, table: LabelTable, intensity: tuple[IntensitySettings, ...],
                  spacing: tuple[float, float, float], roi: int) -> PreparedCase:
     """Validates, resamples (image linear, labels nearest) onto a RAS grid and maps labels to the table.
 
     Raises:
         VolumeError: unreadable files, geometry mismatch, values without a name, no voxel of any class.
     """
-    image = as_channel_image(read_image(case.image), case.image.name, 1)
+    image = as_channel_image(read_image(case.image), case.image.name, len(intensity))  # one setting per channel
     check_values(sitk.GetArrayViewFromImage(image), case.image.name, "integer" in image.GetPixelIDTypeAsString())
     problem = _same_grid(image, labels.image)
     if problem:
@@ -119,7 +119,7 @@ def prepare_case(case: LabelledCase, labels: CaseLabels, table: LabelTable, inte
             lookup[value] = target
             present[target] = True
     grid = ras_grid(image, spacing)
-    array = normalize_intensity(image_to_array(resample_onto(image, grid)), intensity)
+    array = normalize_channels(image_to_array(resample_onto(image, grid)), intensity)
     label_image = sitk.Resample(labels.image, grid, sitk.Transform(), sitk.sitkNearestNeighbor, 0, labels.image.GetPixelID())
     label = lookup[image_to_array(label_image)[0].astype(np.int64)]
     if not label.any():

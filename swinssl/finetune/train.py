@@ -23,7 +23,7 @@ from swinssl.inference.sliding_window import sliding_window_labels
 from swinssl.io.reader import VolumeError
 from swinssl.labels.table import LabelTable
 from swinssl.network import build_swin_unetr
-from swinssl.package import InputChannel, ModelPackage
+from swinssl.package import ModelPackage
 from swinssl.training.clock import StepClock
 from swinssl.training.checkpoint import CHECKPOINT_NAME, atomic_torch_save, load_checkpoint
 from swinssl.training.data import DataSetError
@@ -137,7 +137,7 @@ def needs_legacy_merging(weights: Path | None) -> bool:
 
 def _save_package(path: Path, network: torch.nn.Module, table: LabelTable, config: FinetuneConfig, legacy: bool, training: dict, metrics: dict) -> Path:
     package = ModelPackage(
-        name=config.name or path.name, labels=table, channels=[InputChannel(config.modality, config.preset, config.window)],
+        name=config.name or path.name, labels=table, channels=config.input_channels(),
         spacing=config.spacing, roi=config.roi, feature_size=config.feature_size, legacy_patch_merging=legacy,
         training=training, metrics=metrics,
     )
@@ -175,7 +175,7 @@ def _finetune(config: FinetuneConfig, resume: bool, show_progress: bool, events:
 
     init_path = resolve_init(config.init)
     legacy = needs_legacy_merging(init_path)
-    network = build_swin_unetr(1, table.num_classes, config.feature_size, legacy).to(device)
+    network = build_swin_unetr(len(config.input_channels()), table.num_classes, config.feature_size, legacy).to(device)
     init_report = load_weights(network, init_path) if init_path is not None and not resume else None
     optimizer, scheduler = build_optimizer(network, config.lr, config.weight_decay, config.warmup, config.steps)
     amp = autocast_dtype(device, config.amp)

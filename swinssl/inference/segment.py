@@ -22,6 +22,7 @@ from swinssl.io.reader import VolumeError, as_channel_image, read_image
 from swinssl.labels.segmentation_file import write_label_map
 from swinssl.package import ModelPackage
 from swinssl.preprocessing.intensity import normalize_intensity
+from swinssl.preprocessing.registration import moving_on_fixed_grid, register_images
 from swinssl.preprocessing.spatial import Geometry, foreground_box, image_to_array, ras_grid, resample_onto
 from swinssl.training.distributed import autocast_dtype, pick_device
 
@@ -35,6 +36,7 @@ class SegmentOptions:
     fast: bool = False
     device: str = "auto"
     batch_size: int = 4
+    register: bool = False  # align channels 1.. to channel 0 (rigid MI) before stacking them
 
 
 def source_for(path: Path) -> VolumeSource:
@@ -50,8 +52,17 @@ def source_for(path: Path) -> VolumeSource:
 
 
 def read_inputs(paths: list[Path], package: ModelPackage) -> list[sitk.Image]:
-    """Reads one scalar volume per model channel, in its stored pixel type (no float copy)."""
-    if len(paths) != len(package.channels):
+    """Reads one scalar volume per model channel, in its stored pixel type (no float copy).
+
+    A multi-channel model takes one file per channel (already aligned, as Slicer passes them) or
+    one file holding all channels (for example ``swinssl align`` output: CT and PET on one grid).
+    """
+    channels = len(package.channels)
+    if len(paths) == 1 and channels > 1:
+        source = source_for(paths[0])
+        image = as_channel_image(read_image(source), source.name, channels)
+        return [sitk.VectorIndexSelectionCast(image, c) for c in range(channels)]
+    if len(paths) != channels:
         names = ", ".join(c.modality for c in package.channels)
         raise ValueError(f"model {package.name!r} takes {len(package.channels)} input(s) ({names}); got {len(paths)}")
     images = []
@@ -88,8 +99,21 @@ def to_input_grid(labels: np.ndarray, geometry: Geometry, reference: sitk.Image)
     return sitk.Resample(label_image, reference, sitk.Transform(), sitk.sitkNearestNeighbor, 0, label_image.GetPixelID())
 
 
+def register_channels(images: list[sitk.Image], events: EventLog) -> list[sitk.Image]:
+    """Channels 1.. registered (rigid MI) to channel 0 and resampled onto its grid, for inputs taken
+    apart in time (a CT and a PET picked as two volumes); each registration is reported."""
+    aligned = [images[0]]
+    for channel, image in enumerate(images[1:], 1):
+        registration = register_images(images[0], image)
+        events.emit("progress", stage="register", channel=channel, registration=registration.to_dict())
+        aligned.append(moving_on_fixed_grid(image, images[0], registration))
+    return aligned
+
+
 def segment_image(images: list[sitk.Image], package: ModelPackage, options: SegmentOptions, events: EventLog) -> sitk.Image:
     """Returns the label map on the exact grid (size, spacing, origin, direction) of ``images[0]``."""
+    if options.register and len(images) > 1:
+        images = register_channels(images, events)
     array, geometry = to_model_grid(images, package, options.fast)
     threshold = body_threshold(package, array)
     full_shape = array.shape[1:]

@@ -18,7 +18,7 @@ import numpy as np
 from swinssl.io.atomic import atomic_write
 from swinssl.io.discovery import VolumeSource
 from swinssl.io.reader import as_channel_image, check_values, read_image
-from swinssl.preprocessing.intensity import IntensitySettings, normalize_intensity
+from swinssl.preprocessing.intensity import IntensitySettings, normalize_channels
 from swinssl.preprocessing.spatial import Geometry, crop_foreground, image_to_array, orient_ras, pad_to_size, resample_to_spacing
 
 CACHE_FORMAT = 1
@@ -28,7 +28,7 @@ CACHE_FORMAT = 1
 class PrepSettings:
     """Everything that determines the preprocessed array of a source volume."""
 
-    intensity: IntensitySettings = IntensitySettings()
+    intensity: IntensitySettings | tuple[IntensitySettings, ...] = IntensitySettings()  # one, or one per channel
     spacing: tuple[float, float, float] | None = None
     orient_ras: bool = True
     crop_foreground: bool = True
@@ -64,7 +64,7 @@ def prepare_volume(source: VolumeSource, settings: PrepSettings) -> tuple[np.nda
         image = resample_to_spacing(image, settings.spacing)
         raw = image_to_array(image)
     geometry = Geometry.of_image(image)
-    array = normalize_intensity(raw, settings.intensity)
+    array = normalize_channels(raw, settings.intensity)
     if settings.crop_foreground:
         array, geometry = crop_foreground(array, geometry)
     array = pad_to_size(array, settings.min_size)

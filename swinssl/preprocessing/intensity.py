@@ -54,6 +54,15 @@ def normalize_intensity(array: np.ndarray, settings: IntensitySettings) -> np.nd
     return array
 
 
+def normalize_channels(array: np.ndarray, settings: IntensitySettings | tuple[IntensitySettings, ...]) -> np.ndarray:
+    """(C, X, Y, Z) to 0..1 with one setting for all channels, or one per channel (e.g. CT window, PET SUV)."""
+    if isinstance(settings, IntensitySettings):
+        return normalize_intensity(array, settings)
+    if len(settings) != len(array):
+        raise ValueError(f"{len(settings)} channel presets for {len(array)} channel(s)")
+    return np.concatenate([normalize_intensity(channel[None], s) for channel, s in zip(array, settings)])
+
+
 def _scale_range(array: np.ndarray, low: float, high: float) -> np.ndarray:
     transform = ScaleIntensityRange(a_min=low, a_max=high, b_min=0.0, b_max=1.0, clip=True)
     return np.asarray(transform(array), dtype=np.float32)

@@ -33,6 +33,7 @@ class PretrainConfig(JsonSettings):
     crop_foreground: bool = True
     # model
     in_channels: int = 1
+    channel_presets: list[str] | None = None  # one preset per channel (e.g. ct pet); sets in_channels
     roi: int = 96
     feature_size: int = 48
     projection_dim: int = 512
@@ -68,6 +69,10 @@ class PretrainConfig(JsonSettings):
             raise ValueError(f"--roi must be divisible by 32 (Swin UNETR downsamples 5 times), got {self.roi}")
         if self.feature_size % 12 or not 12 <= self.feature_size:
             raise ValueError(f"--feature-size must be a multiple of 12 (12..48 typical), got {self.feature_size}")
+        if self.channel_presets is not None:
+            if self.modality is not None:
+                raise ValueError("--channel-presets (multi-channel volumes) and --modality (tagged folders) cannot be combined")
+            self.in_channels = len(self.channel_presets)
         if self.in_channels < 1 or self.batch_size < 1 or self.steps < 1:
             raise ValueError("in_channels, batch_size and steps must be at least 1")
         if self.modality is not None:
@@ -87,12 +92,18 @@ class PretrainConfig(JsonSettings):
 
     def prep_settings(self, modality: str | None = None) -> PrepSettings:
         """Preprocessing of ``modality``'s volumes (its own preset), or of all volumes when untagged."""
-        if modality is None:
-            intensity = IntensitySettings(self.preset, self.window, self.pet_max_suv, self.pet_percentile)
+        if self.channel_presets is not None:
+            intensity = tuple(self._intensity(preset) for preset in self.channel_presets)
+        elif modality is None:
+            intensity = self._intensity(self.preset)
         else:
-            window = self.window if modality == self.preset else None
-            intensity = IntensitySettings(modality, window, self.pet_max_suv, self.pet_percentile)
+            intensity = self._intensity(modality)
         return PrepSettings(intensity, self.spacing, self.orient_ras, self.crop_foreground, (self.roi,) * 3, self.in_channels)
+
+    def _intensity(self, preset: str) -> IntensitySettings:
+        """``preset``'s settings; --window applies to the --preset channel only."""
+        window = self.window if preset == self.preset else None
+        return IntensitySettings(preset, window, self.pet_max_suv, self.pet_percentile)
 
     def data_groups(self) -> list[tuple[str, list[str]]]:
         """(modality, data entries) in first-seen order; one untagged group ("") without --modality."""
