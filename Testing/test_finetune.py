@@ -3,6 +3,7 @@ and the issue's end-to-end run (real abdomen CT -> model package -> segmentation
 
 import json
 import os
+import shutil
 import zipfile
 from pathlib import Path
 
@@ -228,7 +229,7 @@ def test_issue_must_show_finetune_on_real_ct_then_segment_the_dicom_series(tmp_p
     assert [s["name"] for s in slicerio.read_segmentation(str(output))["segments"]] == organs
 
 
-def test_compare_init_writes_the_label_efficiency_table(tmp_path):
+def test_compare_init_writes_the_label_efficiency_table_with_out_of_distribution_dice(tmp_path, shared_data):
     from swinssl.finetune.compare import compare_init
     from swinssl.training.config import PretrainConfig
     from swinssl.training.pretrain import run_pretraining
@@ -236,11 +237,18 @@ def test_compare_init_writes_the_label_efficiency_table(tmp_path):
     data = labelled_phantoms(tmp_path / "data")
     run_pretraining(PretrainConfig(data=[str(data)], out=str(tmp_path / "ssl"), cache_dir=str(tmp_path / "cache"), roi=64, feature_size=12,
                                    projection_dim=16, batch_size=1, steps=1, device="cpu"))
-    rows = compare_init(tiny_finetune(data, tmp_path / "unused", steps=1, val_every=1), str(tmp_path / "ssl"), [1, 2], tmp_path / "study")
+    mr = tmp_path / "mr"  # out-of-distribution cases: the real abdominal MR with its (pseudo-)labels
+    mr.mkdir()
+    for name in ("abdomen_mr_small_3mm.nii.gz", "abdomen_mr_small_3mm_labels.nii.gz", "totalsegmentator_mr_label_names.json"):
+        shutil.copy(shared_data / "mr" / name, mr / name)
+    rows = compare_init(tiny_finetune(data, tmp_path / "unused", steps=1, val_every=1), str(tmp_path / "ssl"), [1, 2], tmp_path / "study",
+                        ood_folders=[str(mr)], ood_preset="mr")
     assert [r["n"] for r in rows] == [1, 2]
     assert all(r["difference"] == pytest.approx(r["pretrained_dice"] - r["scratch_dice"]) for r in rows)
+    assert all(r["ood_cases"] == 1 and 0 <= r["scratch_ood_dice"] <= 1 and 0 <= r["pretrained_ood_dice"] <= 1 for r in rows)
     table = (tmp_path / "study" / "compare_init.md").read_text()
-    assert table.startswith("| N labelled | scratch Dice | pretrained Dice | difference |") and table.count("\n") == 4
+    assert table.startswith("| N labelled | scratch Dice | pretrained Dice | difference | scratch OOD Dice | pretrained OOD Dice |")
+    assert table.count("\n") == 4
     scratch = load_package(tmp_path / "study" / "n1_scratch").training
     pretrained = load_package(tmp_path / "study" / "n1_pretrained").training
     assert scratch["cases"] == pretrained["cases"] == 1 and scratch["init_load"] is None and "encoder" in pretrained["init_load"]

@@ -165,8 +165,9 @@ def _cmd_compare_init(args: argparse.Namespace) -> int:
     from swinssl.finetune.compare import compare_init
     from swinssl.finetune.config import FinetuneConfig
 
-    given = {k: v for k, v in vars(args).items() if v is not None and k not in ("command", "handler", "pretrained", "counts", "init")}
-    rows = compare_init(FinetuneConfig(**given), args.pretrained, args.counts, Path(args.out))
+    given = {k: v for k, v in vars(args).items()
+             if v is not None and k not in ("command", "handler", "pretrained", "counts", "init", "ood_data", "ood_preset")}
+    rows = compare_init(FinetuneConfig(**given), args.pretrained, args.counts, Path(args.out), args.ood_data, args.ood_preset)
     print((Path(args.out) / "compare_init.md").read_text(), end="")
     return 0 if rows else 1
 
@@ -249,6 +250,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_finetune_arguments(compare)
     compare.add_argument("--pretrained", required=True, help="pretrained weights (a pretraining run, package, bundle or file)")
     compare.add_argument("--n", dest="counts", type=int, nargs="+", required=True, help="numbers of labelled training cases")
+    compare.add_argument("--ood-data", nargs="+", metavar="DIR", help="labelled cases of another modality to evaluate every model on")
+    compare.add_argument("--ood-preset", choices=("ct", "mr", "pet", "none"), default="mr", help="intensity preset of the --ood-data cases (default mr)")
     compare.set_defaults(handler=_cmd_compare_init)
     align = commands.add_parser("align", help="register CT to PET per patient and write 2-channel CT+PET volumes on the PET grid")
     align.add_argument("--data", nargs="+", required=True, metavar="DIR", help="folders with <case>_ct.* + <case>_pet.* (or ct/ + pet/ subfolders)")

@@ -145,6 +145,8 @@ def _pretrain(config: PretrainConfig, resume: bool, show_progress: bool, runtime
 
     if config.batch_size * runtime.world_size < 2 and config.loss_contrast > 0:
         events.emit("warning", file=None, reason="one crop per step: the contrastive loss has no negatives and stays 0; use --batch-size 2 or more")
+    if config.swinfuse and len({v.modality for v in volumes}) < 2:
+        events.emit("warning", file=None, reason="--swinfuse with one modality: the density term (JSD) stays 0; tag two --data folders with --modality")
     sampler = CropSampler(volumes, config.roi, config.batch_size, config.seed, runtime.rank)
     cutout = config.cutout()
     prefetcher: Prefetcher[PretextBatch] = Prefetcher(lambda step: sampler.batch(step, cutout))
