@@ -68,3 +68,31 @@ def test_cancel_stops_the_process_tree_and_leaves_the_scene_as_it_was(mrml_scene
     assert run.engine.exit_code is not None and not run.engine.running
     assert not run.folder.exists()
     assert mrml_scene.GetNumberOfNodes() == nodes_before
+
+
+def test_ct_and_pet_picked_as_two_volumes_are_registered_and_segmented(mrml_scene, shared_data, tmp_path):
+    """A 2-channel (CT + synthetic PET) model with the two volumes as loaded in Slicer, each on its own grid."""
+    import torch
+
+    from pet_phantom import write_ct_pet_case
+    from SwinSSLSegmentLib.mrml_io import read_volume
+    from SwinSSLSegmentLib.segment_logic import SegmentationLogic
+    from swinssl.labels.table import LabelTable
+    from swinssl.network import build_swin_unetr
+    from swinssl.package import InputChannel, ModelPackage
+
+    write_ct_pet_case(shared_data, tmp_path / "pair")
+    ct = read_volume(mrml_scene, tmp_path / "pair" / "patient1_ct.nii.gz", "CT")
+    pet = read_volume(mrml_scene, tmp_path / "pair" / "patient1_pet.nii.gz", "PET")
+    torch.manual_seed(0)
+    package = ModelPackage("ctpet", LabelTable.from_names(ORGANS), [InputChannel("CT", "ct"), InputChannel("PET", "pet")], (6.0, 6.0, 6.0), 64, 12)
+    package.save(tmp_path / "model", build_swin_unetr(2, len(ORGANS) + 1, 12).state_dict())
+    logic = SegmentationLogic(mrml_scene)
+    run = logic.start([ct, pet], tmp_path / "model", device="cpu")
+    wait_until_done(logic, run)
+    registered = [e for e in run.engine.events if e["event"] == "progress" and e.get("stage") == "register"]
+    assert len(registered) == 1 and registered[0]["channel"] == 1
+    assert any("registered to input 1" in message for message in run.messages)
+    node = logic.finish(run)
+    segment_id = node.GetSegmentation().GetSegmentIdBySegmentName(ORGANS[0])
+    assert slicer.util.arrayFromSegmentBinaryLabelmap(node, segment_id, ct).shape == slicer.util.arrayFromVolume(ct).shape

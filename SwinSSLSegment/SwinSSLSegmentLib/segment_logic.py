@@ -78,7 +78,10 @@ class SegmentationLogic:
         """Reads new events into ``run`` (progress, warnings, errors) and returns them."""
         events = run.engine.poll()
         for event in events:
-            if event["event"] == "progress":
+            if event["event"] == "progress" and event.get("stage") == "register":
+                metric = event["registration"]["metric"]
+                run.messages.append(f"Input {event['channel'] + 1} registered to input 1 (mutual information {metric:.3f})")
+            elif event["event"] == "progress":
                 run.windows_done, run.windows_total = event["step"], event["total"]
             elif event["event"] == "warning":
                 run.messages.append(f"Warning: {event['reason']}")
