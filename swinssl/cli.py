@@ -9,9 +9,13 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, Callable
 
 from swinssl import __version__
 from swinssl.training.signals import EXIT_ERROR
+
+if TYPE_CHECKING:
+    from swinssl.events import EventLog
 
 
 def _add_pretrain_arguments(parser: argparse.ArgumentParser) -> None:
@@ -103,13 +107,14 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(Path(args.out), steps=args.steps, events=args.events, show_progress=sys.stderr.isatty())
 
 
-def _cmd_align(args: argparse.Namespace) -> int:
-    from swinssl.align import align_folders
+def _with_event_log(path: str | None, work: Callable[[EventLog], list[Path]]) -> int:
+    """Runs ``work(events)``, which returns the files it wrote, and prints them; an exception becomes
+    an ``error`` event and then propagates (the CLI turns it into exit status 1)."""
     from swinssl.events import EventLog
 
-    events = EventLog(args.events)
+    events = EventLog(path)
     try:
-        written = align_folders(args.data, Path(args.out), events, register=args.register, affine=args.affine)
+        written = work(events)
     except Exception as error:
         events.emit("error", message=str(error), kind=type(error).__name__)
         raise
@@ -117,25 +122,27 @@ def _cmd_align(args: argparse.Namespace) -> int:
         events.close()
     print("\n".join(str(p) for p in written))
     return 0
+
+
+def _cmd_align(args: argparse.Namespace) -> int:
+    from swinssl.align import align_folders
+
+    def align(events: EventLog) -> list[Path]:
+        return align_folders(args.data, Path(args.out), events, register=args.register, affine=args.affine)
+
+    return _with_event_log(args.events, align)
 
 
 def _cmd_segment(args: argparse.Namespace) -> int:
-    from swinssl.events import EventLog
     from swinssl.inference.segment import SegmentOptions, segment_files
     from swinssl.package import load_package
 
-    events = EventLog(args.events)
-    try:
+    def segment(events: EventLog) -> list[Path]:
         package = load_package(args.model)
         options = SegmentOptions(overlap=args.overlap, fast=args.fast, device=args.device, batch_size=args.batch_size, register=args.register)
-        written = segment_files([Path(p) for p in args.input], Path(args.output), package, options, events)
-    except Exception as error:
-        events.emit("error", message=str(error), kind=type(error).__name__)
-        raise
-    finally:
-        events.close()
-    print("\n".join(str(p) for p in written))
-    return 0
+        return segment_files([Path(p) for p in args.input], Path(args.output), package, options, events)
+
+    return _with_event_log(args.events, segment)
 
 
 def _cmd_finetune(args: argparse.Namespace) -> int:
