@@ -94,14 +94,15 @@ def _same_grid(image: sitk.Image, label: sitk.Image) -> str | None:
     return None
 
 
-def prepare_case(case: LabelledCase, labels: CaseLabels, table: LabelTable, intensity: tuple[IntensitySettings, ...],
+def prepare_case(case: LabelledCase, labels: CaseLabels, table: LabelTable, intensity: IntensitySettings | tuple[IntensitySettings, ...],
                  spacing: tuple[float, float, float], roi: int) -> PreparedCase:
     """Validates, resamples (image linear, labels nearest) onto a RAS grid and maps labels to the table.
 
     Raises:
         VolumeError: unreadable files, geometry mismatch, values without a name, no voxel of any class.
     """
-    image = as_channel_image(read_image(case.image), case.image.name, len(intensity))  # one setting per channel
+    channels = 1 if isinstance(intensity, IntensitySettings) else len(intensity)  # one setting, or one per channel
+    image = as_channel_image(read_image(case.image), case.image.name, channels)
     check_values(sitk.GetArrayViewFromImage(image), case.image.name, "integer" in image.GetPixelIDTypeAsString())
     problem = _same_grid(image, labels.image)
     if problem:
