@@ -10,13 +10,11 @@ from __future__ import annotations
 
 import SimpleITK as sitk
 import torch
-from monai.data.utils import dense_patch_slices
 from monai.inferers import sliding_window_inference
-from monai.inferers.utils import _get_scan_interval
 from torch.utils.flop_counter import FlopCounterMode
 
 from benchmarks.common import CLASSES, CT_DIR, timed
-from swinssl.inference.sliding_window import sliding_window_labels
+from swinssl.inference.sliding_window import sliding_window_labels, window_slices
 from swinssl.network import build_swin_unetr
 from swinssl.preprocessing.intensity import IntensitySettings, normalize_intensity
 from swinssl.preprocessing.spatial import foreground_box, image_to_array, ras_grid, resample_onto
@@ -98,5 +96,4 @@ def run(quick: bool, repeats: int) -> dict:
 
 def windows_run(volume: torch.Tensor, roi: int) -> int:
     """Windows MONAI places over the whole (padded) volume at overlap 0.5."""
-    size = tuple(max(n, roi) for n in volume.shape[1:])
-    return len(dense_patch_slices(size, (roi,) * 3, _get_scan_interval(size, (roi,) * 3, 3, (0.5,) * 3)))
+    return len(window_slices(tuple(max(n, roi) for n in volume.shape[1:]), roi, 0.5))

@@ -88,13 +88,18 @@ def our_steps(folder: Path, work: Path, options: dict) -> list[tuple[float, floa
     return [(e["step_s"], e["data_wait_s"]) for e in progress[1:]]
 
 
+def copy_ct_files(folder: Path) -> list[Path]:
+    """The workload's real CT files, copied into ``folder`` (created)."""
+    folder.mkdir(parents=True)
+    return [Path(shutil.copy(CT_DIR / name, folder / name)) for name in FILES]
+
+
 def run(quick: bool) -> dict:
     options = settings(quick)
     with tempfile.TemporaryDirectory(prefix="swinssl-pretrain-") as work:
         work = Path(work)
         folder = work / "data"
-        folder.mkdir()
-        files = [Path(shutil.copy(CT_DIR / name, folder / name)) for name in FILES]
+        files = copy_ct_files(folder)
         reference = reference_steps(files, options)  # first: run_pretraining switches on deterministic kernels
         ours = our_steps(folder, work, options)
     reference_s = statistics.median(s for s, _ in reference)

@@ -8,7 +8,6 @@ two processes see twice the samples per step.
 from __future__ import annotations
 
 import os
-import shutil
 import statistics
 import subprocess
 import sys
@@ -17,8 +16,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.common import CT_DIR
-from benchmarks.pretraining import FILES
+from benchmarks.pretraining import copy_ct_files
 from swinssl.events import read_events
 
 
@@ -45,9 +43,7 @@ def run(quick: bool) -> dict:
     with tempfile.TemporaryDirectory(prefix="swinssl-scaling-") as work:
         work = Path(work)
         folder = work / "data"
-        folder.mkdir()
-        for name in FILES:
-            shutil.copy(CT_DIR / name, folder / name)
+        copy_ct_files(folder)
         one = samples_per_s(1, folder, work, quick, steps)
         two = samples_per_s(2, folder, work, quick, steps)
     return {"cores": os.cpu_count(), "torch_threads_default": torch.get_num_threads(), "steps": steps,

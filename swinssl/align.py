@@ -18,15 +18,8 @@ import SimpleITK as sitk
 from swinssl.events import EventLog
 from swinssl.io.discovery import VolumeSource
 from swinssl.io.pairs import ModalityPair, find_ct_pet_pairs
-from swinssl.io.reader import VolumeError, as_channel_image, check_values, read_image
+from swinssl.io.reader import VolumeError, read_volume
 from swinssl.preprocessing.registration import Registration, ct_on_pet_grid, labels_on_pet_grid, register_images
-
-
-def _read(path: Path) -> sitk.Image:
-    source = VolumeSource(path)
-    image = as_channel_image(read_image(source), source.name, 1)
-    check_values(sitk.GetArrayViewFromImage(image), source.name, "integer" in image.GetPixelIDTypeAsString())
-    return image
 
 
 def _write(image: sitk.Image, path: Path) -> None:
@@ -38,7 +31,7 @@ def _write(image: sitk.Image, path: Path) -> None:
 
 def align_pair(pair: ModalityPair, out: Path, register: bool, affine: bool) -> tuple[list[Path], Registration | None]:
     """Aligns one pair into ``out``; returns (written files, the registration or None)."""
-    ct, pet = _read(pair.ct), _read(pair.pet)
+    ct, pet = read_volume(VolumeSource(pair.ct), 1), read_volume(VolumeSource(pair.pet), 1)
     registration = register_images(pet, ct, affine) if register else None  # the PET is fixed
     stacked = sitk.Compose(ct_on_pet_grid(ct, pet, registration), sitk.Cast(pet, sitk.sitkFloat32))
     written = [out / f"{pair.case}_ctpet.nrrd"]

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from swinssl.package import InputChannel
 from swinssl.preprocessing.intensity import IntensitySettings
+from swinssl.training.schedule import default_warmup
 from swinssl.training.settings import JsonSettings
 
 FINETUNE_RUN_CONTROL = ("steps", "checkpoint_every", "val_every", "device", "stop_at", "events", "amp")
@@ -60,7 +61,7 @@ class FinetuneConfig(JsonSettings):
 
     @property
     def warmup(self) -> int:
-        return self.warmup_steps if self.warmup_steps is not None else min(500, max(1, self.steps // 10))
+        return default_warmup(self.steps, self.warmup_steps)
 
     def input_channels(self) -> list[InputChannel]:
         """The package's channels: one (--modality, --preset), or one per --channel-presets entry."""

@@ -8,7 +8,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from swinssl.finetune.cases import LabelledCase
-from swinssl.io.reader import VolumeError, as_channel_image, check_values, read_image
+from swinssl.io.reader import VolumeError, read_volume
 from swinssl.labels.segmentation_file import read_seg_nrrd
 from swinssl.labels.table import LabelTable, normalize_name
 from swinssl.preprocessing.intensity import IntensitySettings, normalize_channels
@@ -102,8 +102,7 @@ def prepare_case(case: LabelledCase, labels: CaseLabels, table: LabelTable, inte
         VolumeError: unreadable files, geometry mismatch, values without a name, no voxel of any class.
     """
     channels = 1 if isinstance(intensity, IntensitySettings) else len(intensity)  # one setting, or one per channel
-    image = as_channel_image(read_image(case.image), case.image.name, channels)
-    check_values(sitk.GetArrayViewFromImage(image), case.image.name, "integer" in image.GetPixelIDTypeAsString())
+    image = read_volume(case.image, channels)
     problem = _same_grid(image, labels.image)
     if problem:
         raise VolumeError(str(case.label), problem)

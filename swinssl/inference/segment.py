@@ -58,17 +58,15 @@ def read_inputs(paths: list[Path], package: ModelPackage) -> list[sitk.Image]:
     one file holding all channels (for example ``swinssl align`` output: CT and PET on one grid).
     """
     channels = len(package.channels)
-    if len(paths) == 1 and channels > 1:
-        source = source_for(paths[0])
-        image = as_channel_image(read_image(source), source.name, channels)
-        return [sitk.VectorIndexSelectionCast(image, c) for c in range(channels)]
-    if len(paths) != channels:
+    if len(paths) not in (1, channels):
         names = ", ".join(c.modality for c in package.channels)
-        raise ValueError(f"model {package.name!r} takes {len(package.channels)} input(s) ({names}); got {len(paths)}")
+        raise ValueError(f"model {package.name!r} takes {channels} input(s) ({names}); got {len(paths)}")
+    per_file = channels // len(paths)
     images = []
     for path in paths:
         source = source_for(path)
-        images.append(as_channel_image(read_image(source), source.name, 1))
+        image = as_channel_image(read_image(source), source.name, per_file)
+        images += [sitk.VectorIndexSelectionCast(image, c) for c in range(per_file)] if per_file > 1 else [image]
     return images
 
 

@@ -28,6 +28,12 @@ def symmetric_padding(size: tuple[int, ...], roi: tuple[int, ...]) -> list[int]:
     return pads
 
 
+def window_slices(padded_size: tuple[int, ...], roi: int, overlap: float) -> list[tuple[slice, ...]]:
+    """The windows MONAI places over a (padded) spatial size: same scan interval, same order."""
+    rois = (roi,) * len(padded_size)
+    return dense_patch_slices(padded_size, rois, _get_scan_interval(padded_size, rois, len(padded_size), (overlap,) * len(padded_size)))
+
+
 @torch.no_grad()
 def sliding_window_labels(
     image: torch.Tensor,
@@ -58,7 +64,7 @@ def sliding_window_labels(
     pads = symmetric_padding(size, rois)
     padded = F.pad(image, pads) if any(pads) else image
     padded_size = tuple(padded.shape[1:])
-    windows = dense_patch_slices(padded_size, rois, _get_scan_interval(padded_size, rois, 3, (overlap,) * 3))
+    windows = window_slices(padded_size, roi, overlap)
     weight = compute_importance_map(rois, mode="gaussian", sigma_scale=0.125, device=device)
     logit_sum = torch.zeros((num_classes, *padded_size), dtype=accumulate_dtype, device=device)
     memory_format = torch.channels_last_3d if channels_last else torch.contiguous_format

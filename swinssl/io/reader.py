@@ -73,3 +73,15 @@ def check_values(array: np.ndarray, source_name: str, integer_pixels: bool) -> N
         raise VolumeError(source_name, f"empty volume (every voxel is {low})")
     if integer_pixels and low >= 0 and high <= 1:
         raise VolumeError(source_name, "binary mask (values 0/1 only), not an image")
+
+
+def read_volume(source: VolumeSource, in_channels: int) -> sitk.Image:
+    """Reads ``source`` as a 3-D image with ``in_channels`` components and validates its values.
+
+    Raises:
+        VolumeError: unreadable, wrong dimension or channel count, degenerate, empty, constant,
+            NaN-containing or binary-mask volumes; the message names the file.
+    """
+    image = as_channel_image(read_image(source), source.name, in_channels)
+    check_values(sitk.GetArrayViewFromImage(image), source.name, integer_pixels="integer" in image.GetPixelIDTypeAsString())
+    return image

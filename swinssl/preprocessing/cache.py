@@ -17,7 +17,7 @@ import numpy as np
 
 from swinssl.io.atomic import atomic_write
 from swinssl.io.discovery import VolumeSource
-from swinssl.io.reader import as_channel_image, check_values, read_image
+from swinssl.io.reader import read_volume
 from swinssl.preprocessing.intensity import IntensitySettings, normalize_channels
 from swinssl.preprocessing.spatial import Geometry, crop_foreground, image_to_array, orient_ras, pad_to_size, resample_to_spacing
 
@@ -55,11 +55,10 @@ def prepare_volume(source: VolumeSource, settings: PrepSettings) -> tuple[np.nda
     Raises:
         VolumeError: for unreadable or unusable volumes; the message names the file.
     """
-    image = as_channel_image(read_image(source), source.name, settings.in_channels)
+    image = read_volume(source, settings.in_channels)
     if settings.orient_ras:
         image = orient_ras(image)
     raw = image_to_array(image)
-    check_values(raw, source.name, integer_pixels="integer" in image.GetPixelIDTypeAsString())
     if settings.spacing is not None:
         image = resample_to_spacing(image, settings.spacing)
         raw = image_to_array(image)

@@ -69,19 +69,23 @@ def register_images(fixed_image: sitk.Image, moving_image: sitk.Image, affine: b
     return Registration(general, metric, stop)
 
 
-def ct_on_pet_grid(ct: sitk.Image, pet: sitk.Image, registration: Registration | None) -> sitk.Image:
-    """The CT resampled (linear, air outside) onto the PET's exact grid; identity when ``registration`` is None."""
+def _onto(image: sitk.Image, fixed: sitk.Image, registration: Registration | None, interpolator: int, outside: float, pixel_type: int) -> sitk.Image:
+    """``image`` (moving space) resampled onto ``fixed``'s exact grid; identity when ``registration`` is None."""
     transform = registration.transform if registration is not None else sitk.Transform()
-    return sitk.Resample(ct, pet, transform, sitk.sitkLinear, CT_AIR, sitk.sitkFloat32)
+    return sitk.Resample(image, fixed, transform, interpolator, outside, pixel_type)
+
+
+def ct_on_pet_grid(ct: sitk.Image, pet: sitk.Image, registration: Registration | None) -> sitk.Image:
+    """The CT resampled (linear, float32, air outside) onto the PET's exact grid."""
+    return _onto(ct, pet, registration, sitk.sitkLinear, CT_AIR, sitk.sitkFloat32)
 
 
 def labels_on_pet_grid(labels: sitk.Image, pet: sitk.Image, registration: Registration | None) -> sitk.Image:
     """A CT-grid label map resampled (nearest neighbour) onto the PET grid."""
-    transform = registration.transform if registration is not None else sitk.Transform()
-    return sitk.Resample(labels, pet, transform, sitk.sitkNearestNeighbor, 0, labels.GetPixelID())
+    return _onto(labels, pet, registration, sitk.sitkNearestNeighbor, 0, labels.GetPixelID())
 
 
 def moving_on_fixed_grid(moving: sitk.Image, fixed: sitk.Image, registration: Registration) -> sitk.Image:
-    """``moving`` resampled (linear, its minimum outside) onto ``fixed``'s exact grid."""
+    """``moving`` resampled (linear, its own pixel type, its minimum outside) onto ``fixed``'s exact grid."""
     outside = float(np.min(sitk.GetArrayViewFromImage(moving)))
-    return sitk.Resample(moving, fixed, registration.transform, sitk.sitkLinear, outside, moving.GetPixelID())
+    return _onto(moving, fixed, registration, sitk.sitkLinear, outside, moving.GetPixelID())

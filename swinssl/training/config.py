@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from swinssl.preprocessing.cache import PrepSettings
 from swinssl.preprocessing.intensity import IntensitySettings
+from swinssl.training.schedule import default_warmup
 from swinssl.training.settings import JsonSettings
 from swinssl.ssl.augment import CutoutSettings
 from swinssl.ssl.losses import LossWeights
@@ -88,7 +89,7 @@ class PretrainConfig(JsonSettings):
 
     @property
     def warmup(self) -> int:
-        return self.warmup_steps if self.warmup_steps is not None else min(500, max(1, self.steps // 10))
+        return default_warmup(self.steps, self.warmup_steps)
 
     def prep_settings(self, modality: str | None = None) -> PrepSettings:
         """Preprocessing of ``modality``'s volumes (its own preset), or of all volumes when untagged."""

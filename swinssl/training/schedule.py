@@ -7,6 +7,11 @@ import math
 import torch
 
 
+def default_warmup(steps: int, warmup_steps: int | None) -> int:
+    """``warmup_steps`` when given, else 10 % of the run, at least 1 and at most 500 steps."""
+    return warmup_steps if warmup_steps is not None else min(500, max(1, steps // 10))
+
+
 def warmup_cosine_factor(step: int, warmup: int, total: int) -> float:
     """Learning-rate multiplier: linear 0 -> 1 over ``warmup`` steps, then cosine 1 -> 0 at ``total``."""
     if step < warmup:
