@@ -72,11 +72,15 @@ def test_align_then_pretrain_finetune_and_segment_two_channels(tmp_path, ct_pet_
     labels = sitk.ReadImage(str(tmp_path / "aligned" / "patient1_ctpet_labels.nrrd"))
     assert labels.GetSize() == pet.GetSize()
 
-    run = run_cli("pretrain", "--data", str(tmp_path / "aligned"), "--channel-presets", "ct", "pet", "--batch-size", "2", "--steps", "2",
-                  *TINY_MODEL, "--out", str(tmp_path / "ssl"), "--events", str(tmp_path / "ssl.jsonl"), "--cache-dir", str(tmp_path / "cache"))
+    run = run_cli("pretrain", "--data", str(tmp_path / "aligned"), "--channel-presets", "ct", "pet", "--swinfuse", "--batch-size", "2",
+                  "--steps", "2", *TINY_MODEL, "--out", str(tmp_path / "ssl"), "--events", str(tmp_path / "ssl.jsonl"), "--cache-dir", str(tmp_path / "cache"))
     assert run.returncode == 0, run.stderr
-    start = next(e for e in read_events(tmp_path / "ssl.jsonl") if e["event"] == "start")
+    log = read_events(tmp_path / "ssl.jsonl")
+    start = next(e for e in log if e["event"] == "start")
     assert start["config"]["in_channels"] == 2 and start["volumes"] == 1
+    # the domain-invariance module runs on 2-channel crops; with one modality the density term is 0, and the run says so
+    assert any(e["event"] == "warning" and "density term (JSD) stays 0" in e["reason"] for e in log)
+    assert all(e["losses"]["jsd"] == 0 for e in log if e["event"] == "progress")
 
     result = run_cli("finetune", "--data", str(tmp_path / "aligned"), "--channel-presets", "ct", "pet", "--classes", *ORGANS,
                      "--init", str(tmp_path / "ssl"), "--spacing", "4", "4", "4", "--roi", "64", "--feature-size", "12", "--steps", "2",
@@ -137,3 +141,25 @@ def test_segment_registers_separately_acquired_inputs_onto_the_first(tmp_path, c
     errors = [np.linalg.norm(np.subtract(fitted.TransformPoint(p), inverse.TransformPoint(p))) for p in corners]
     assert max(errors) < PET_SPACING, errors
     assert sitk.ReadImage(str(tmp_path / "seg.seg.nrrd")).GetSize() == ct.GetSize()  # on the first input's grid
+
+
+def test_align_skips_a_bad_pair_with_a_warning_naming_the_file_and_aligns_the_rest(tmp_path, ct_pet_folder):
+    folder, _ = ct_pet_folder
+    data = tmp_path / "data"
+    data.mkdir()
+    for name in ("patient1_ct.nii.gz", "patient1_pet.nii.gz", "labels.json"):
+        (data / name).write_bytes((folder / name).read_bytes())
+    (data / "broken_ct.nii.gz").write_bytes(b"not a volume")
+    (data / "broken_pet.nii.gz").write_bytes((folder / "patient1_pet.nii.gz").read_bytes())
+    (data / "orphan_pet.nii.gz").write_bytes((folder / "patient1_pet.nii.gz").read_bytes())
+    events = tmp_path / "events.jsonl"
+    result = run_cli("align", "--data", str(data), "--out", str(tmp_path / "aligned"), "--events", str(events))
+    assert result.returncode == 0, result.stderr
+    warnings = {e["file"]: e["reason"] for e in read_events(events) if e["event"] == "warning"}
+    assert warnings[str(data / "broken_ct.nii.gz")].startswith("unreadable")
+    assert "no CT/PET partner" in warnings[str(data / "orphan_pet.nii.gz")]
+    assert (tmp_path / "aligned" / "patient1_ctpet.nrrd").exists() and not (tmp_path / "aligned" / "broken_ctpet.nrrd").exists()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = run_cli("align", "--data", str(empty), "--out", str(tmp_path / "none"))
+    assert result.returncode == 1 and f"no CT/PET pairs in {empty}" in result.stderr

@@ -136,3 +136,13 @@ def test_mixed_ct_and_mr_pretraining_on_real_volumes_logs_the_jsd_term(tmp_path,
         assert 0 < jsd <= math.log(2)
         parts = event["losses"]
         assert parts["total"] == pytest.approx(parts["rotation"] + parts["contrast"] + parts["inpaint"] + 0.5 * jsd, rel=1e-4)
+
+
+def test_modality_and_channel_options_are_checked():
+    from swinssl.training.config import PretrainConfig
+
+    with pytest.raises(ValueError, match="one value per --data entry: 2 data, 1 modalities"):
+        PretrainConfig(data=["a", "b"], modality=["ct"])
+    with pytest.raises(ValueError, match="cannot be combined"):
+        PretrainConfig(data=["a"], modality=["ct"], channel_presets=["ct", "pet"])
+    assert PretrainConfig(data=["a"], channel_presets=["ct", "pet"]).in_channels == 2
