@@ -1,6 +1,8 @@
 """SwinSSLPretrain: self-supervised pretraining and fine-tuning of Swin UNETR from Slicer, with live loss
 curves and inpainting previews (runs ``swinssl pretrain`` / ``swinssl finetune`` in the background)."""
 
+import importlib.util
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -11,7 +13,14 @@ from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrappe
 from slicer.ScriptedLoadableModule import ScriptedLoadableModule, ScriptedLoadableModuleLogic, ScriptedLoadableModuleTest, ScriptedLoadableModuleWidget
 from slicer.util import VTKObservationMixin
 
+if importlib.util.find_spec("swinssl_slicer") is None:  # source checkout: the shared logic is in the repository root
+    sys.path.append(str(Path(__file__).resolve().parents[1]))
+
+from swinssl_slicer.desktop_install import check_slicer_version, ensure_engine_requirements  # noqa: E402
+from swinssl_slicer.engine import engine_root  # noqa: E402
+
 POLL_INTERVAL_MS = 500
+DEFAULT_RUN_FOLDER = Path.home() / "SwinSSL" / "pretraining"
 
 
 class SwinSSLPretrain(ScriptedLoadableModule):
@@ -19,7 +28,7 @@ class SwinSSLPretrain(ScriptedLoadableModule):
         ScriptedLoadableModule.__init__(self, parent)
         self.parent.title = "SwinSSL Pretrain"
         self.parent.categories = ["Segmentation"]
-        self.parent.dependencies = ["SwinSSLSegment"]
+        self.parent.dependencies = []
         self.parent.contributors = ["SwinSSL developers"]
         self.parent.helpText = (
             "Pretrain Swin UNETR on your own unlabelled volumes (inpainting, rotation and contrastive tasks of Tang et al. 2022) "
@@ -31,22 +40,26 @@ class SwinSSLPretrain(ScriptedLoadableModule):
 
 @parameterNodeWrapper
 class SwinSSLPretrainParameterNode:
+    """Settings saved with the scene. Folders bound to ctkPathLineEdit are ``pathlib.Path``: the only type
+    parameterNodeWrapper's ctkPathLineEdit connector accepts (guiConnectors.py, Slicer 5.10 and 5.12)."""
+
     dataFolders: str = ""
-    outputFolder: str = ""
+    outputFolder: Path = DEFAULT_RUN_FOLDER
     preset: Annotated[str, Choice(["ct", "mr", "pet", "none"])] = "ct"
     roi: Annotated[int, WithinRange(32, 256)] = 96
     featureSize: Annotated[int, WithinRange(12, 96)] = 48
     steps: Annotated[int, WithinRange(1, 10000000)] = 1000
     batchSize: Annotated[int, WithinRange(1, 64)] = 2
-    rotationWeight: float = 1.0
-    contrastWeight: float = 1.0
-    inpaintWeight: float = 1.0
+    rotationWeight: Annotated[float, WithinRange(0.0, 10.0)] = 1.0
+    contrastWeight: Annotated[float, WithinRange(0.0, 10.0)] = 1.0
+    inpaintWeight: Annotated[float, WithinRange(0.0, 10.0)] = 1.0
     previewEvery: Annotated[int, WithinRange(1, 100000)] = 100
     device: Annotated[str, Choice(["auto", "cpu", "cuda"])] = "auto"
     trainingVolume: vtkMRMLScalarVolumeNode
     trainingSegmentation: vtkMRMLSegmentationNode
     fineTuneSources: str = ""
-    initWeights: str = ""
+    initFromWeights: bool = True
+    initWeights: Path = DEFAULT_RUN_FOLDER
     classes: str = ""
     modelName: str = "my-model"
     fineTuneSteps: Annotated[int, WithinRange(1, 10000000)] = 1000
@@ -86,6 +99,8 @@ class SwinSSLPretrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.updateButtons()
 
     def cleanup(self) -> None:
+        """Slicer is closing or the module is reloaded: a running training is asked to stop gracefully (it
+        checkpoints and exits by itself, so it never outlives Slicer for long and loses nothing)."""
         self._timer.stop()
         if self._run is not None:
             self.logic.training.stop(self._run)
@@ -100,6 +115,10 @@ class SwinSSLPretrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._parameterNodeGuiTag = None
 
     def onSceneStartClose(self, caller, event) -> None:
+        """A running training goes on (its files are on disk); its loss table and previews are recreated
+        in the new scene at the next event. Scene pairs belong to the closed scene and are forgotten."""
+        self._pairs = []
+        self.ui.pairsList.clear()
         self.setParameterNode(None)
 
     def onSceneEndClose(self, caller, event) -> None:
@@ -139,29 +158,31 @@ class SwinSSLPretrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._pairs.append((volume, segmentation))
             self.ui.pairsList.addItem(f"{volume.GetName()} + {segmentation.GetName()}")
 
+    def ensureDependencies(self) -> bool:
+        """Asks before installing what the engine needs; errors are shown, never only logged."""
+        with slicer.util.tryWithErrorDisplay("SwinSSL could not install its Python packages.", waitCursor=True):
+            return self.logic.ensureDependencies()
+        return False
+
     def onStartPretraining(self, resume: bool) -> None:
-        if not self.logic.ensureDependencies():
+        if not self.ensureDependencies():
             return
         p = self._parameterNode
         with slicer.util.tryWithErrorDisplay("Could not start pretraining.", waitCursor=True):
             self._run = self.logic.training.start_pretraining(
-                self.dataFolders(), Path(p.outputFolder), p.preset, p.roi, p.featureSize, p.steps, p.batchSize,
+                self.dataFolders(), p.outputFolder, p.preset, p.roi, p.featureSize, p.steps, p.batchSize,
                 (p.rotationWeight, p.contrastWeight, p.inpaintWeight), p.previewEvery, p.device, resume=resume)
             self.startPolling()
 
     def onStartFineTuning(self) -> None:
-        if not self.logic.ensureDependencies():
+        if not self.ensureDependencies():
             return
         p = self._parameterNode
         with slicer.util.tryWithErrorDisplay("Could not start fine-tuning.", waitCursor=True):
-            out = self.logic.training.default_model_folder(p.modelName)
-            scenes = [s for s in p.fineTuneSources.split(";") if s.strip()]
-            if self._pairs:
-                scenes.append(str(self.logic.training.export_scene_cases(self._pairs, out / "scene_cases")[0].parent))
-            folders = [s for s in scenes if Path(s).is_dir() and not any(Path(s).glob("*.seg.nrrd"))]
-            scenes = [s for s in scenes if s not in folders]
-            self._run = self.logic.training.start_finetuning(
-                out, folders, scenes, p.initWeights or "random", p.classes.split() or None, p.roi, p.featureSize, p.fineTuneSteps, p.device)
+            sources = [s.strip() for s in p.fineTuneSources.split(";") if s.strip()]
+            self._run = self.logic.training.start_finetuning_from_scene(
+                p.modelName, self._pairs, sources, p.initWeights if p.initFromWeights else "random", p.classes.split() or None,
+                p.roi, p.featureSize, p.fineTuneSteps, p.device)
             self.startPolling()
 
     def startPolling(self) -> None:
@@ -177,11 +198,13 @@ class SwinSSLPretrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onPoll(self) -> None:
         run = self._run
-        for event in self.logic.training.poll(run):
-            if event["event"] == "preview":
-                self.logic.showPreview()
-            elif event["event"] == "progress" and run.table_node_id and event["step"] == 1:
-                self.logic.showLossPlot(run.chart_node_id)
+        self.logic.training.poll(run)
+        if run.show_previews:  # once per run: later previews replace the same three volumes in place
+            self.logic.showPreviews()
+            run.show_previews = False
+        if run.show_plot:  # once per run, Resume included
+            self.logic.showLossPlot(run.chart_node_id)
+            run.show_plot = False
         if run.total:
             self.ui.progressBar.value = int(100 * run.step / run.total)
             eta = f", about {run.eta_s / 60:.0f} min left" if run.eta_s else ""
@@ -190,9 +213,9 @@ class SwinSSLPretrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.diceLabel.text = ", ".join(f"{name}: {value:.3f}" for name, value in run.dice.items())
         while run.messages:
             self.ui.statusLog.appendPlainText(run.messages.pop(0))
-        if not run.engine.running:
-            code = run.engine.exit_code
-            self.ui.statusLog.appendPlainText({0: "Finished.", 3: "Stopped; press Resume to continue."}.get(code, f"Failed: {run.error or run.engine.log_tail(800)}"))
+        status = run.status()  # None until the engine and any launcher have exited
+        if status is not None:
+            self.ui.statusLog.appendPlainText(status)
             self._timer.stop()
             self._run = None
             self.updateButtons()
@@ -205,7 +228,7 @@ class SwinSSLPretrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
 
 class SwinSSLPretrainLogic(ScriptedLoadableModuleLogic):
-    """Slicer-facing logic; the work is in SwinSSLPretrainLib.training_logic.TrainingLogic (no Qt)."""
+    """Slicer-facing logic; the work is in swinssl_slicer.training_logic.TrainingLogic (no Qt)."""
 
     def __init__(self) -> None:
         ScriptedLoadableModuleLogic.__init__(self)
@@ -215,28 +238,29 @@ class SwinSSLPretrainLogic(ScriptedLoadableModuleLogic):
         return SwinSSLPretrainParameterNode(super().getParameterNode())
 
     def ensureDependencies(self) -> bool:
-        from SwinSSLSegment import SwinSSLSegmentLogic
-
-        return SwinSSLSegmentLogic().ensureDependencies()
+        """True when the engine can run; asks before installing (never while Slicer runs its self-tests)."""
+        check_slicer_version((slicer.app.majorVersion, slicer.app.minorVersion))
+        return ensure_engine_requirements(slicer.util.confirmOkCancelDisplay, testing=slicer.app.testingEnabled())
 
     @property
     def training(self):
         if self._training is None:
-            from SwinSSLPretrainLib.training_logic import TrainingLogic
+            from swinssl_slicer.training_logic import TrainingLogic
 
             self._training = TrainingLogic(slicer.mrmlScene)
         return self._training
 
-    def showPreview(self) -> None:
-        """Original / masked / reconstructed crop side by side (red, yellow, green views, axial), plot below."""
-        from SwinSSLPretrainLib.training_logic import PREVIEW_ATTRIBUTE, PREVIEW_KINDS
+    def showPreviews(self) -> None:
+        """Original / masked / reconstructed crop side by side (red, yellow, green views, axial) with the plot:
+        called once per run, so a layout the user picks afterwards is left alone."""
+        from swinssl_slicer.training_logic import PREVIEW_KINDS
 
-        layout = getattr(slicer.vtkMRMLLayoutNode, "SlicerLayoutFourUpPlotView", slicer.vtkMRMLLayoutNode.SlicerLayoutFourUpView)
-        slicer.app.layoutManager().setLayout(layout)
-        nodes = {n.GetAttribute(PREVIEW_ATTRIBUTE): n for n in slicer.mrmlScene.GetNodesByClass("vtkMRMLScalarVolumeNode") if n.GetAttribute(PREVIEW_ATTRIBUTE)}
+        layoutManager = slicer.app.layoutManager()
+        layoutManager.setLayout(slicer.vtkMRMLLayoutNode.SlicerLayoutFourUpPlotView)
+        nodes = self.training.preview_nodes()
         for view, kind in zip(("Red", "Yellow", "Green"), PREVIEW_KINDS):
             if kind in nodes:
-                widget = slicer.app.layoutManager().sliceWidget(view)
+                widget = layoutManager.sliceWidget(view)
                 widget.mrmlSliceNode().SetOrientationToAxial()
                 widget.mrmlSliceCompositeNode().SetBackgroundVolumeID(nodes[kind].GetID())
                 widget.sliceLogic().FitSliceToAll()
@@ -246,35 +270,59 @@ class SwinSSLPretrainLogic(ScriptedLoadableModuleLogic):
 
 
 class SwinSSLPretrainTest(ScriptedLoadableModuleTest):
-    """In-Slicer test: a 4-step pretraining on a synthetic volume fills the loss table and the three preview volumes."""
+    """In-Slicer test on the demo CT the extension carries (real abdominal CT): a tiny pretraining is
+    stopped through the stop-request file after its first steps, then resumed to the end; the loss table
+    holds every step once and the three preview volumes lie inside the CT."""
 
     def setUp(self):
         slicer.mrmlScene.Clear()
 
     def runTest(self):
         self.setUp()
-        self.test_pretraining_streams_into_the_scene()
+        self.test_pretraining_stops_resumes_and_streams_into_the_scene()
 
-    def test_pretraining_streams_into_the_scene(self):
-        import tempfile
-        import time
-
-        import numpy as np
-        import SimpleITK as sitk
-
-        logic = SwinSSLPretrainLogic()
-        if not logic.ensureDependencies():
-            self.skipTest("engine dependencies are not installed")
-        folder = Path(tempfile.mkdtemp())
-        sitk.WriteImage(sitk.GetImageFromArray(np.random.default_rng(0).integers(-1000, 400, (40, 48, 48)).astype(np.int16)), str(folder / "ct.nrrd"))
-        run = logic.training.start_pretraining([str(folder)], folder / "run", roi=32, feature_size=12, steps=4, batch_size=2,
-                                               preview_every=2, device="cpu", extra=["--cache-dir", str(folder / "cache")])
-        while run.engine.running:
+    def waitFor(self, logic, run) -> str:
+        while run.status() is None:
             logic.training.poll(run)
             slicer.app.processEvents()
-            time.sleep(0.2)
+            qt.QThread.msleep(200)
         logic.training.poll(run)
-        self.assertEqual(run.engine.exit_code, 0, run.engine.log_tail())
-        self.assertEqual(slicer.mrmlScene.GetNodeByID(run.table_node_id).GetTable().GetNumberOfRows(), 4)
-        self.assertEqual(len([n for n in slicer.mrmlScene.GetNodesByClass("vtkMRMLScalarVolumeNode") if n.GetAttribute("SwinSSL.Preview")]), 3)
+        return run.engine.outcome
+
+    def test_pretraining_stops_resumes_and_streams_into_the_scene(self):
+        import tempfile
+
+        import numpy as np
+
+        from swinssl_slicer.engine import unmet_requirements
+        from swinssl_slicer.training_logic import PREVIEW_KINDS
+
+        logic = SwinSSLPretrainLogic()
+        unmet = unmet_requirements()
+        if unmet:  # self-tests never install; Reload and Test would report skipTest as a failure
+            self.delayDisplay("SwinSSLPretrain test NOT RUN: missing " + ", ".join(map(str, unmet)) + ". Click Start once to install them.")
+            return
+        ct = engine_root() / "swinssl" / "resources" / "demo_ct.nii.gz"
+        folder = Path(tempfile.mkdtemp(dir=slicer.app.temporaryPath))
+        tiny = ["--projection-dim", "16", "--cache-dir", str(folder / "cache"), "--spacing", "3", "3", "3"]
+        run = logic.training.start_pretraining([str(ct)], folder / "run", roi=32, feature_size=12, steps=6, batch_size=2,
+                                               preview_every=2, device="cpu", extra=tiny)
+        while run.step < 1 and run.engine.running:
+            logic.training.poll(run)
+            qt.QThread.msleep(100)
+        logic.training.stop(run)
+        self.assertEqual(self.waitFor(logic, run), "stopped")
+        stoppedAt = run.step
+        self.assertLess(stoppedAt, 6)
+        run = logic.training.start_pretraining([], folder / "run", steps=6, resume=True)
+        self.assertEqual(self.waitFor(logic, run), "done", run.engine.log_tail())
+        table = slicer.mrmlScene.GetNodeByID(run.table_node_id).GetTable()
+        self.assertEqual([table.GetValue(row, 0).ToDouble() for row in range(table.GetNumberOfRows())], [1.0, 2.0, 3.0, 4.0, 5.0, 6.0])
+        previews = logic.training.preview_nodes()
+        self.assertEqual(sorted(previews), sorted(PREVIEW_KINDS))
+        volume = slicer.util.loadVolume(str(ct))
+        bounds, crop = np.zeros(6), np.zeros(6)
+        volume.GetRASBounds(bounds)
+        previews["original"].GetRASBounds(crop)
+        self.assertTrue(all(crop[2 * i] >= bounds[2 * i] - 3 and crop[2 * i + 1] <= bounds[2 * i + 1] + 3 for i in range(3)))
         self.delayDisplay("SwinSSLPretrain test passed")

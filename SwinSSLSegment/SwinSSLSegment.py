@@ -1,6 +1,8 @@
 """SwinSSLSegment: segment a volume with a SwinSSL model package (runs ``swinssl segment`` in the background)."""
 
+import importlib.util
 import logging
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -11,7 +13,11 @@ from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrappe
 from slicer.ScriptedLoadableModule import ScriptedLoadableModule, ScriptedLoadableModuleLogic, ScriptedLoadableModuleTest, ScriptedLoadableModuleWidget
 from slicer.util import VTKObservationMixin
 
-from SwinSSLSegmentLib.engine import ensure_engine_on_path, missing_packages
+if importlib.util.find_spec("swinssl_slicer") is None:  # source checkout: the shared logic is in the repository root
+    sys.path.append(str(Path(__file__).resolve().parents[1]))
+
+from swinssl_slicer.desktop_install import check_slicer_version, ensure_engine_requirements  # noqa: E402
+from swinssl_slicer.engine import engine_root, ensure_engine_on_path  # noqa: E402
 
 POLL_INTERVAL_MS = 250
 
@@ -35,7 +41,7 @@ class SwinSSLSegment(ScriptedLoadableModule):
 
 @parameterNodeWrapper
 class SwinSSLSegmentParameterNode:
-    """Settings saved with the scene."""
+    """Settings saved with the scene. ``modelPath`` is set from the model list (no widget binding)."""
 
     inputVolume: vtkMRMLScalarVolumeNode
     secondInputVolume: vtkMRMLScalarVolumeNode
@@ -71,13 +77,14 @@ class SwinSSLSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.importButton.connect("clicked(bool)", self.onImportButton)
         self.ui.refreshModelsButton.connect("clicked(bool)", self.refreshModels)
         self.ui.modelSelector.connect("currentIndexChanged(int)", self.onModelChanged)
-        self.refreshModels()
-        self.initializeParameterNode()
+        self.initializeParameterNode()  # before the model list: choosing a model writes to the parameter node
 
     def cleanup(self) -> None:
         self._timer.stop()
         if self._run is not None:
-            self.logic.cancel(self._run)
+            self.logic.segmentation.cancel(self._run)
+            self._run = None
+        self.logic.close()
         self.removeObservers()
 
     def enter(self) -> None:
@@ -89,6 +96,9 @@ class SwinSSLSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._parameterNodeGuiTag = None
 
     def onSceneStartClose(self, caller, event) -> None:
+        if self._run is not None:  # the shared logic cancels it too; here the button and log are reset
+            self.logic.segmentation.cancel(self._run)
+            self.finishRun("Cancelled: the scene was closed.")
         self.setParameterNode(None)
 
     def onSceneEndClose(self, caller, event) -> None:
@@ -106,51 +116,60 @@ class SwinSSLSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._parameterNode = inputParameterNode
         if self._parameterNode:
             self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
-            self.selectModel(self._parameterNode.modelPath)
+            self.refreshModels()
 
     def refreshModels(self) -> None:
+        """Lists installed packages (model.json only) and selects the saved model, else the first one."""
+        chosen = self.logic.chooseModel(self._parameterNode.modelPath if self._parameterNode else "")
+        wasBlocked = self.ui.modelSelector.blockSignals(True)
         self.ui.modelSelector.clear()
-        for package in self.logic.segmentation.available_models() if self.logic.ready() else []:
+        for package in self.logic.availableModels():
             channels = " + ".join(c.modality for c in package.channels)
             self.ui.modelSelector.addItem(f"{package.name} {package.version} ({channels}, {len(package.labels.labels)} segments)", str(package.path))
-        if self._parameterNode:
-            self.selectModel(self._parameterNode.modelPath)
-
-    def selectModel(self, path: str) -> None:
-        index = self.ui.modelSelector.findData(path)
-        if index >= 0:
-            self.ui.modelSelector.setCurrentIndex(index)
+        self.ui.modelSelector.setCurrentIndex(self.ui.modelSelector.findData(chosen))
+        self.ui.modelSelector.blockSignals(wasBlocked)
+        self.onModelChanged(self.ui.modelSelector.currentIndex)
 
     def onModelChanged(self, index: int) -> None:
         path = self.ui.modelSelector.itemData(index) if index >= 0 else ""
-        if self._parameterNode and path:
-            self._parameterNode.modelPath = path
+        if self._parameterNode:
+            self._parameterNode.modelPath = path or ""
         modalities = self.logic.channelNames(path) if path else ["Input"]
         self.ui.inputLabel.text = f"{modalities[0]} volume:"
         twoChannels = len(modalities) > 1
         self.ui.secondInputLabel.visible = self.ui.secondInputSelector.visible = twoChannels
         if twoChannels:
             self.ui.secondInputLabel.text = f"{modalities[1]} volume:"
+        self.ui.applyButton.enabled = bool(path)
+        self.ui.applyButton.toolTip = "" if path else "No model is installed: Import... adds one"
+
+    def ensureDependencies(self) -> bool:
+        """Asks before installing what the engine needs; errors are shown, never only logged."""
+        with slicer.util.tryWithErrorDisplay("SwinSSL could not install its Python packages.", waitCursor=True):
+            if self.logic.ensureDependencies():
+                self.refreshModels()
+                return True
+        return False
 
     def onImportButton(self) -> None:
         folder = qt.QFileDialog.getExistingDirectory(slicer.util.mainWindow(), "Model package, MONAI bundle or fine-tuning run")
-        if not folder or not self.logic.ensureDependencies():
+        if not folder or not self.ensureDependencies():
             return
         with slicer.util.tryWithErrorDisplay("Import failed.", waitCursor=True):
             path = self.logic.importModel(Path(folder))
+            self._parameterNode.modelPath = str(path)
             self.refreshModels()
-            self.selectModel(str(path))
 
     def onApplyButton(self) -> None:
         if self._run is not None:
-            self.logic.cancel(self._run)
+            self.logic.segmentation.cancel(self._run)
             self.finishRun("Cancelled.")
             return
-        if not self.logic.ensureDependencies():
+        if not self.ensureDependencies():
             return
         parameters = self._parameterNode
-        inputs = [parameters.inputVolume] + ([parameters.secondInputVolume] if self.ui.secondInputSelector.visible else [])
         with slicer.util.tryWithErrorDisplay("Could not start the segmentation.", waitCursor=True):
+            inputs = [parameters.inputVolume, parameters.secondInputVolume][: len(self.logic.channelNames(parameters.modelPath))]
             self._run = self.logic.segmentation.start(inputs, parameters.modelPath, parameters.device, parameters.overlap, parameters.fast)
             self.ui.applyButton.text = "Cancel"
             self.ui.progressBar.value = 0
@@ -159,9 +178,9 @@ class SwinSSLSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onPoll(self) -> None:
         run = self._run
-        for event in self.logic.segmentation.poll(run):
-            if event["event"] in ("warning", "error"):
-                self.ui.statusLog.appendPlainText(event.get("reason") or event.get("message"))
+        self.logic.segmentation.poll(run)
+        while run.messages:
+            self.ui.statusLog.appendPlainText(run.messages.pop(0))
         self.ui.progressBar.value = int(100 * run.progress)
         if run.engine.running:
             return
@@ -181,7 +200,8 @@ class SwinSSLSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
 
 class SwinSSLSegmentLogic(ScriptedLoadableModuleLogic):
-    """Slicer-facing logic; the work is in SwinSSLSegmentLib.segment_logic.SegmentationLogic (no Qt)."""
+    """Slicer-facing logic; the work is in swinssl_slicer.segment_logic.SegmentationLogic (no Qt). Listing
+    models reads model.json files only: opening the module imports neither torch nor MONAI."""
 
     def __init__(self) -> None:
         ScriptedLoadableModuleLogic.__init__(self)
@@ -190,88 +210,79 @@ class SwinSSLSegmentLogic(ScriptedLoadableModuleLogic):
     def getParameterNode(self):
         return SwinSSLSegmentParameterNode(super().getParameterNode())
 
-    def ready(self) -> bool:
-        return not missing_packages()
+    def availableModels(self) -> list:
+        return self.segmentation.available_models()
+
+    def chooseModel(self, saved: str) -> str:
+        return self.segmentation.choose_model(saved)
+
+    def channelNames(self, path: str) -> list:
+        return self.segmentation.channel_names(path)
 
     @property
     def segmentation(self):
+        """The shared segmentation logic (listing models needs no engine requirement; segmenting does)."""
         if self._segmentation is None:
-            ensure_engine_on_path()
-            from SwinSSLSegmentLib.segment_logic import SegmentationLogic
+            from swinssl_slicer.segment_logic import SegmentationLogic
 
-            self._segmentation = SegmentationLogic(slicer.mrmlScene)
+            self._segmentation = SegmentationLogic(slicer.mrmlScene, temp_root=Path(slicer.app.temporaryPath) / "SwinSSL")
         return self._segmentation
 
-    def channelNames(self, path: str) -> list:
-        from swinssl.package import load_package
-
-        return [channel.modality for channel in load_package(path).channels]
+    def close(self) -> None:
+        if self._segmentation is not None:
+            self._segmentation.close()
+            self._segmentation = None
 
     def importModel(self, source: Path) -> Path:
+        ensure_engine_on_path()  # the engine is imported here, in Slicer's process: after ensureDependencies
         from swinssl.models import import_model
 
         return import_model(source)
 
     def ensureDependencies(self) -> bool:
-        """Installs missing engine dependencies after the user agrees (torch through the PyTorch extension)."""
-        missing = missing_packages()
-        if not missing:
-            return True
-        if not slicer.util.confirmOkCancelDisplay(f"SwinSSL needs these Python packages: {', '.join(missing)}. Install them now?"):
-            return False
-        with slicer.util.WaitCursor():
-            if "torch" in missing:
-                import PyTorchUtils
-
-                if PyTorchUtils.PyTorchUtilsLogic().installTorch(askConfirmation=False) is None:
-                    slicer.util.errorDisplay("PyTorch could not be installed; see the PyTorch extension's log.")
-                    return False
-            rest = [requirement for requirement in missing if requirement != "torch"]
-            if rest:
-                if hasattr(slicer, "packaging") and hasattr(slicer.packaging, "pip_ensure"):
-                    slicer.packaging.pip_ensure(rest)
-                else:
-                    slicer.util.pip_install(rest)
-        still = missing_packages()
-        if still:
-            slicer.util.infoDisplay(f"Please restart 3D Slicer to finish installing: {', '.join(still)}")
-            return False
-        return True
+        """True when the engine can run; asks before installing (never while Slicer runs its self-tests)."""
+        check_slicer_version((slicer.app.majorVersion, slicer.app.minorVersion))
+        return ensure_engine_requirements(slicer.util.confirmOkCancelDisplay, testing=slicer.app.testingEnabled())
 
 
 class SwinSSLSegmentTest(ScriptedLoadableModuleTest):
-    """In-Slicer test: a tiny random model package segments a synthetic volume; segments must carry its names."""
+    """In-Slicer test: a tiny random-weight model package segments the demo CT the extension carries
+    (real abdominal CT, 30 slices); the result must carry the model's segment names on the CT's grid."""
 
     def setUp(self):
         slicer.mrmlScene.Clear()
 
     def runTest(self):
         self.setUp()
-        self.test_segment_synthetic_volume()
+        self.test_segment_demo_ct()
 
-    def test_segment_synthetic_volume(self):
+    def test_segment_demo_ct(self):
         import tempfile
-        import time
 
-        import numpy as np
+        from swinssl_slicer.engine import unmet_requirements
 
         logic = SwinSSLSegmentLogic()
-        if not logic.ensureDependencies():
-            self.skipTest("engine dependencies are not installed")
+        unmet = unmet_requirements()
+        if unmet:  # self-tests never install; Reload and Test would report skipTest as a failure
+            self.delayDisplay("SwinSSLSegment test NOT RUN: missing " + ", ".join(map(str, unmet)) + ". Click Segment once to install them.")
+            return
         from swinssl.labels.table import LabelTable
         from swinssl.network import build_swin_unetr
         from swinssl.package import InputChannel, ModelPackage
 
-        folder = Path(tempfile.mkdtemp())
-        package = ModelPackage("selftest", LabelTable.from_names(["organ a", "organ b"]), [InputChannel()], (4.0, 4.0, 4.0), 64, 12)
+        folder = Path(tempfile.mkdtemp(dir=slicer.app.temporaryPath))
+        package = ModelPackage("selftest", LabelTable.from_names(["organ a", "organ b"]), [InputChannel()], (6.0, 6.0, 6.0), 64, 12)
         package.save(folder / "selftest", build_swin_unetr(1, 3, 12).state_dict())
-        volume = slicer.util.addVolumeFromArray(np.random.default_rng(0).integers(-1000, 400, (40, 50, 60)).astype(np.int16))
+        volume = slicer.util.loadVolume(str(engine_root() / "swinssl" / "resources" / "demo_ct.nii.gz"))
         run = logic.segmentation.start([volume], folder / "selftest", device="cpu")
         while run.engine.running:
             logic.segmentation.poll(run)
             slicer.app.processEvents()
-            time.sleep(0.2)
+            qt.QThread.msleep(200)
         node = logic.segmentation.finish(run)
         segmentation = node.GetSegmentation()
         self.assertEqual([segmentation.GetNthSegment(i).GetName() for i in range(segmentation.GetNumberOfSegments())], ["organ a", "organ b"])
+        labelmap = slicer.util.arrayFromSegmentBinaryLabelmap(node, segmentation.GetNthSegmentID(0), volume)
+        self.assertEqual(labelmap.shape, slicer.util.arrayFromVolume(volume).shape)  # (K, J, I) of the CT
+        self.assertFalse(run.folder.exists())
         self.delayDisplay("SwinSSLSegment test passed")

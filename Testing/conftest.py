@@ -73,9 +73,6 @@ def mrml_scene():
 
     import slicer
 
-    for module_folder in ("SwinSSLSegment", "SwinSSLPretrain"):
-        if str(REPO / module_folder) not in sys.path:
-            sys.path.insert(0, str(REPO / module_folder))
     scene = slicer.vtkMRMLScene()
     colors = slicer.vtkSlicerColorLogic()
     colors.SetMRMLScene(scene)

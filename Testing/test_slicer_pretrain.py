@@ -19,7 +19,7 @@ def wait(logic, run, timeout=400):
 
 
 def test_pretraining_streams_losses_into_a_table_and_previews_into_three_reused_volumes(mrml_scene, shared_data, tmp_path):
-    from SwinSSLPretrainLib.training_logic import TrainingLogic
+    from swinssl_slicer.training_logic import TrainingLogic
 
     logic = TrainingLogic(mrml_scene)
     run = logic.start_pretraining([str(shared_data / "ct" / "abdomen_ct_small_3mm.nii.gz")], tmp_path / "run", roi=32, feature_size=12,
@@ -45,7 +45,7 @@ def test_pretraining_streams_losses_into_a_table_and_previews_into_three_reused_
 
 def painted_scene(scene, shared_data):
     """The real small abdomen CT with a 'Liver' segment painted from its (pseudo-)label map."""
-    from SwinSSLSegmentLib.mrml_io import read_volume
+    from swinssl_slicer.mrml_io import read_volume
 
     volume = read_volume(scene, shared_data / "ct" / "abdomen_ct_small_3mm.nii.gz", "Abdomen CT")
     labels = sitk.GetArrayFromImage(sitk.ReadImage(str(shared_data / "ct" / "abdomen_ct_small_3mm_labels.nii.gz")))  # (K, J, I)
@@ -58,7 +58,7 @@ def painted_scene(scene, shared_data):
 
 
 def test_export_a_painted_scene_and_fine_tune_from_it(mrml_scene, shared_data, tmp_path):
-    from SwinSSLPretrainLib.training_logic import TrainingLogic
+    from swinssl_slicer.training_logic import TrainingLogic
     from swinssl.package import load_package
 
     volume, segmentation = painted_scene(mrml_scene, shared_data)

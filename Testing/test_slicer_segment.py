@@ -18,7 +18,7 @@ def wait_until_done(logic, run, timeout=300):
 
 
 def load_real_ct(scene, shared_data):
-    from SwinSSLSegmentLib.mrml_io import read_volume
+    from swinssl_slicer.mrml_io import read_volume
 
     hierarchy = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(scene)
     study = hierarchy.CreateFolderItem(hierarchy.GetSceneItemID(), "Study 1")
@@ -28,7 +28,7 @@ def load_real_ct(scene, shared_data):
 
 
 def test_segment_a_real_volume_end_to_end(mrml_scene, shared_data, tmp_path):
-    from SwinSSLSegmentLib.segment_logic import SegmentationLogic
+    from swinssl_slicer.segment_logic import SegmentationLogic
 
     package = make_package(tmp_path / "models" / "tiny", spacing=(6.0, 6.0, 6.0))
     volume, study = load_real_ct(mrml_scene, shared_data)
@@ -52,7 +52,7 @@ def test_segment_a_real_volume_end_to_end(mrml_scene, shared_data, tmp_path):
 
 
 def test_cancel_stops_the_process_tree_and_leaves_the_scene_as_it_was(mrml_scene, shared_data, tmp_path):
-    from SwinSSLSegmentLib.segment_logic import SegmentationLogic
+    from swinssl_slicer.segment_logic import SegmentationLogic
 
     package = make_package(tmp_path / "model", spacing=(1.5, 1.5, 1.5))  # many windows: still running when cancelled
     volume, _ = load_real_ct(mrml_scene, shared_data)
@@ -75,8 +75,8 @@ def test_ct_and_pet_picked_as_two_volumes_are_registered_and_segmented(mrml_scen
     import torch
 
     from pet_phantom import write_ct_pet_case
-    from SwinSSLSegmentLib.mrml_io import read_volume
-    from SwinSSLSegmentLib.segment_logic import SegmentationLogic
+    from swinssl_slicer.mrml_io import read_volume
+    from swinssl_slicer.segment_logic import SegmentationLogic
     from swinssl.labels.table import LabelTable
     from swinssl.network import build_swin_unetr
     from swinssl.package import InputChannel, ModelPackage

@@ -14,6 +14,9 @@ from typing import TYPE_CHECKING, Callable
 from swinssl import __version__
 from swinssl.training.signals import EXIT_ERROR
 
+STOP_FILE_HELP = ("stop as on SIGTERM once this file exists, checked after every step: the signal-free stop channel "
+                  "the Slicer modules and the web app use (works on Windows and through launchers)")
+
 if TYPE_CHECKING:
     from swinssl.events import EventLog
 
@@ -66,6 +69,7 @@ def _add_pretrain_arguments(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--preview-every", type=int, help="write an inpainting preview every K steps (default 0: never)")
     run.add_argument("--log-every", type=int, help="progress event every K steps (default 1)")
     run.add_argument("--stop-at", type=int, help="stop as on SIGTERM after this step (for time-limited cluster jobs)")
+    run.add_argument("--stop-file", help=STOP_FILE_HELP)
     run.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
 
 
@@ -87,7 +91,7 @@ def _pretrain_config(args: argparse.Namespace):
     if changed:
         raise ValueError(f"cannot change {', '.join('--' + k.replace('_', '-') for k in changed)} when resuming {args.out}")
     saved.update(given)
-    saved["stop_at"] = given.get("stop_at")
+    saved.update(stop_at=given.get("stop_at"), stop_file=given.get("stop_file"))
     return PretrainConfig.from_dict(saved)
 
 
@@ -161,7 +165,7 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
         if changed:
             raise ValueError(f"cannot change {', '.join('--' + k.replace('_', '-') for k in changed)} when resuming {args.out}")
         saved.update(given)
-        saved["stop_at"] = given.get("stop_at")
+        saved.update(stop_at=given.get("stop_at"), stop_file=given.get("stop_file"))
         config = FinetuneConfig.from_dict(saved)
     else:
         config = FinetuneConfig(**given)
@@ -239,6 +243,7 @@ def _add_finetune_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--events", help="JSON Lines event file, or - for stdout")
     parser.add_argument("--stop-at", type=int)
+    parser.add_argument("--stop-file", help=STOP_FILE_HELP)
     parser.add_argument("--train-cases", type=int, help="use only the first N training cases")
 
 

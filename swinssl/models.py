@@ -1,7 +1,8 @@
 """Installed model packages (``swinssl models list | import``) and conversion of other sources into packages.
 
 Packages live in ``$SWINSSL_MODELS`` or ``~/.local/share/swinssl/models``, one folder each; the
-Segment module lists this folder.
+Segment module lists this folder. Listing reads only ``model.json`` files (no torch, MONAI or
+matplotlib import), so a GUI can list models without loading the deep-learning stack.
 """
 
 from __future__ import annotations
@@ -13,10 +14,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from swinssl.labels.table import LabelTable
-from swinssl.network import build_swin_unetr
 from swinssl.package import MODEL_JSON, InputChannel, ModelPackage, load_package
-from swinssl.training.checkpoint import load_checkpoint
-from swinssl.weights import load_weights
 
 
 def models_dir() -> Path:
@@ -53,6 +51,9 @@ def _first(config: Any, target: str) -> dict | None:
 
 def package_from_bundle(bundle: Path) -> tuple[ModelPackage, dict]:
     """A MONAI model-zoo bundle (configs/metadata.json + configs/inference.json + models/model.pt)."""
+    from swinssl.network import build_swin_unetr
+    from swinssl.weights import load_weights
+
     try:
         metadata = json.loads((bundle / "configs" / "metadata.json").read_text())
         inference = json.loads((bundle / "configs" / "inference.json").read_text())
@@ -90,6 +91,8 @@ def package_from_bundle(bundle: Path) -> tuple[ModelPackage, dict]:
 
 def package_from_finetune_checkpoint(checkpoint_path: Path) -> tuple[ModelPackage, dict]:
     """The last state of a fine-tuning run (its package holds the best state already)."""
+    from swinssl.training.checkpoint import load_checkpoint
+
     checkpoint = load_checkpoint(checkpoint_path)
     if checkpoint.get("kind") != "finetune":
         raise ValueError(f"{checkpoint_path}: a {checkpoint.get('kind')} checkpoint has no segmentation head; fine-tune it first")

@@ -15,13 +15,9 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from safetensors.torch import load_file, save
-
 from swinssl import __version__
 from swinssl.io.atomic import atomic_write
 from swinssl.labels.table import LabelTable
-from swinssl.network import build_swin_unetr
-from swinssl.preprocessing.intensity import IntensitySettings
 
 PACKAGE_FORMAT = "swinssl-model/1"
 MODEL_JSON = "model.json"
@@ -37,7 +33,10 @@ class InputChannel:
     window: tuple[float, float] | None = None
     pet_max_suv: float | None = None
 
-    def intensity(self) -> IntensitySettings:
+    def intensity(self):
+        """The channel's :class:`~swinssl.preprocessing.intensity.IntensitySettings`."""
+        from swinssl.preprocessing.intensity import IntensitySettings
+
         return IntensitySettings(self.preset, tuple(self.window) if self.window else None, self.pet_max_suv)
 
 
@@ -80,6 +79,10 @@ class ModelPackage:
 
     def build_network(self):
         """SwinUNETR with this package's architecture, weights loaded strictly, in eval mode."""
+        from safetensors.torch import load_file
+
+        from swinssl.network import build_swin_unetr
+
         network = build_swin_unetr(len(self.channels), self.labels.num_classes, self.feature_size, self.legacy_patch_merging)
         if self.path is not None:
             network.load_state_dict(load_file(str(self.path / WEIGHTS)))
@@ -87,6 +90,8 @@ class ModelPackage:
 
     def save(self, folder: Path, state_dict: dict) -> Path:
         """Writes ``model.safetensors`` then ``model.json`` into ``folder``, each atomically."""
+        from safetensors.torch import save
+
         weights = save({k: v.detach().contiguous().cpu() for k, v in state_dict.items()}, metadata={"format": PACKAGE_FORMAT})
         atomic_write(folder / WEIGHTS, lambda stream: stream.write(weights))
         atomic_write(folder / MODEL_JSON, lambda stream: stream.write(json.dumps(self.to_json(), indent=2).encode()))

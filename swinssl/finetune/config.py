@@ -9,7 +9,7 @@ from swinssl.preprocessing.intensity import IntensitySettings
 from swinssl.training.schedule import default_warmup
 from swinssl.training.settings import JsonSettings
 
-FINETUNE_RUN_CONTROL = ("steps", "checkpoint_every", "val_every", "device", "stop_at", "events", "amp")
+FINETUNE_RUN_CONTROL = ("steps", "checkpoint_every", "val_every", "device", "stop_at", "stop_file", "events", "amp")
 
 
 @dataclass
@@ -47,6 +47,7 @@ class FinetuneConfig(JsonSettings):
     train_cases: int | None = None
     checkpoint_every: int = 100
     stop_at: int | None = None
+    stop_file: str | None = None  # stop as on SIGTERM once this file exists (a GUI's signal-free stop channel)
 
     def __post_init__(self) -> None:
         if self.roi % 32 or self.roi < 64:

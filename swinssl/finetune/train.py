@@ -199,7 +199,7 @@ def _finetune(config: FinetuneConfig, resume: bool, show_progress: bool, events:
     bar = tqdm(total=config.steps, initial=state.step, disable=not show_progress, unit="step", dynamic_ncols=True)
     clock = StepClock()
     try:
-        with StopRequest() as stop:
+        with StopRequest(config.stop_file) as stop:
             while state.step < config.steps:
                 clock.start()
                 batch = prefetcher.get(state.step)
@@ -238,7 +238,7 @@ def _finetune(config: FinetuneConfig, resume: bool, show_progress: bool, events:
                     atomic_torch_save(state.checkpoint(config.to_dict()), training_dir / CHECKPOINT_NAME)
                     events.emit("checkpoint", path=training_dir / CHECKPOINT_NAME, step=state.step)
                 if stop_now:
-                    events.emit("stopped", step=state.step, total=config.steps, reason=stop.signal_name or "stop_at", checkpoint=training_dir / CHECKPOINT_NAME)
+                    events.emit("stopped", step=state.step, total=config.steps, reason=stop.reason or "stop_at", checkpoint=training_dir / CHECKPOINT_NAME)
                     return EXIT_STOPPED
     finally:
         bar.close()

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-from matplotlib import colormaps
-
 
 @dataclass(frozen=True)
 class Label:
@@ -28,6 +26,8 @@ def normalize_name(name: str) -> str:
 
 def palette_color(index: int) -> tuple[float, float, float]:
     """A distinct colour for class ``index`` (1-based) when the source gives none (tab20, cycled)."""
+    from matplotlib import colormaps  # imported here: reading a label table stays light (Slicer lists models without it)
+
     r, g, b, _ = colormaps["tab20"]((index - 1) % 20)
     return (round(float(r), 4), round(float(g), 4), round(float(b), 4))
 

@@ -12,7 +12,7 @@ from swinssl.ssl.augment import CutoutSettings
 from swinssl.ssl.losses import LossWeights
 
 # Fields that may change when a run is resumed; everything else must stay as it was.
-RUN_CONTROL_FIELDS = ("steps", "checkpoint_every", "preview_every", "log_every", "device", "stop_at", "events", "cache_dir", "amp")
+RUN_CONTROL_FIELDS = ("steps", "checkpoint_every", "preview_every", "log_every", "device", "stop_at", "stop_file", "events", "cache_dir", "amp")
 
 
 @dataclass
@@ -64,6 +64,7 @@ class PretrainConfig(JsonSettings):
     preview_every: int = 0
     log_every: int = 1
     stop_at: int | None = None
+    stop_file: str | None = None  # stop as on SIGTERM once this file exists (a GUI's signal-free stop channel)
 
     def __post_init__(self) -> None:
         if self.roi % 32:

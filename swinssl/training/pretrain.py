@@ -154,7 +154,7 @@ def _pretrain(config: PretrainConfig, resume: bool, show_progress: bool, runtime
     bar = tqdm(total=config.steps, initial=state.step, disable=not (show_progress and runtime.is_main), unit="step", dynamic_ncols=True)
     clock = StepClock()
     try:
-        with StopRequest() as stop:
+        with StopRequest(config.stop_file) as stop:
             while state.step < config.steps:
                 clock.start()
                 batch = prefetcher.get(state.step)
@@ -186,7 +186,7 @@ def _pretrain(config: PretrainConfig, resume: bool, show_progress: bool, runtime
                 if stop_now or state.step % config.checkpoint_every == 0 or state.step == config.steps:
                     _save_checkpoint(state, config, out, runtime, events)
                 if stop_now:
-                    events.emit("stopped", step=state.step, total=config.steps, reason=stop.signal_name or "stop_at", checkpoint=out / CHECKPOINT_NAME)
+                    events.emit("stopped", step=state.step, total=config.steps, reason=stop.reason or "stop_at", checkpoint=out / CHECKPOINT_NAME)
                     return EXIT_STOPPED
     finally:
         bar.close()

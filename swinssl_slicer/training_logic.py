@@ -1,8 +1,13 @@
-"""Pretraining and fine-tuning runs for SwinSSLPretrain, without Qt.
+"""Pretraining and fine-tuning runs driven from an MRML scene, without Qt.
 
-Losses stream into a table node plotted by a chart node; each ``preview`` event loads the
-original / masked / reconstructed crops into three volume nodes that are reused (replaced), not
-piled up. Scene cases are exported as NRRD volume + .seg.nrrd pairs for ``swinssl finetune --scenes``.
+Losses stream into a table node (one per run folder, so a resumed run goes on in the same table)
+plotted by a chart node; each ``preview`` event loads the original / masked / reconstructed crops into
+three volume nodes that are reused (replaced), not piled up. Nodes are looked up in the scene at each
+event, so a scene closed during a run gets fresh nodes instead of errors. Scene cases are exported as
+NRRD volume + .seg.nrrd pairs for ``swinssl finetune --scenes``.
+
+Stop is graceful on every platform (a stop-request file; the engine checkpoints and exits 3); a run's
+outcome comes from its own events (see :mod:`swinssl.runner`).
 """
 
 from __future__ import annotations
@@ -13,8 +18,8 @@ from pathlib import Path
 
 import vtk
 
-from SwinSSLSegmentLib.engine import ensure_engine_on_path
-from SwinSSLSegmentLib.mrml_io import read_volume, write_segmentation, write_volume
+from swinssl_slicer.engine import ensure_engine_on_path
+from swinssl_slicer.mrml_io import nodes_by_class, read_volume, write_segmentation, write_volume
 
 ensure_engine_on_path()
 
@@ -23,6 +28,7 @@ from swinssl.runner import EngineProcess  # noqa: E402
 
 PREVIEW_KINDS = ("original", "masked", "reconstruction")
 PREVIEW_ATTRIBUTE = "SwinSSL.Preview"
+RUN_ATTRIBUTE = "SwinSSL.RunFolder"
 
 
 @dataclass
@@ -39,6 +45,21 @@ class TrainingRun:
     table_node_id: str | None = None
     chart_node_id: str | None = None
     preview_step: int | None = None
+    show_plot: bool = False  # set at the run's first progress event (Resume included); the face shows the chart and clears it
+    show_previews: bool = False  # set at the run's first preview; the face arranges the views once and clears it
+
+    def status(self) -> str | None:
+        """None while running; else one line for the user, from the engine's own final event."""
+        outcome = self.engine.outcome
+        if outcome is None:
+            return None
+        if outcome == "done":
+            return f"Finished: {self.out}"
+        if outcome == "stopped":
+            return f"Stopped at step {self.step} of {self.total}; a checkpoint was written and Resume continues."
+        if outcome == "cancelled":
+            return "Cancelled."
+        return f"Failed: {self.error or self.engine.log_tail(800) or f'the engine ended without reporting (exit {self.engine.exit_code})'}"
 
 
 def _safe_name(name: str) -> str:
@@ -54,6 +75,8 @@ class TrainingLogic:
     def start_pretraining(self, data_folders: list[str], out: Path, preset: str = "ct", roi: int = 96, feature_size: int = 48,
                           steps: int = 1000, batch_size: int = 2, loss_weights: tuple[float, float, float] = (1.0, 1.0, 1.0),
                           preview_every: int = 100, device: str = "auto", resume: bool = False, extra: list[str] | None = None) -> TrainingRun:
+        if str(out) in ("", "."):
+            raise ValueError("choose an output folder for the run")
         if resume:
             arguments = ["pretrain", "--out", str(out), "--resume", "--steps", str(steps)]
         else:
@@ -79,9 +102,20 @@ class TrainingLogic:
     def default_model_folder(self, name: str) -> Path:
         return models_dir() / _safe_name(name)
 
+    def start_finetuning_from_scene(self, model_name: str, pairs: list[tuple], sources: list[str], init: str | Path = "random",
+                                    classes: list[str] | None = None, roi: int = 96, feature_size: int = 48, steps: int = 1000,
+                                    device: str = "auto", extra: list[str] | None = None) -> TrainingRun:
+        """Fine-tunes into the models folder (``model_name``) from scene (volume, segmentation) pairs, which
+        are exported first, and ``sources``: labelled-case folders, ``.mrb`` files or folders of .seg.nrrd."""
+        out = self.default_model_folder(model_name)
+        scenes = [str(self.export_scene_cases(pairs, out / "scene_cases")[0].parent)] if pairs else []
+        folders = [s for s in sources if Path(s).is_dir() and not any(Path(s).glob("*.seg.nrrd"))]
+        scenes += [s for s in sources if s not in folders]
+        return self.start_finetuning(out, folders, scenes, str(init), classes, roi, feature_size, steps, device, extra)
+
     def _start(self, kind: str, arguments: list[str], out: Path) -> TrainingRun:
         out.mkdir(parents=True, exist_ok=True)
-        engine = EngineProcess.start(arguments, out / f"slicer_{kind}_events.jsonl", self.python)
+        engine = EngineProcess.start(arguments, out / f"slicer_{kind}_events.jsonl", self.python, stoppable=True)
         return TrainingRun(kind, engine, out)
 
     # --- while running ------------------------------------------------------------------------
@@ -92,11 +126,13 @@ class TrainingLogic:
             kind = event["event"]
             if kind == "progress":
                 run.step, run.total, run.eta_s = event["step"], event["total"], event.get("eta_s")
+                run.show_plot = run.show_plot or run.table_node_id is None
                 self._append_losses(run, event)
                 if event.get("val_dice"):
                     run.dice = event["val_dice"]
             elif kind == "preview":
                 self.load_preview(event["paths"], event["step"])
+                run.show_previews = run.show_previews or run.preview_step is None
                 run.preview_step = event["step"]
             elif kind in ("warning", "stopped"):
                 run.messages.append(f"{kind}: {event.get('reason')}" + (f" ({event['file']})" if event.get("file") else ""))
@@ -105,31 +141,35 @@ class TrainingLogic:
         return events
 
     def stop(self, run: TrainingRun) -> None:
-        """Graceful: the run finishes its step, writes a checkpoint and can be resumed."""
+        """Graceful, on every platform: the run finishes its step, writes a checkpoint and can be resumed."""
         run.engine.stop()
 
     def cancel(self, run: TrainingRun) -> None:
         run.engine.cancel()
 
     def _loss_table(self, run: TrainingRun, columns: list[str]):
-        table_node = self.scene.GetNodeByID(run.table_node_id) if run.table_node_id else None
-        if table_node is not None:
-            return table_node
-        table_node = self.scene.AddNewNodeByClass("vtkMRMLTableNode", f"SwinSSL {run.kind} losses")
-        for name in ["step"] + columns:
-            array = vtk.vtkFloatArray()
-            array.SetName(name)
-            table_node.GetTable().AddColumn(array)
-        chart = self.scene.AddNewNodeByClass("vtkMRMLPlotChartNode", f"SwinSSL {run.kind} loss curves")
-        chart.SetXAxisTitle("step")
-        chart.SetYAxisTitle("loss")
-        for name in columns:
-            series = self.scene.AddNewNodeByClass("vtkMRMLPlotSeriesNode", name)
-            series.SetAndObserveTableNodeID(table_node.GetID())
-            series.SetXColumnName("step")
-            series.SetYColumnName(name)
-            series.SetPlotType(series.PlotTypeLine)
-            chart.AddAndObservePlotSeriesNodeID(series.GetID())
+        """The run folder's loss table (created with its chart on first use, found again on Resume)."""
+        folder = str(run.out.resolve())
+        table_node = next((n for n in nodes_by_class(self.scene, "vtkMRMLTableNode") if n.GetAttribute(RUN_ATTRIBUTE) == folder), None)
+        if table_node is None:
+            table_node = self.scene.AddNewNodeByClass("vtkMRMLTableNode", f"SwinSSL {run.kind} losses")
+            table_node.SetAttribute(RUN_ATTRIBUTE, folder)
+            for name in ["step"] + columns:
+                array = vtk.vtkFloatArray()
+                array.SetName(name)
+                table_node.GetTable().AddColumn(array)
+            chart = self.scene.AddNewNodeByClass("vtkMRMLPlotChartNode", f"SwinSSL {run.kind} loss curves")
+            chart.SetAttribute(RUN_ATTRIBUTE, folder)
+            chart.SetXAxisTitle("step")
+            chart.SetYAxisTitle("loss")
+            for name in columns:
+                series = self.scene.AddNewNodeByClass("vtkMRMLPlotSeriesNode", name)
+                series.SetAndObserveTableNodeID(table_node.GetID())
+                series.SetXColumnName("step")
+                series.SetYColumnName(name)
+                series.SetPlotType(series.PlotTypeLine)
+                chart.AddAndObservePlotSeriesNodeID(series.GetID())
+        chart = next(n for n in nodes_by_class(self.scene, "vtkMRMLPlotChartNode") if n.GetAttribute(RUN_ATTRIBUTE) == folder)
         run.table_node_id, run.chart_node_id = table_node.GetID(), chart.GetID()
         return table_node
 
@@ -140,6 +180,8 @@ class TrainingLogic:
             values["val_mean_dice"] = event["val_mean_dice"]
         columns = list(losses) if run.kind == "pretrain" else ["total", "val_mean_dice"]
         table = self._loss_table(run, columns).GetTable()
+        while table.GetNumberOfRows() and table.GetValue(table.GetNumberOfRows() - 1, 0).ToDouble() >= event["step"]:
+            table.RemoveRow(table.GetNumberOfRows() - 1)  # steps logged after the checkpoint a resumed run starts from
         row = table.InsertNextBlankRow()
         table.SetValue(row, 0, vtk.vtkVariant(float(event["step"])))
         for index, name in enumerate(columns, start=1):
@@ -147,12 +189,15 @@ class TrainingLogic:
             table.SetValue(row, index, vtk.vtkVariant(float(value) if value is not None else float("nan")))
         table.Modified()
 
+    def preview_nodes(self) -> dict:
+        """The preview volume nodes in the scene by kind (original, masked, reconstruction)."""
+        return {n.GetAttribute(PREVIEW_ATTRIBUTE): n for n in nodes_by_class(self.scene, "vtkMRMLScalarVolumeNode") if n.GetAttribute(PREVIEW_ATTRIBUTE)}
+
     def load_preview(self, paths: dict, step: int) -> list:
         """Loads the three preview crops into the same three volume nodes every time; returns them."""
-        nodes = []
+        nodes, existing = [], self.preview_nodes()
         for kind in PREVIEW_KINDS:
-            existing = [n for n in self.scene.GetNodesByClass("vtkMRMLScalarVolumeNode") if n.GetAttribute(PREVIEW_ATTRIBUTE) == kind]
-            node = read_volume(self.scene, Path(paths[kind]), f"SwinSSL preview {kind}", existing[0] if existing else None)
+            node = read_volume(self.scene, Path(paths[kind]), f"SwinSSL preview {kind}", existing.get(kind))
             node.SetAttribute(PREVIEW_ATTRIBUTE, kind)
             node.SetAttribute("SwinSSL.PreviewStep", str(step))
             nodes.append(node)

@@ -11,20 +11,22 @@ from pathlib import Path
 import slicer
 
 
-def _with_storage(node, storage_class: str, path: Path, write: bool) -> bool:
+def _with_storage(node, storage_class: str, path: Path, write: bool, compress: bool = True) -> bool:
     scene = node.GetScene()
     storage = scene.AddNewNodeByClass(storage_class)
     try:
         storage.SetFileName(str(path))
+        storage.SetUseCompression(int(compress))
         return bool(storage.WriteData(node) if write else storage.ReadData(node))
     finally:
         scene.RemoveNode(storage)
 
 
-def write_volume(volume_node, path: Path) -> Path:
-    """Writes a scalar volume node (with its IJK-to-RAS geometry) as NRRD/NIfTI."""
+def write_volume(volume_node, path: Path, compress: bool = False) -> Path:
+    """Writes a scalar volume node (with its IJK-to-RAS geometry) as NRRD/NIfTI; uncompressed by default
+    (a file the engine reads at once is written several times faster without gzip)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    if not _with_storage(volume_node, "vtkMRMLVolumeArchetypeStorageNode", path, write=True):
+    if not _with_storage(volume_node, "vtkMRMLVolumeArchetypeStorageNode", path, write=True, compress=compress):
         raise OSError(f"could not write volume {volume_node.GetName()!r} to {path}")
     return path
 
@@ -55,6 +57,15 @@ def read_segmentation(scene, path: Path, name: str, node=None):
     if not _with_storage(node, "vtkMRMLSegmentationStorageNode", path, write=False):
         raise OSError(f"could not read segmentation {path}")
     return node
+
+
+def nodes_by_class(scene, class_name: str) -> list:
+    """Every node of ``class_name`` in ``scene``. The collection ``vtkMRMLScene::GetNodesByClass`` returns
+    is owned by the caller ("You are responsible for deleting the returned collection", vtkMRMLScene.h):
+    without the UnRegister it would keep every listed node alive."""
+    collection = scene.GetNodesByClass(class_name)
+    collection.UnRegister(None)
+    return [collection.GetItemAsObject(index) for index in range(collection.GetNumberOfItems())]
 
 
 def segment_names(segmentation_node) -> list[str]:

@@ -1,5 +1,10 @@
-"""SwinSSLSegment's work, without Qt: inputs to temporary NRRD files, ``swinssl segment`` as a
-subprocess, event polling, cancel, and the result as a named, coloured segmentation node."""
+"""Segmenting volumes of an MRML scene: inputs to temporary NRRD files, ``swinssl segment`` as a
+subprocess, event polling, cancel, and the result as a named, coloured segmentation node.
+
+A run whose scene is closed is cancelled at once (the scene's StartCloseEvent), so nothing is ever
+loaded into a scene that no longer holds its input. Listing and choosing models needs only the
+``model.json`` files; the engine's requirements (torch, psutil, ...) are needed from :meth:`start` on.
+"""
 
 from __future__ import annotations
 
@@ -7,15 +12,18 @@ import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from SwinSSLSegmentLib.engine import ensure_engine_on_path
-from SwinSSLSegmentLib.mrml_io import place_under_study, read_segmentation, write_volume
+from swinssl_slicer.engine import ensure_engine_on_path
+from swinssl_slicer.mrml_io import place_under_study, read_segmentation, write_volume
 
 ensure_engine_on_path()
 
-from swinssl.models import list_packages, models_dir  # noqa: E402
+from swinssl.models import list_packages, models_dir  # noqa: E402  (reads model.json files only: no torch import)
 from swinssl.package import ModelPackage, load_package  # noqa: E402
-from swinssl.runner import EngineProcess  # noqa: E402
+
+if TYPE_CHECKING:
+    from swinssl.runner import EngineProcess
 
 
 @dataclass
@@ -38,28 +46,56 @@ class SegmentRun:
 
 
 class SegmentationLogic:
-    """Drives ``swinssl segment`` for volumes of ``scene``. Polling is a method the widget calls from a timer."""
+    """Drives ``swinssl segment`` for volumes of ``scene``. Polling is a method the face calls from a timer.
 
-    def __init__(self, scene, python: str | None = None, models_folder: Path | None = None) -> None:
+    ``python`` is the interpreter (or launcher, e.g. PythonSlicer) that runs the engine; ``temp_root`` the
+    folder for per-run temporary files (Slicer's temporary path inside Slicer).
+    """
+
+    def __init__(self, scene, python: str | None = None, models_folder: Path | None = None, temp_root: Path | None = None) -> None:
+        import slicer
+
         self.scene = scene
         self.python = python
         self.models_folder = models_folder or models_dir()
+        self.temp_root = temp_root
+        self.active: list[SegmentRun] = []
+        self._close_observer = scene.AddObserver(slicer.vtkMRMLScene.StartCloseEvent, self._on_scene_close)
 
     def available_models(self) -> list[ModelPackage]:
+        """Installed packages, from their ``model.json`` files alone."""
         return list_packages(self.models_folder)
+
+    def choose_model(self, saved: str | Path | None) -> str:
+        """The model a face should show selected: ``saved`` when it is still installed (or is a package
+        folder), else the first installed one, else ""."""
+        paths = [str(package.path) for package in self.available_models()]
+        if saved and (str(saved) in paths or (Path(saved) / "model.json").is_file()):
+            return str(saved)
+        return paths[0] if paths else ""
+
+    def channel_names(self, model: str | Path) -> list[str]:
+        """The modality of each input the model needs, e.g. ["CT"] or ["CT", "PET"]; [] without a model."""
+        if not model:
+            return []
+        return [channel.modality for channel in load_package(model).channels]
 
     def start(self, input_nodes: list, model: str | Path, device: str = "auto", overlap: float = 0.5, fast: bool = False,
               output_name: str | None = None, register: bool = True) -> SegmentRun:
-        """Writes the inputs to temporary NRRD files and starts the engine; returns at once.
+        """Writes the inputs to temporary NRRD files (uncompressed) and starts the engine; returns at once.
 
         With several inputs (e.g. CT and PET volumes) and ``register``, the engine registers each to
         the first before stacking them; the segmentation is on the first input's grid.
         """
+        if not model:
+            raise ValueError(f"choose a model: none is installed in {self.models_folder} (Import... adds one)")
         package = load_package(model)
         if len(input_nodes) != len(package.channels) or any(node is None for node in input_nodes):
             raise ValueError(f"model {package.name!r} needs {len(package.channels)} input volume(s): "
                              + ", ".join(c.modality for c in package.channels))
-        folder = Path(tempfile.mkdtemp(prefix="SwinSSLSegment-"))
+        if self.temp_root is not None:
+            Path(self.temp_root).mkdir(parents=True, exist_ok=True)
+        folder = Path(tempfile.mkdtemp(prefix="SwinSSLSegment-", dir=self.temp_root))
         try:
             inputs = [write_volume(node, folder / f"input_{index}.nrrd") for index, node in enumerate(input_nodes)]
             output = folder / "result.seg.nrrd"
@@ -67,12 +103,16 @@ class SegmentationLogic:
                          "--device", device, "--overlap", str(overlap)] + (["--fast"] if fast else [])
             if register and len(inputs) > 1:
                 arguments.append("--register")
+            from swinssl.runner import EngineProcess
+
             engine = EngineProcess.start(arguments, folder / "events.jsonl", self.python)
         except Exception:
             shutil.rmtree(folder, ignore_errors=True)
             raise
         name = output_name or f"{input_nodes[0].GetName()} {package.name}"
-        return SegmentRun(engine, folder, output, [node.GetID() for node in input_nodes], name)
+        run = SegmentRun(engine, folder, output, [node.GetID() for node in input_nodes], name)
+        self.active.append(run)
+        return run
 
     def poll(self, run: SegmentRun) -> list[dict]:
         """Reads new events into ``run`` (progress, warnings, errors) and returns them."""
@@ -90,9 +130,9 @@ class SegmentationLogic:
         return events
 
     def cancel(self, run: SegmentRun) -> None:
-        """Stops the whole process tree and removes the temporary files; the scene is not touched."""
+        """Ends the whole process tree and removes the temporary files; the scene is not touched."""
         run.engine.cancel()
-        shutil.rmtree(run.folder, ignore_errors=True)
+        self._forget(run)
 
     def finish(self, run: SegmentRun, output_node=None):
         """After the process ended: loads the result into ``output_node`` (new when None), sets its reference
@@ -100,9 +140,11 @@ class SegmentationLogic:
         try:
             run.engine.wait()
             self.poll(run)
-            if run.engine.exit_code != 0 or not run.output.exists():
-                raise RuntimeError(run.error or f"swinssl segment failed (exit {run.engine.exit_code}):\n{run.engine.log_tail()}")
+            if run.engine.outcome != "done" or not run.output.exists():
+                raise RuntimeError(run.error or f"swinssl segment failed ({run.engine.outcome}, exit {run.engine.exit_code}):\n{run.engine.log_tail()}")
             reference = self.scene.GetNodeByID(run.input_node_ids[0])
+            if reference is None:
+                raise RuntimeError("the input volume was removed from the scene while it was being segmented; the result was not loaded")
             node = read_segmentation(self.scene, run.output, run.output_name, output_node)
             node.SetReferenceImageGeometryParameterFromVolumeNode(reference)
             node.CreateDefaultDisplayNodes()
@@ -110,4 +152,20 @@ class SegmentationLogic:
             place_under_study(node, reference)
             return node
         finally:
-            shutil.rmtree(run.folder, ignore_errors=True)
+            self._forget(run)
+
+    def _forget(self, run: SegmentRun) -> None:
+        shutil.rmtree(run.folder, ignore_errors=True)
+        if run in self.active:
+            self.active.remove(run)
+
+    def _on_scene_close(self, caller, event) -> None:
+        for run in list(self.active):
+            self.cancel(run)
+            run.error = "cancelled: the scene was closed"
+
+    def close(self) -> None:
+        """Cancels every run and stops observing the scene (a face calls this when it goes away)."""
+        for run in list(self.active):
+            self.cancel(run)
+        self.scene.RemoveObserver(self._close_observer)

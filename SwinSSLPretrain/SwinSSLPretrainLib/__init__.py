@@ -1,1 +1,0 @@
-"""Logic of SwinSSLPretrain: training subprocesses, live loss tables and previews, scene export. No Qt here."""

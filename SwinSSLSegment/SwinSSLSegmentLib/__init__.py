@@ -1,1 +1,0 @@
-"""Logic of the SwinSSL Slicer modules: MRML in and out of files, engine subprocesses. No Qt here."""

@@ -1,0 +1,61 @@
+"""Installing the engine's requirements into 3D Slicer's Python (the desktop modules only; the web app's
+environment is set up by pip). Imports ``slicer.util`` and the PyTorch extension inside the function, so
+the rest of this package stays importable without Slicer's application.
+
+Verified against Slicer v5.10.0 and v5.12.3:
+- ``slicer.util.pip_install`` takes a string or a list (Base/Python/slicer/util.py) and raises
+  ``CalledProcessError`` on failure; ``slicer.packaging.pip_ensure`` exists only from 5.12, so it is not used.
+- PyTorchUtils' ``installTorch(askConfirmation, forceComputationBackend, torchVersionRequirement, ...)``
+  installs ``"torch" + torchVersionRequirement`` with light-the-torch (CUDA-matched wheel) and returns
+  None only when the user declines (SlicerPyTorch, PyTorchUtils/PyTorchUtils.py).
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from swinssl_slicer.engine import TORCH_REQUIREMENT, stale_imports, unmet_requirements
+
+MINIMUM_SLICER = (5, 10)  # Python 3.12; 5.8 ships Python 3.9, older than the engine supports (3.10+)
+
+
+class RestartRequired(RuntimeError):
+    """Packages were installed over versions this Slicer process already imported."""
+
+
+def check_slicer_version(version: tuple[int, int]) -> None:
+    if tuple(version) < MINIMUM_SLICER:
+        raise RuntimeError(f"SwinSSL needs 3D Slicer {MINIMUM_SLICER[0]}.{MINIMUM_SLICER[1]} or later (this is "
+                           f"{version[0]}.{version[1]}, whose Python is too old for the engine)")
+
+
+def ensure_engine_requirements(confirm: Callable[[str], bool], testing: bool) -> bool:
+    """True when every requirement is met. Otherwise asks ``confirm`` and installs what is missing or at a
+    wrong version; never installs while Slicer runs its self-tests (``testing``). Raises RuntimeError when
+    an install fails and :class:`RestartRequired` when Slicer must be restarted to use what was installed."""
+    unmet = unmet_requirements()
+    if not unmet:
+        return True
+    listing = "\n".join(f"- {item}" for item in unmet)
+    if testing or not confirm(f"SwinSSL needs these Python packages:\n{listing}\n\nInstall them now? (This can take several minutes.)"):
+        return False
+    torch = [item for item in unmet if item.name == "torch"]
+    rest = [item.requirement for item in unmet if item.name != "torch"]
+    if torch:
+        try:
+            import PyTorchUtils  # the PyTorch extension, which this extension depends on
+        except ImportError as error:
+            raise RuntimeError("install the PyTorch extension (Extension Manager) first: it installs the torch build that matches your GPU") from error
+        if PyTorchUtils.PyTorchUtilsLogic().installTorch(askConfirmation=False, torchVersionRequirement=TORCH_REQUIREMENT[len("torch"):]) is None:
+            raise RuntimeError(f"PyTorch was not installed ({TORCH_REQUIREMENT} is needed); see the PyTorch extension's log")
+    if rest:
+        import slicer.util
+
+        slicer.util.pip_install(rest)
+    still = unmet_requirements()
+    if still:
+        raise RuntimeError("these requirements are still not met after installing:\n" + "\n".join(f"- {item}" for item in still))
+    stale = stale_imports()
+    if stale:
+        raise RestartRequired("restart 3D Slicer to finish installing: " + ", ".join(stale))
+    return True
