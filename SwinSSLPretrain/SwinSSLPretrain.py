@@ -299,7 +299,7 @@ class SwinSSLPretrainTest(ScriptedLoadableModuleTest):
 
         logic = SwinSSLPretrainLogic()
         unmet = unmet_requirements()
-        if unmet:  # self-tests never install; Reload and Test would report skipTest as a failure
+        if unmet:  # self-tests never install; Reload and Test reports a skipped test as a failure
             self.delayDisplay("SwinSSLPretrain test NOT RUN: missing " + ", ".join(map(str, unmet)) + ". Click Start once to install them.")
             return
         ct = engine_root() / "swinssl" / "resources" / "demo_ct.nii.gz"

@@ -263,7 +263,7 @@ class SwinSSLSegmentTest(ScriptedLoadableModuleTest):
 
         logic = SwinSSLSegmentLogic()
         unmet = unmet_requirements()
-        if unmet:  # self-tests never install; Reload and Test would report skipTest as a failure
+        if unmet:  # self-tests never install; Reload and Test reports a skipped test as a failure
             self.delayDisplay("SwinSSLSegment test NOT RUN: missing " + ", ".join(map(str, unmet)) + ". Click Segment once to install them.")
             return
         from swinssl.labels.table import LabelTable

@@ -95,3 +95,38 @@ def test_an_mrb_written_by_slicer_core_is_read_back_for_training(mrml_scene, sha
     case = prepare_case(cases[0], labels, table, IntensitySettings(), (3.0, 3.0, 3.0), 64)
     expected = sitk.GetArrayFromImage(sitk.ReadImage(str(shared_data / "ct" / "abdomen_ct_small_3mm_labels.nii.gz"))) == 5
     assert abs(int((case.label == 1).sum()) - int(expected.sum())) <= 0.01 * expected.sum()
+
+
+def test_stop_then_resume_continues_one_table_and_shows_the_plot_again_after_a_scene_close(mrml_scene, shared_data, tmp_path):
+    """Stop through the stop-request file gives "Stopped" (from the engine's own event); Resume asks the
+    face to show the plot again (item 9) and continues the same table; a scene closed during the run gets
+    a fresh table and previews instead of errors (item 11)."""
+    from swinssl_slicer.training_logic import TrainingLogic
+
+    logic = TrainingLogic(mrml_scene)
+    tiny = ["--projection-dim", "16", "--cache-dir", str(tmp_path / "cache")]
+    run = logic.start_pretraining([str(shared_data / "ct" / "abdomen_ct_small_3mm.nii.gz")], tmp_path / "run", roi=32, feature_size=12,
+                                  steps=8, batch_size=2, preview_every=2, device="cpu", extra=tiny)
+    deadline = time.monotonic() + 300
+    while run.step < 1:
+        logic.poll(run)
+        assert run.engine.running and time.monotonic() < deadline, run.engine.log_tail()
+        time.sleep(0.1)
+    assert run.show_plot
+    mrml_scene.Clear(0)  # the scene goes; the training goes on
+    logic.stop(run)
+    while run.status() is None:
+        logic.poll(run)
+        time.sleep(0.2)
+    assert run.engine.outcome == "stopped" and run.status().startswith(f"Stopped at step {run.step} of 8")
+    assert run.engine.process.returncode == 3 and run.step < 8
+    stopped_at, table_id = run.step, run.table_node_id
+    assert mrml_scene.GetNodeByID(table_id) is not None  # recreated in the cleared scene
+
+    resumed = logic.start_pretraining([], tmp_path / "run", steps=8, resume=True)
+    wait(logic, resumed)
+    assert resumed.show_plot and resumed.table_node_id == table_id and resumed.status() == f"Finished: {tmp_path / 'run'}"
+    table = mrml_scene.GetNodeByID(table_id).GetTable()
+    steps = [table.GetValue(row, 0).ToDouble() for row in range(table.GetNumberOfRows())]
+    assert steps == sorted(set(steps)) and steps[-1] == 8.0 and set(range(stopped_at + 1, 9)) <= set(steps)
+    assert sorted(logic.preview_nodes()) == ["masked", "original", "reconstruction"]

@@ -96,3 +96,60 @@ def test_ct_and_pet_picked_as_two_volumes_are_registered_and_segmented(mrml_scen
     node = logic.finish(run)
     segment_id = node.GetSegmentation().GetSegmentIdBySegmentName(ORGANS[0])
     assert slicer.util.arrayFromSegmentBinaryLabelmap(node, segment_id, ct).shape == slicer.util.arrayFromVolume(ct).shape
+
+
+def test_a_fresh_scene_gets_the_first_installed_model_and_an_empty_choice_is_refused(mrml_scene, shared_data, tmp_path):
+    """Item 5 of issue 10: before, the combo box showed model 1 while the parameter node kept "" and the
+    first Segment click ran load_package("")."""
+    import pytest
+
+    from swinssl_slicer.segment_logic import SegmentationLogic
+
+    first = make_package(tmp_path / "models" / "a-first")
+    logic = SegmentationLogic(mrml_scene, models_folder=tmp_path / "models")
+    assert logic.choose_model("") == str(first.path)
+    assert logic.choose_model(str(tmp_path / "models" / "removed")) == str(first.path)
+    assert logic.channel_names(logic.choose_model("")) == ["CT"] and logic.channel_names("") == []
+    volume, _ = load_real_ct(mrml_scene, shared_data)
+    with pytest.raises(ValueError, match="choose a model"):
+        logic.start([volume], "")
+    assert SegmentationLogic(mrml_scene, models_folder=tmp_path / "empty").choose_model("") == ""
+
+
+def test_closing_the_scene_cancels_the_run_and_nothing_is_loaded(mrml_scene, shared_data, tmp_path):
+    """Item 11: the run is cancelled with the scene (no result in a scene without its input), its temporary
+    folder is removed, and finish() says what happened. Item 15: inputs are uncompressed NRRD in the
+    folder the face gives (Slicer's temporary path)."""
+    import pytest
+
+    from swinssl_slicer.segment_logic import SegmentationLogic
+
+    package = make_package(tmp_path / "model", spacing=(1.5, 1.5, 1.5))  # many windows: still running at close
+    volume, _ = load_real_ct(mrml_scene, shared_data)
+    logic = SegmentationLogic(mrml_scene, temp_root=tmp_path / "slicer-temp")
+    run = logic.start([volume], package.path, device="cpu")
+    assert run.folder.parent == tmp_path / "slicer-temp"
+    header = (run.folder / "input_0.nrrd").read_bytes().split(b"\n\n")[0].decode()
+    assert "encoding: raw" in header
+    tree = run.engine.alive_processes()
+    mrml_scene.Clear(0)  # File > Close Scene: vtkMRMLScene::Clear starts the CloseState (StartCloseEvent)
+    assert not run.engine.running and run.engine.outcome == "cancelled"
+    assert not any(p.is_running() and p.status() != "zombie" for p in tree)
+    assert not run.folder.exists() and logic.active == []
+    with pytest.raises(RuntimeError):
+        logic.finish(run)
+    assert mrml_scene.GetNumberOfNodesByClass("vtkMRMLSegmentationNode") == 0
+
+
+def test_listing_nodes_by_class_releases_the_collection(mrml_scene):
+    """Item 8: vtkMRMLScene::GetNodesByClass hands its collection to the caller; kept, it holds every node."""
+    from swinssl_slicer.mrml_io import nodes_by_class
+
+    nodes = [mrml_scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", f"volume {i}") for i in range(3)]
+    before = [node.GetReferenceCount() for node in nodes]
+    for _ in range(5):
+        assert nodes_by_class(mrml_scene, "vtkMRMLScalarVolumeNode") == nodes
+    assert [node.GetReferenceCount() for node in nodes] == before
+    leaked = mrml_scene.GetNodesByClass("vtkMRMLScalarVolumeNode")  # the unreleased call, for contrast
+    assert [node.GetReferenceCount() for node in nodes] == [count + 1 for count in before]
+    leaked.UnRegister(None)

@@ -118,14 +118,16 @@ class EngineProcess:
             return None
         self.poll()
         final = next((event["event"] for event in reversed(self.events) if event["event"] in FINAL_EVENTS), None)
-        if self.cancelled and final is None:
-            return CANCELLED
+        if self.cancelled and final != "done":
+            return CANCELLED  # a training cancelled during its grace period may have written "stopped" first
         return final or FAILED
 
     # --- events and logs ----------------------------------------------------------------------------
     def poll(self) -> list[dict[str, Any]]:
         """Events written since the last call (whole lines only); never blocks."""
         self._track()
+        if not self.events_path.exists():  # a cancelled run's temporary folder may be gone already
+            return []
         with self.events_path.open("r", encoding="utf-8") as stream:
             stream.seek(self._offset)
             chunk = stream.read()

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from swinssl_slicer.engine import TORCH_REQUIREMENT, stale_imports, unmet_requirements
+from swinssl_slicer.engine import ENGINE_REQUIREMENTS, TORCH_REQUIREMENT, stale_imports, unmet_requirements
 
 MINIMUM_SLICER = (5, 10)  # Python 3.12; 5.8 ships Python 3.9, older than the engine supports (3.10+)
 
@@ -29,11 +29,11 @@ def check_slicer_version(version: tuple[int, int]) -> None:
                            f"{version[0]}.{version[1]}, whose Python is too old for the engine)")
 
 
-def ensure_engine_requirements(confirm: Callable[[str], bool], testing: bool) -> bool:
+def ensure_engine_requirements(confirm: Callable[[str], bool], testing: bool, requirements: tuple[str, ...] = ENGINE_REQUIREMENTS) -> bool:
     """True when every requirement is met. Otherwise asks ``confirm`` and installs what is missing or at a
     wrong version; never installs while Slicer runs its self-tests (``testing``). Raises RuntimeError when
     an install fails and :class:`RestartRequired` when Slicer must be restarted to use what was installed."""
-    unmet = unmet_requirements()
+    unmet = unmet_requirements(requirements)
     if not unmet:
         return True
     listing = "\n".join(f"- {item}" for item in unmet)
@@ -52,10 +52,10 @@ def ensure_engine_requirements(confirm: Callable[[str], bool], testing: bool) ->
         import slicer.util
 
         slicer.util.pip_install(rest)
-    still = unmet_requirements()
+    still = unmet_requirements(requirements)
     if still:
         raise RuntimeError("these requirements are still not met after installing:\n" + "\n".join(f"- {item}" for item in still))
-    stale = stale_imports()
+    stale = stale_imports(requirements)
     if stale:
         raise RestartRequired("restart 3D Slicer to finish installing: " + ", ".join(stale))
     return True
