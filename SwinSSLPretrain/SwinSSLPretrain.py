@@ -2,6 +2,7 @@
 curves and inpainting previews (runs ``swinssl pretrain`` / ``swinssl finetune`` in the background)."""
 
 import importlib.util
+import logging
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -16,7 +17,7 @@ from slicer.util import VTKObservationMixin
 if importlib.util.find_spec("swinssl_slicer") is None:  # source checkout: the shared logic is in the repository root
     sys.path.append(str(Path(__file__).resolve().parents[1]))
 
-from swinssl_slicer.desktop_install import check_slicer_version, ensure_engine_requirements  # noqa: E402
+from swinssl_slicer.desktop_install import ensure_in_slicer  # noqa: E402
 from swinssl_slicer.engine import engine_root  # noqa: E402
 
 POLL_INTERVAL_MS = 500
@@ -58,7 +59,7 @@ class SwinSSLPretrainParameterNode:
     trainingVolume: vtkMRMLScalarVolumeNode
     trainingSegmentation: vtkMRMLSegmentationNode
     fineTuneSources: str = ""
-    initFromWeights: bool = True
+    initFromWeights: bool = False
     initWeights: Path = DEFAULT_RUN_FOLDER
     classes: str = ""
     modelName: str = "my-model"
@@ -159,10 +160,8 @@ class SwinSSLPretrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.pairsList.addItem(f"{volume.GetName()} + {segmentation.GetName()}")
 
     def ensureDependencies(self) -> bool:
-        """Asks before installing what the engine needs; errors are shown, never only logged."""
-        with slicer.util.tryWithErrorDisplay("SwinSSL could not install its Python packages.", waitCursor=True):
-            return self.logic.ensureDependencies()
-        return False
+        """True when the engine can run; asks before installing (errors shown in a dialog, never during self-tests)."""
+        return ensure_in_slicer()
 
     def onStartPretraining(self, resume: bool) -> None:
         if not self.ensureDependencies():
@@ -181,7 +180,7 @@ class SwinSSLPretrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         with slicer.util.tryWithErrorDisplay("Could not start fine-tuning.", waitCursor=True):
             sources = [s.strip() for s in p.fineTuneSources.split(";") if s.strip()]
             self._run = self.logic.training.start_finetuning_from_scene(
-                p.modelName, self._pairs, sources, p.initWeights if p.initFromWeights else "random", p.classes.split() or None,
+                p.modelName, self._pairs, sources, p.initWeights if p.initFromWeights else "random", [c.strip() for c in p.classes.split(",") if c.strip()] or None,
                 p.roi, p.featureSize, p.fineTuneSteps, p.device)
             self.startPolling()
 
@@ -197,7 +196,18 @@ class SwinSSLPretrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.statusLog.appendPlainText("Stopping after the current step (a checkpoint is written; Resume continues).")
 
     def onPoll(self) -> None:
-        run = self._run
+        """Timer slot: any error ends polling here (an exception in a timer slot would repeat every tick);
+        the training itself goes on and can be stopped from its run folder or resumed."""
+        try:
+            self.pollRun(self._run)
+        except Exception as error:
+            logging.error(str(error))
+            self.ui.statusLog.appendPlainText(f"Error while following the run: {error}")
+            self._timer.stop()
+            self._run = None
+            self.updateButtons()
+
+    def pollRun(self, run) -> None:
         self.logic.training.poll(run)
         if run.show_previews:  # once per run: later previews replace the same three volumes in place
             self.logic.showPreviews()
@@ -237,11 +247,6 @@ class SwinSSLPretrainLogic(ScriptedLoadableModuleLogic):
     def getParameterNode(self):
         return SwinSSLPretrainParameterNode(super().getParameterNode())
 
-    def ensureDependencies(self) -> bool:
-        """True when the engine can run; asks before installing (never while Slicer runs its self-tests)."""
-        check_slicer_version((slicer.app.majorVersion, slicer.app.minorVersion))
-        return ensure_engine_requirements(slicer.util.confirmOkCancelDisplay, testing=slicer.app.testingEnabled())
-
     @property
     def training(self):
         if self._training is None:
@@ -257,6 +262,7 @@ class SwinSSLPretrainLogic(ScriptedLoadableModuleLogic):
 
         layoutManager = slicer.app.layoutManager()
         layoutManager.setLayout(slicer.vtkMRMLLayoutNode.SlicerLayoutFourUpPlotView)
+        slicer.app.processEvents()  # let the new views take their size before fitting
         nodes = self.training.preview_nodes()
         for view, kind in zip(("Red", "Yellow", "Green"), PREVIEW_KINDS):
             if kind in nodes:
@@ -282,15 +288,18 @@ class SwinSSLPretrainTest(ScriptedLoadableModuleTest):
         self.test_pretraining_stops_resumes_and_streams_into_the_scene()
 
     def waitFor(self, logic, run) -> str:
+        import time
+
         while run.status() is None:
             logic.training.poll(run)
             slicer.app.processEvents()
-            qt.QThread.msleep(200)
+            time.sleep(0.2)
         logic.training.poll(run)
         return run.engine.outcome
 
     def test_pretraining_stops_resumes_and_streams_into_the_scene(self):
         import tempfile
+        import time
 
         import numpy as np
 
@@ -309,7 +318,7 @@ class SwinSSLPretrainTest(ScriptedLoadableModuleTest):
                                                preview_every=2, device="cpu", extra=tiny)
         while run.step < 1 and run.engine.running:
             logic.training.poll(run)
-            qt.QThread.msleep(100)
+            time.sleep(0.1)
         logic.training.stop(run)
         self.assertEqual(self.waitFor(logic, run), "stopped")
         stoppedAt = run.step

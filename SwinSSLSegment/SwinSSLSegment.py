@@ -16,7 +16,7 @@ from slicer.util import VTKObservationMixin
 if importlib.util.find_spec("swinssl_slicer") is None:  # source checkout: the shared logic is in the repository root
     sys.path.append(str(Path(__file__).resolve().parents[1]))
 
-from swinssl_slicer.desktop_install import check_slicer_version, ensure_engine_requirements  # noqa: E402
+from swinssl_slicer.desktop_install import ensure_in_slicer  # noqa: E402
 from swinssl_slicer.engine import engine_root, ensure_engine_on_path  # noqa: E402
 
 POLL_INTERVAL_MS = 250
@@ -126,6 +126,8 @@ class SwinSSLSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         for package in self.logic.availableModels():
             channels = " + ".join(c.modality for c in package.channels)
             self.ui.modelSelector.addItem(f"{package.name} {package.version} ({channels}, {len(package.labels.labels)} segments)", str(package.path))
+        if chosen and self.ui.modelSelector.findData(chosen) < 0:  # a package outside the models folder (saved in the scene)
+            self.ui.modelSelector.addItem(f"{Path(chosen).name} ({chosen})", chosen)
         self.ui.modelSelector.setCurrentIndex(self.ui.modelSelector.findData(chosen))
         self.ui.modelSelector.blockSignals(wasBlocked)
         self.onModelChanged(self.ui.modelSelector.currentIndex)
@@ -144,12 +146,11 @@ class SwinSSLSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.applyButton.toolTip = "" if path else "No model is installed: Import... adds one"
 
     def ensureDependencies(self) -> bool:
-        """Asks before installing what the engine needs; errors are shown, never only logged."""
-        with slicer.util.tryWithErrorDisplay("SwinSSL could not install its Python packages.", waitCursor=True):
-            if self.logic.ensureDependencies():
-                self.refreshModels()
-                return True
-        return False
+        """True when the engine can run; asks before installing (errors shown in a dialog, never during self-tests)."""
+        if not ensure_in_slicer():
+            return False
+        self.refreshModels()
+        return True
 
     def onImportButton(self) -> None:
         folder = qt.QFileDialog.getExistingDirectory(slicer.util.mainWindow(), "Model package, MONAI bundle or fine-tuning run")
@@ -177,19 +178,21 @@ class SwinSSLSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._timer.start()
 
     def onPoll(self) -> None:
+        """Timer slot: any error ends the run here (an exception in a timer slot would repeat every tick)."""
         run = self._run
-        self.logic.segmentation.poll(run)
-        while run.messages:
-            self.ui.statusLog.appendPlainText(run.messages.pop(0))
-        self.ui.progressBar.value = int(100 * run.progress)
-        if run.engine.running:
-            return
         try:
+            self.logic.segmentation.poll(run)
+            while run.messages:
+                self.ui.statusLog.appendPlainText(run.messages.pop(0))
+            self.ui.progressBar.value = int(100 * run.progress)
+            if run.engine.running:
+                return
             node = self.logic.segmentation.finish(run, self._parameterNode.outputSegmentation)
             self._parameterNode.outputSegmentation = node
             self.finishRun(f"Done: {node.GetName()}")
         except Exception as error:  # shown to the user; the scene is unchanged
             logging.error(str(error))
+            self.logic.segmentation.cancel(run)
             self.finishRun(f"Failed: {error}")
 
     def finishRun(self, message: str) -> None:
@@ -239,11 +242,6 @@ class SwinSSLSegmentLogic(ScriptedLoadableModuleLogic):
 
         return import_model(source)
 
-    def ensureDependencies(self) -> bool:
-        """True when the engine can run; asks before installing (never while Slicer runs its self-tests)."""
-        check_slicer_version((slicer.app.majorVersion, slicer.app.minorVersion))
-        return ensure_engine_requirements(slicer.util.confirmOkCancelDisplay, testing=slicer.app.testingEnabled())
-
 
 class SwinSSLSegmentTest(ScriptedLoadableModuleTest):
     """In-Slicer test: a tiny random-weight model package segments the demo CT the extension carries
@@ -258,10 +256,10 @@ class SwinSSLSegmentTest(ScriptedLoadableModuleTest):
 
     def test_segment_demo_ct(self):
         import tempfile
+        import time
 
         from swinssl_slicer.engine import unmet_requirements
 
-        logic = SwinSSLSegmentLogic()
         unmet = unmet_requirements()
         if unmet:  # self-tests never install; Reload and Test reports a skipped test as a failure
             self.delayDisplay("SwinSSLSegment test NOT RUN: missing " + ", ".join(map(str, unmet)) + ". Click Segment once to install them.")
@@ -274,12 +272,16 @@ class SwinSSLSegmentTest(ScriptedLoadableModuleTest):
         package = ModelPackage("selftest", LabelTable.from_names(["organ a", "organ b"]), [InputChannel()], (6.0, 6.0, 6.0), 64, 12)
         package.save(folder / "selftest", build_swin_unetr(1, 3, 12).state_dict())
         volume = slicer.util.loadVolume(str(engine_root() / "swinssl" / "resources" / "demo_ct.nii.gz"))
-        run = logic.segmentation.start([volume], folder / "selftest", device="cpu")
-        while run.engine.running:
-            logic.segmentation.poll(run)
-            slicer.app.processEvents()
-            qt.QThread.msleep(200)
-        node = logic.segmentation.finish(run)
+        logic = SwinSSLSegmentLogic()
+        try:
+            run = logic.segmentation.start([volume], folder / "selftest", device="cpu")
+            while run.engine.running:
+                logic.segmentation.poll(run)
+                slicer.app.processEvents()
+                time.sleep(0.2)
+            node = logic.segmentation.finish(run)
+        finally:
+            logic.close()
         segmentation = node.GetSegmentation()
         self.assertEqual([segmentation.GetNthSegment(i).GetName() for i in range(segmentation.GetNumberOfSegments())], ["organ a", "organ b"])
         labelmap = slicer.util.arrayFromSegmentBinaryLabelmap(node, segmentation.GetNthSegmentID(0), volume)

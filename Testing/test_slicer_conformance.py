@@ -124,13 +124,24 @@ def test_api_facts_read_in_slicer_source(module):
     # slicer.packaging (pip_ensure) exists only from 5.12; slicer.util.pip_install is in 5.10 and 5.12.
     assert "slicer.packaging" not in source
     # Properties of qSlicerCoreApplication (Q_PROPERTY) and its PythonQt decorator, in both versions.
+    # (qt.QThread.msleep is not used: Slicer 5.10's own Python never calls it, so it is unproven there.)
+    assert "msleep" not in source
     for used in re.findall(r"slicer\.app\.(\w+)", source):
         assert used in {"majorVersion", "minorVersion", "testingEnabled", "temporaryPath", "layoutManager", "processEvents"}, used
-    # Dependency installs run only through the widget's ensureDependencies, inside tryWithErrorDisplay (item 7).
-    assert "self.logic.ensureDependencies()" in function_source(module, f"{module}Widget", "ensureDependencies")
-    assert "tryWithErrorDisplay" in function_source(module, f"{module}Widget", "ensureDependencies")
-    assert source.count("self.logic.ensureDependencies()") == 1
-    assert "testing=slicer.app.testingEnabled()" in function_source(module, f"{module}Logic", "ensureDependencies")
+    # Dependency installs run only through the shared desktop check (item 7), from the widget.
+    assert "ensure_in_slicer()" in function_source(module, f"{module}Widget", "ensureDependencies")
+    assert source.count("ensure_in_slicer()") == 1 and "pip_install" not in source and "installTorch" not in source
+    # QTimer slots catch their errors: an exception in a slot would repeat at every tick.
+    assert "except Exception" in function_source(module, f"{module}Widget", "onPoll")
+
+
+def test_the_desktop_check_shows_errors_and_never_installs_during_self_tests():
+    """slicer.util.tryWithErrorDisplay shows the error and re-raises it (util.py, 5.10 and 5.12): the
+    caller catches it; slicer.app.testingEnabled() is the PythonQt decorator of qSlicerCoreApplication."""
+    source = (REPO / "swinssl_slicer" / "desktop_install.py").read_text()
+    check = source[source.index("def ensure_in_slicer"):]
+    assert "tryWithErrorDisplay(" in check and "except Exception:" in check and "testing=slicer.app.testingEnabled()" in check
+    assert "busy=slicer.util.WaitCursor" in check  # not around the confirmation prompt
 
 
 def test_segment_setup_creates_the_parameter_node_before_the_model_list():
@@ -148,7 +159,7 @@ def test_segment_inputs_follow_the_model_not_widget_visibility():
 
 def test_pretrain_shows_layout_and_plot_once_per_run():
     """Item 9: the layout is set at a run's first preview only; the plot at every run's first progress."""
-    poll = function_source("SwinSSLPretrain", "SwinSSLPretrainWidget", "onPoll")
+    poll = function_source("SwinSSLPretrain", "SwinSSLPretrainWidget", "pollRun")
     assert "run.show_previews" in poll and "run.show_plot" in poll and "step == 1" not in poll
 
 

@@ -1,6 +1,7 @@
 """SwinSSLPretrain logic on a real MRML scene: streamed losses and previews, scene export, .mrb round trip."""
 
 import time
+from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
@@ -33,6 +34,8 @@ def test_pretraining_streams_losses_into_a_table_and_previews_into_three_reused_
     assert all(np.isfinite(table.GetValue(r, 1).ToDouble()) for r in range(4))
     chart = mrml_scene.GetNodeByID(run.chart_node_id)
     assert chart.GetNumberOfPlotSeriesNodes() == 4
+    series = chart.GetNthPlotSeriesNode(0)  # scatter: a line plot would ignore the x column and plot by row index
+    assert series.GetPlotType() == series.PlotTypeScatter and series.GetXColumnName() == "step" and series.IsXColumnRequired()
     previews = [n for n in mrml_scene.GetNodesByClass("vtkMRMLScalarVolumeNode") if n.GetAttribute("SwinSSL.Preview")]
     assert sorted(n.GetAttribute("SwinSSL.Preview") for n in previews) == ["masked", "original", "reconstruction"]  # two previews, three nodes
     assert run.preview_step == 4 and all(n.GetAttribute("SwinSSL.PreviewStep") == "4" for n in previews)
@@ -113,7 +116,14 @@ def test_stop_then_resume_continues_one_table_and_shows_the_plot_again_after_a_s
         assert run.engine.running and time.monotonic() < deadline, run.engine.log_tail()
         time.sleep(0.1)
     assert run.show_plot
+    run.show_plot = False  # as the face does once it has shown the chart
     mrml_scene.Clear(0)  # the scene goes; the training goes on
+    shown_at = run.step
+    while run.step == shown_at:
+        logic.poll(run)
+        assert run.engine.running and time.monotonic() < deadline, run.engine.log_tail()
+        time.sleep(0.1)
+    assert run.show_plot  # the chart came back in the cleared scene and is shown again
     logic.stop(run)
     while run.status() is None:
         logic.poll(run)
@@ -130,3 +140,25 @@ def test_stop_then_resume_continues_one_table_and_shows_the_plot_again_after_a_s
     steps = [table.GetValue(row, 0).ToDouble() for row in range(table.GetNumberOfRows())]
     assert steps == sorted(set(steps)) and steps[-1] == 8.0 and set(range(stopped_at + 1, 9)) <= set(steps)
     assert sorted(logic.preview_nodes()) == ["masked", "original", "reconstruction"]
+
+
+def test_exporting_keeps_the_users_segmentation_geometry_and_checks_initial_weights(mrml_scene, shared_data, tmp_path):
+    """Export writes the labelmap on the volume's grid without changing the grid the user edits on; a
+    missing initial-weights folder is refused before anything starts; the loss plot uses the step column."""
+    import pytest
+
+    from swinssl_slicer.training_logic import TrainingLogic
+
+    volume, segmentation = painted_scene(mrml_scene, shared_data)
+    name = slicer.vtkSegmentationConverter.GetReferenceImageGeometryParameterName()
+    segmentation.GetSegmentation().SetConversionParameter(name, "1;0;0;0;0;1;0;0;0;0;1;0;0;9;0;9;0;9;")  # the user's own grid
+    segmentation.SetNodeReferenceID(slicer.vtkMRMLSegmentationNode.GetReferenceImageGeometryReferenceRole(), None)
+    logic = TrainingLogic(mrml_scene)
+    written = logic.export_scene_cases([(volume, segmentation)], tmp_path / "export")
+    assert sitk.ReadImage(str(written[0])).GetSize() == sitk.ReadImage(str(tmp_path / "export" / "Abdomen_CT.nrrd")).GetSize()
+    assert segmentation.GetSegmentation().GetConversionParameter(name) == "1;0;0;0;0;1;0;0;0;0;1;0;0;9;0;9;0;9;"
+    assert segmentation.GetNodeReferenceID(slicer.vtkMRMLSegmentationNode.GetReferenceImageGeometryReferenceRole()) is None
+    with pytest.raises(ValueError, match="initial weights not found"):
+        logic.start_finetuning_from_scene("m", [(volume, segmentation)], [], init=tmp_path / "no-such-run")
+    with pytest.raises(ValueError, match="initial weights not found"):
+        logic.start_finetuning_from_scene("m", [(volume, segmentation)], [], init=Path("."))

@@ -153,3 +153,31 @@ def test_listing_nodes_by_class_releases_the_collection(mrml_scene):
     leaked = mrml_scene.GetNodesByClass("vtkMRMLScalarVolumeNode")  # the unreleased call, for contrast
     assert [node.GetReferenceCount() for node in nodes] == [count + 1 for count in before]
     leaked.UnRegister(None)
+
+
+def test_a_transformed_input_gives_a_result_under_the_same_transform(mrml_scene, shared_data, tmp_path):
+    """Volumes are written in their local frame; the result must sit under the input's parent transform,
+    and inputs under different transforms are refused (they would not line up)."""
+    import pytest
+    import vtk
+
+    from swinssl_slicer.segment_logic import SegmentationLogic
+
+    package = make_package(tmp_path / "models" / "tiny", spacing=(6.0, 6.0, 6.0))
+    volume, _ = load_real_ct(mrml_scene, shared_data)
+    transform = mrml_scene.AddNewNodeByClass("vtkMRMLLinearTransformNode", "shift")
+    matrix = vtk.vtkMatrix4x4()
+    matrix.SetElement(0, 3, 40.0)
+    transform.SetMatrixTransformToParent(matrix)
+    volume.SetAndObserveTransformNodeID(transform.GetID())
+    logic = SegmentationLogic(mrml_scene, models_folder=tmp_path / "models")
+    assert logic.choose_model(str(tmp_path / "models" / "." / "tiny")) == str(package.path)  # same folder, other spelling
+    run = logic.start([volume], package.path, device="cpu")
+    wait_until_done(logic, run)
+    node = logic.finish(run)
+    assert node.GetTransformNodeID() == transform.GetID()
+    from swinssl_slicer.mrml_io import same_parent_transform
+
+    other = mrml_scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "PET")  # e.g. the second input of a CT+PET model
+    with pytest.raises(ValueError, match="Abdomen CT, PET are under different transforms"):
+        same_parent_transform([volume, other])

@@ -79,9 +79,11 @@ class EngineProcess:
     # --- the process tree ---------------------------------------------------------------------------
     def _track(self) -> None:
         """Remembers every descendant seen so far: once a launcher has gone, its orphaned children are
-        found nowhere else."""
+        found nowhere else. Nothing new is looked up once the direct child is reaped (its pid may be reused)."""
+        if self.process.returncode is not None:
+            return
         try:
-            root = psutil.Process(self.process.pid)
+            root = self._tree.get(self.process.pid) or psutil.Process(self.process.pid)
             self._tree.setdefault(root.pid, root)
             for child in root.children(recursive=True):
                 self._tree.setdefault(child.pid, child)
@@ -89,16 +91,20 @@ class EngineProcess:
             pass
 
     def alive_processes(self) -> list[psutil.Process]:
-        """Processes of the tree still running (zombies count as ended)."""
+        """Processes of the tree still running: the direct child as Popen sees it (which also reaps it),
+        descendants as psutil sees them (zombies count as ended: an orphan waits for init to reap it)."""
         self._track()
-        self.process.poll()  # reaps our own child once it has exited
         alive = []
-        for process in self._tree.values():
+        for pid, process in self._tree.items():
             try:
-                if process.is_running() and process.status() != psutil.STATUS_ZOMBIE:
-                    alive.append(process)
+                if pid == self.process.pid:
+                    running = self.process.poll() is None
+                else:
+                    running = process.is_running() and process.status() != psutil.STATUS_ZOMBIE
             except psutil.Error:
                 continue
+            if running:
+                alive.append(process)
         return alive
 
     @property

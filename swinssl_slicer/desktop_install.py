@@ -6,13 +6,15 @@ Verified against Slicer v5.10.0 and v5.12.3:
 - ``slicer.util.pip_install`` takes a string or a list (Base/Python/slicer/util.py) and raises
   ``CalledProcessError`` on failure; ``slicer.packaging.pip_ensure`` exists only from 5.12, so it is not used.
 - PyTorchUtils' ``installTorch(askConfirmation, forceComputationBackend, torchVersionRequirement, ...)``
-  installs ``"torch" + torchVersionRequirement`` with light-the-torch (CUDA-matched wheel) and returns
-  None only when the user declines (SlicerPyTorch, PyTorchUtils/PyTorchUtils.py).
+  installs ``"torch" + torchVersionRequirement`` with light-the-torch (CUDA-matched wheel); with
+  ``askConfirmation=False`` it returns torch or raises (SlicerPyTorch, PyTorchUtils/PyTorchUtils.py).
+- ``slicer.util.tryWithErrorDisplay(message)`` shows the error, then re-raises it.
 """
 
 from __future__ import annotations
 
-from typing import Callable
+import contextlib
+from typing import Callable, ContextManager
 
 from swinssl_slicer.engine import ENGINE_REQUIREMENTS, TORCH_REQUIREMENT, stale_imports, unmet_requirements
 
@@ -29,7 +31,8 @@ def check_slicer_version(version: tuple[int, int]) -> None:
                            f"{version[0]}.{version[1]}, whose Python is too old for the engine)")
 
 
-def ensure_engine_requirements(confirm: Callable[[str], bool], testing: bool, requirements: tuple[str, ...] = ENGINE_REQUIREMENTS) -> bool:
+def ensure_engine_requirements(confirm: Callable[[str], bool], testing: bool, requirements: tuple[str, ...] = ENGINE_REQUIREMENTS,
+                               busy: Callable[[], ContextManager] = contextlib.nullcontext) -> bool:
     """True when every requirement is met. Otherwise asks ``confirm`` and installs what is missing or at a
     wrong version; never installs while Slicer runs its self-tests (``testing``). Raises RuntimeError when
     an install fails and :class:`RestartRequired` when Slicer must be restarted to use what was installed."""
@@ -41,17 +44,17 @@ def ensure_engine_requirements(confirm: Callable[[str], bool], testing: bool, re
         return False
     torch = [item for item in unmet if item.name == "torch"]
     rest = [item.requirement for item in unmet if item.name != "torch"]
-    if torch:
-        try:
-            import PyTorchUtils  # the PyTorch extension, which this extension depends on
-        except ImportError as error:
-            raise RuntimeError("install the PyTorch extension (Extension Manager) first: it installs the torch build that matches your GPU") from error
-        if PyTorchUtils.PyTorchUtilsLogic().installTorch(askConfirmation=False, torchVersionRequirement=TORCH_REQUIREMENT[len("torch"):]) is None:
-            raise RuntimeError(f"PyTorch was not installed ({TORCH_REQUIREMENT} is needed); see the PyTorch extension's log")
-    if rest:
-        import slicer.util
+    with busy():  # after the prompt: the question is not asked under a busy cursor
+        if torch:
+            try:
+                import PyTorchUtils  # the PyTorch extension, which this extension depends on
+            except ImportError as error:
+                raise RuntimeError("install the PyTorch extension (Extension Manager) first: it installs the torch build that matches your GPU") from error
+            PyTorchUtils.PyTorchUtilsLogic().installTorch(askConfirmation=False, torchVersionRequirement=TORCH_REQUIREMENT[len("torch"):])
+        if rest:
+            import slicer.util
 
-        slicer.util.pip_install(rest)
+            slicer.util.pip_install(rest)
     still = unmet_requirements(requirements)
     if still:
         raise RuntimeError("these requirements are still not met after installing:\n" + "\n".join(f"- {item}" for item in still))
@@ -59,3 +62,26 @@ def ensure_engine_requirements(confirm: Callable[[str], bool], testing: bool, re
     if stale:
         raise RestartRequired("restart 3D Slicer to finish installing: " + ", ".join(stale))
     return True
+
+
+_installing = False  # one install at a time: pip output pumps Qt events, so a second click could start another
+
+
+def ensure_in_slicer() -> bool:
+    """The desktop modules' check before any engine work: Slicer version, requirements, prompt, install.
+    Errors are shown in a dialog (slicer.util.tryWithErrorDisplay shows, then re-raises) and give False;
+    a click while an install runs gives False at once."""
+    import slicer
+
+    global _installing
+    if _installing:
+        return False
+    _installing = True
+    try:
+        with slicer.util.tryWithErrorDisplay("SwinSSL could not install its Python packages."):
+            check_slicer_version((slicer.app.majorVersion, slicer.app.minorVersion))
+            return ensure_engine_requirements(slicer.util.confirmOkCancelDisplay, testing=slicer.app.testingEnabled(), busy=slicer.util.WaitCursor)
+    except Exception:
+        return False
+    finally:
+        _installing = False

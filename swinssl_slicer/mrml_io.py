@@ -44,10 +44,18 @@ def write_segmentation(segmentation_node, path: Path, reference_volume=None) -> 
     """Writes a segmentation node as .seg.nrrd (segment names, colours, terminology kept), on the
     reference volume's grid when one is given."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    if reference_volume is not None:
-        segmentation_node.SetReferenceImageGeometryParameterFromVolumeNode(reference_volume)
-    if not _with_storage(segmentation_node, "vtkMRMLSegmentationStorageNode", path, write=True):
-        raise OSError(f"could not write segmentation {segmentation_node.GetName()!r} to {path}")
+    role = slicer.vtkMRMLSegmentationNode.GetReferenceImageGeometryReferenceRole()
+    previous_reference = segmentation_node.GetNodeReferenceID(role)
+    previous_parameters = slicer.vtkSegmentation()
+    previous_parameters.CopyConversionParameters(segmentation_node.GetSegmentation())
+    try:
+        if reference_volume is not None:
+            segmentation_node.SetReferenceImageGeometryParameterFromVolumeNode(reference_volume)
+        if not _with_storage(segmentation_node, "vtkMRMLSegmentationStorageNode", path, write=True):
+            raise OSError(f"could not write segmentation {segmentation_node.GetName()!r} to {path}")
+    finally:  # the user's segmentation keeps the geometry it is edited on
+        segmentation_node.GetSegmentation().CopyConversionParameters(previous_parameters)
+        segmentation_node.SetNodeReferenceID(role, previous_reference)
     return path
 
 
@@ -66,6 +74,16 @@ def nodes_by_class(scene, class_name: str) -> list:
     collection = scene.GetNodesByClass(class_name)
     collection.UnRegister(None)
     return [collection.GetItemAsObject(index) for index in range(collection.GetNumberOfItems())]
+
+
+def same_parent_transform(nodes: list) -> str | None:
+    """The parent transform node ID all ``nodes`` share (None: none); ValueError when they differ. Files
+    are written in each node's local frame, so nodes under different transforms would not line up."""
+    transforms = {node.GetTransformNodeID() for node in nodes}
+    if len(transforms) > 1:
+        names = ", ".join(node.GetName() for node in nodes)
+        raise ValueError(f"{names} are under different transforms: harden the transforms (Data module) first")
+    return transforms.pop() if transforms else None
 
 
 def segment_names(segmentation_node) -> list[str]:

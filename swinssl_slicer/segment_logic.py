@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from swinssl_slicer.engine import ensure_engine_on_path
-from swinssl_slicer.mrml_io import place_under_study, read_segmentation, write_volume
+from swinssl_slicer.mrml_io import place_under_study, read_segmentation, same_parent_transform, write_volume
 
 ensure_engine_on_path()
 
@@ -70,8 +70,10 @@ class SegmentationLogic:
         """The model a face should show selected: ``saved`` when it is still installed (or is a package
         folder), else the first installed one, else ""."""
         paths = [str(package.path) for package in self.available_models()]
-        if saved and (str(saved) in paths or (Path(saved) / "model.json").is_file()):
-            return str(saved)
+        if saved:
+            listed = next((path for path in paths if Path(path).resolve() == Path(saved).resolve()), None)
+            if listed or (Path(saved) / "model.json").is_file():
+                return listed or str(saved)
         return paths[0] if paths else ""
 
     def channel_names(self, model: str | Path) -> list[str]:
@@ -93,6 +95,7 @@ class SegmentationLogic:
         if len(input_nodes) != len(package.channels) or any(node is None for node in input_nodes):
             raise ValueError(f"model {package.name!r} needs {len(package.channels)} input volume(s): "
                              + ", ".join(c.modality for c in package.channels))
+        same_parent_transform(input_nodes)
         if self.temp_root is not None:
             Path(self.temp_root).mkdir(parents=True, exist_ok=True)
         folder = Path(tempfile.mkdtemp(prefix="SwinSSLSegment-", dir=self.temp_root))
@@ -146,6 +149,7 @@ class SegmentationLogic:
             if reference is None:
                 raise RuntimeError("the input volume was removed from the scene while it was being segmented; the result was not loaded")
             node = read_segmentation(self.scene, run.output, run.output_name, output_node)
+            node.SetAndObserveTransformNodeID(reference.GetTransformNodeID())  # computed in the input's local frame
             node.SetReferenceImageGeometryParameterFromVolumeNode(reference)
             node.CreateDefaultDisplayNodes()
             node.CreateClosedSurfaceRepresentation()
@@ -160,7 +164,7 @@ class SegmentationLogic:
             self.active.remove(run)
 
     def _on_scene_close(self, caller, event) -> None:
-        for run in list(self.active):
+        for run in list(getattr(self, "active", [])):  # at interpreter exit the scene may outlive our attributes
             self.cancel(run)
             run.error = "cancelled: the scene was closed"
 

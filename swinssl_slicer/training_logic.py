@@ -19,7 +19,7 @@ from pathlib import Path
 import vtk
 
 from swinssl_slicer.engine import ensure_engine_on_path
-from swinssl_slicer.mrml_io import nodes_by_class, read_volume, write_segmentation, write_volume
+from swinssl_slicer.mrml_io import nodes_by_class, read_volume, same_parent_transform, write_segmentation, write_volume
 
 ensure_engine_on_path()
 
@@ -107,6 +107,8 @@ class TrainingLogic:
                                     device: str = "auto", extra: list[str] | None = None) -> TrainingRun:
         """Fine-tunes into the models folder (``model_name``) from scene (volume, segmentation) pairs, which
         are exported first, and ``sources``: labelled-case folders, ``.mrb`` files or folders of .seg.nrrd."""
+        if str(init) != "random" and (str(init) in ("", ".") or not Path(init).exists()):
+            raise ValueError(f"initial weights not found: {init!r} (untick 'Initialise from' for random weights)")
         out = self.default_model_folder(model_name)
         scenes = [str(self.export_scene_cases(pairs, out / "scene_cases")[0].parent)] if pairs else []
         folders = [s for s in sources if Path(s).is_dir() and not any(Path(s).glob("*.seg.nrrd"))]
@@ -126,13 +128,13 @@ class TrainingLogic:
             kind = event["event"]
             if kind == "progress":
                 run.step, run.total, run.eta_s = event["step"], event["total"], event.get("eta_s")
-                run.show_plot = run.show_plot or run.table_node_id is None
+                run.show_plot = run.show_plot or run.chart_node_id is None or self.scene.GetNodeByID(run.chart_node_id) is None
                 self._append_losses(run, event)
                 if event.get("val_dice"):
                     run.dice = event["val_dice"]
             elif kind == "preview":
+                run.show_previews = run.show_previews or run.preview_step is None or len(self.preview_nodes()) < len(PREVIEW_KINDS)
                 self.load_preview(event["paths"], event["step"])
-                run.show_previews = run.show_previews or run.preview_step is None
                 run.preview_step = event["step"]
             elif kind in ("warning", "stopped"):
                 run.messages.append(f"{kind}: {event.get('reason')}" + (f" ({event['file']})" if event.get("file") else ""))
@@ -151,6 +153,7 @@ class TrainingLogic:
         """The run folder's loss table (created with its chart on first use, found again on Resume)."""
         folder = str(run.out.resolve())
         table_node = next((n for n in nodes_by_class(self.scene, "vtkMRMLTableNode") if n.GetAttribute(RUN_ATTRIBUTE) == folder), None)
+        chart = next((n for n in nodes_by_class(self.scene, "vtkMRMLPlotChartNode") if n.GetAttribute(RUN_ATTRIBUTE) == folder), None)
         if table_node is None:
             table_node = self.scene.AddNewNodeByClass("vtkMRMLTableNode", f"SwinSSL {run.kind} losses")
             table_node.SetAttribute(RUN_ATTRIBUTE, folder)
@@ -158,6 +161,8 @@ class TrainingLogic:
                 array = vtk.vtkFloatArray()
                 array.SetName(name)
                 table_node.GetTable().AddColumn(array)
+            chart = None  # a chart left over would plot the table that is gone
+        if chart is None:  # new, or deleted by the user
             chart = self.scene.AddNewNodeByClass("vtkMRMLPlotChartNode", f"SwinSSL {run.kind} loss curves")
             chart.SetAttribute(RUN_ATTRIBUTE, folder)
             chart.SetXAxisTitle("step")
@@ -167,9 +172,9 @@ class TrainingLogic:
                 series.SetAndObserveTableNodeID(table_node.GetID())
                 series.SetXColumnName("step")
                 series.SetYColumnName(name)
-                series.SetPlotType(series.PlotTypeLine)
+                series.SetPlotType(series.PlotTypeScatter)  # line plots ignore the x column (vtkMRMLPlotSeriesNode::IsXColumnRequired)
+                series.SetMarkerStyle(series.MarkerStyleNone)
                 chart.AddAndObservePlotSeriesNodeID(series.GetID())
-        chart = next(n for n in nodes_by_class(self.scene, "vtkMRMLPlotChartNode") if n.GetAttribute(RUN_ATTRIBUTE) == folder)
         run.table_node_id, run.chart_node_id = table_node.GetID(), chart.GetID()
         return table_node
 
@@ -209,6 +214,7 @@ class TrainingLogic:
         colours and geometry kept, labelmap on the volume's grid). Returns the .seg.nrrd paths."""
         written, used = [], set()
         for volume, segmentation in pairs:
+            same_parent_transform([volume, segmentation])
             stem = _safe_name(volume.GetName())
             while stem in used:
                 stem += "_1"
