@@ -16,6 +16,7 @@ from pathlib import Path
 import SimpleITK as sitk
 
 from swinssl.events import EventLog
+from swinssl.io.atomic import atomic_path
 from swinssl.io.discovery import VolumeSource
 from swinssl.io.pairs import ModalityPair, find_ct_pet_pairs
 from swinssl.io.reader import VolumeError, read_volume
@@ -24,9 +25,8 @@ from swinssl.preprocessing.registration import Registration, ct_on_pet_grid, lab
 
 def _write(image: sitk.Image, path: Path) -> None:
     """Writes through a temporary file and a rename, so a stopped run leaves no half-written volume."""
-    temporary = path.with_name(f".{path.name}.partial.nrrd")
-    sitk.WriteImage(image, str(temporary), useCompression=True)
-    temporary.replace(path)
+    with atomic_path(path) as temporary:
+        sitk.WriteImage(image, str(temporary), useCompression=True)
 
 
 def align_pair(pair: ModalityPair, out: Path, register: bool, affine: bool) -> tuple[list[Path], Registration | None]:

@@ -12,10 +12,25 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 from swinssl import __version__
-from swinssl.training.signals import EXIT_ERROR
+from swinssl.cli_types import (
+    existing_path,
+    finite_float,
+    fraction,
+    init_source,
+    model_folder,
+    non_negative_float,
+    non_negative_int,
+    positive_float,
+    positive_int,
+    segmentation_output,
+)
+from swinssl.training.signals import EXIT_ERROR, EXIT_USAGE
 
 STOP_FILE_HELP = ("stop as on SIGTERM once this file exists, checked after every step: the signal-free stop channel "
                   "the Slicer modules and the web app use (works on Windows and through launchers)")
+
+NOT_SETTINGS = ("command", "handler", "resume", "overwrite", "debug")  # command-line switches that are not run settings
+OVERWRITE_HELP = "replace the run or model in --out (it is kept aside until the new run's first checkpoint is written)"
 
 if TYPE_CHECKING:
     from swinssl.events import EventLog
@@ -24,40 +39,40 @@ if TYPE_CHECKING:
 def _add_pretrain_arguments(parser: argparse.ArgumentParser) -> None:
     """Every option defaults to None so that only what the user typed overrides a config."""
     data = parser.add_argument_group("data")
-    data.add_argument("--data", nargs="+", metavar="DIR", help="folders (searched recursively) or files: NIfTI, NRRD, MetaImage, DICOM series")
+    data.add_argument("--data", nargs="+", metavar="DIR", type=existing_path, help="folders (searched recursively) or files: NIfTI, NRRD, MetaImage, DICOM series")
     data.add_argument("--cache-dir", help="preprocessed-volume cache (default: $SWINSSL_CACHE or ~/.cache/swinssl/volumes)")
     data.add_argument("--preset", choices=("ct", "mr", "pet", "none"), help="intensity preset (default ct: -1000..1000 HU -> 0..1)")
     data.add_argument("--modality", nargs="+", choices=("ct", "mr", "pet"),
                       help="one per --data entry: tags its volumes (batches balance the modalities) and applies that modality's preset")
-    data.add_argument("--window", nargs=2, type=float, metavar=("LOW", "HIGH"), help="custom intensity window -> 0..1")
-    data.add_argument("--pet-max-suv", type=float, help="pet preset: clip at this SUV (default: a percentile)")
-    data.add_argument("--pet-percentile", type=float, help="pet preset: clip percentile when no SUV is given (default 99.9)")
-    data.add_argument("--spacing", nargs=3, type=float, metavar=("X", "Y", "Z"), help="resample to this spacing in mm")
+    data.add_argument("--window", nargs=2, type=finite_float, metavar=("LOW", "HIGH"), help="custom intensity window -> 0..1")
+    data.add_argument("--pet-max-suv", type=positive_float, help="pet preset: clip at this SUV (default: a percentile)")
+    data.add_argument("--pet-percentile", type=positive_float, help="pet preset: clip percentile when no SUV is given (default 99.9)")
+    data.add_argument("--spacing", nargs=3, type=positive_float, metavar=("X", "Y", "Z"), help="resample to this spacing in mm")
     data.add_argument("--no-orient", dest="orient_ras", action="store_const", const=False, help="keep the stored axis order (default: RAS)")
     data.add_argument("--no-crop-foreground", dest="crop_foreground", action="store_const", const=False)
     model = parser.add_argument_group("model")
-    model.add_argument("--in-channels", type=int, help="image channels (default 1)")
+    model.add_argument("--in-channels", type=positive_int, help="image channels (default 1)")
     model.add_argument("--channel-presets", nargs="+", choices=("ct", "mr", "pet", "none"),
                        help="one intensity preset per channel of multi-channel volumes, e.g. ct pet for `swinssl align` output")
-    model.add_argument("--roi", type=int, help="cubic crop edge in voxels, divisible by 32 (default 96)")
-    model.add_argument("--feature-size", type=int, help="Swin embedding size, multiple of 12 (default 48)")
-    model.add_argument("--projection-dim", type=int, help="contrastive projection size (default 512)")
+    model.add_argument("--roi", type=positive_int, help="cubic crop edge in voxels, divisible by 32 (default 96)")
+    model.add_argument("--feature-size", type=positive_int, help="Swin embedding size, multiple of 12 (default 48)")
+    model.add_argument("--projection-dim", type=positive_int, help="contrastive projection size (default 512)")
     model.add_argument("--decoder", choices=("deconv", "upsample"), help="reconstruction head (default deconv)")
     model.add_argument("--gradient-checkpointing", action="store_const", const=True)
     model.add_argument("--swinfuse", action="store_const", const=True,
                        help="SwinFUSE: cross-view domain-invariance module and KDE/JSD density matching between modalities")
-    model.add_argument("--jsd-weight", type=float, help="weight w of the density term, L = ... + w * JSD (default 0.1)")
-    model.add_argument("--kde-sigma", type=float, help="KDE bandwidth (default: median pairwise feature distance per batch)")
+    model.add_argument("--jsd-weight", type=non_negative_float, help="weight w of the density term, L = ... + w * JSD (default 0.1)")
+    model.add_argument("--kde-sigma", type=positive_float, help="KDE bandwidth (default: median pairwise feature distance per batch)")
     optim = parser.add_argument_group("optimisation")
-    optim.add_argument("--steps", type=int, help="total steps (default 1000)")
-    optim.add_argument("--batch-size", type=int, help="crops per step and process; each gives two views (default 2)")
-    optim.add_argument("--lr", type=float, help="peak learning rate (default 4e-4)")
-    optim.add_argument("--weight-decay", type=float, help="AdamW weight decay (default 0.1)")
-    optim.add_argument("--warmup-steps", type=int, help="linear warmup (default: 10%% of steps, at most 500)")
-    optim.add_argument("--grad-clip", type=float, help="gradient-norm clip (default 1.0)")
-    optim.add_argument("--temperature", type=float, help="NT-Xent temperature (default 0.5)")
-    optim.add_argument("--loss-weights", nargs=3, type=float, metavar=("ROT", "CONTRAST", "INPAINT"), help="default 1 1 1")
-    optim.add_argument("--cutout-max-fraction", type=float, help="largest share of a view hidden by cutout (default 0.3)")
+    optim.add_argument("--steps", type=positive_int, help="total steps (default 1000)")
+    optim.add_argument("--batch-size", type=positive_int, help="crops per step and process; each gives two views (default 2)")
+    optim.add_argument("--lr", type=positive_float, help="peak learning rate (default 4e-4)")
+    optim.add_argument("--weight-decay", type=non_negative_float, help="AdamW weight decay (default 0.1)")
+    optim.add_argument("--warmup-steps", type=non_negative_int, help="linear warmup (default: 10%% of steps, at most 500)")
+    optim.add_argument("--grad-clip", type=positive_float, help="gradient-norm clip (default 1.0)")
+    optim.add_argument("--temperature", type=positive_float, help="NT-Xent temperature (default 0.5)")
+    optim.add_argument("--loss-weights", nargs=3, type=non_negative_float, metavar=("ROT", "CONTRAST", "INPAINT"), help="default 1 1 1")
+    optim.add_argument("--cutout-max-fraction", type=fraction, help="largest share of a view hidden by cutout (default 0.3)")
     optim.add_argument("--no-amp", dest="amp", action="store_const", const=False, help="fp32 on the GPU too")
     optim.add_argument("--deterministic", action="store_const", const=True, help="deterministic GPU kernels (always on for the CPU)")
     optim.add_argument("--seed", type=int)
@@ -65,18 +80,19 @@ def _add_pretrain_arguments(parser: argparse.ArgumentParser) -> None:
     run = parser.add_argument_group("run control")
     run.add_argument("--out", required=True, help="run folder: config, checkpoint, encoder, previews")
     run.add_argument("--events", help="JSON Lines event file, or - for stdout")
-    run.add_argument("--checkpoint-every", type=int, help="default 100")
-    run.add_argument("--preview-every", type=int, help="write an inpainting preview every K steps (default 0: never)")
-    run.add_argument("--log-every", type=int, help="progress event every K steps (default 1)")
-    run.add_argument("--stop-at", type=int, help="stop as on SIGTERM after this step (for time-limited cluster jobs)")
+    run.add_argument("--checkpoint-every", type=positive_int, help="default 100")
+    run.add_argument("--preview-every", type=non_negative_int, help="write an inpainting preview every K steps (default 0: never)")
+    run.add_argument("--log-every", type=positive_int, help="progress event every K steps (default 1)")
+    run.add_argument("--stop-at", type=positive_int, help="stop as on SIGTERM after this step (for time-limited cluster jobs)")
     run.add_argument("--stop-file", help=STOP_FILE_HELP)
     run.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    run.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
 
 
 def _pretrain_config(args: argparse.Namespace):
     from swinssl.training.config import RUN_CONTROL_FIELDS, PretrainConfig
 
-    given = {k: v for k, v in vars(args).items() if v is not None and k not in ("command", "handler", "resume", "loss_weights")}
+    given = {k: v for k, v in vars(args).items() if v is not None and k not in NOT_SETTINGS + ("loss_weights",)}
     if args.loss_weights is not None:
         given.update(zip(("loss_rotation", "loss_contrast", "loss_inpaint"), args.loss_weights))
     if not args.resume:
@@ -100,9 +116,13 @@ def _normalised(value):
 
 
 def _cmd_pretrain(args: argparse.Namespace) -> int:
+    from swinssl.training.run_folder import PRETRAIN_MARKERS, check_run_folder
+
+    check_run_folder(Path(args.out), PRETRAIN_MARKERS, args.resume, args.overwrite)  # before torch is imported
     from swinssl.training.pretrain import run_pretraining
 
-    return run_pretraining(_pretrain_config(args), resume=args.resume, show_progress=sys.stderr.isatty())
+    return run_pretraining(_pretrain_config(args), resume=args.resume, show_progress=sys.stderr.isatty(), overwrite=args.overwrite,
+                           print_summary=True)
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -116,7 +136,7 @@ def _with_event_log(path: str | None, work: Callable[[EventLog], list[Path]]) ->
     an ``error`` event and then propagates (the CLI turns it into exit status 1)."""
     from swinssl.events import EventLog
 
-    events = EventLog(path)
+    events = EventLog(path, echo_warnings=True)
     try:
         written = work(events)
     except Exception as error:
@@ -138,13 +158,24 @@ def _cmd_align(args: argparse.Namespace) -> int:
 
 
 def _cmd_segment(args: argparse.Namespace) -> int:
+    import time
+
     from swinssl.inference.segment import SegmentOptions, segment_files
     from swinssl.package import load_package
+    from swinssl.summary import duration
+
+    started = time.monotonic()
 
     def segment(events: EventLog) -> list[Path]:
         package = load_package(args.model)
-        options = SegmentOptions(overlap=args.overlap, fast=args.fast, device=args.device, batch_size=args.batch_size, register=args.register)
-        return segment_files([Path(p) for p in args.input], Path(args.output), package, options, events)
+        options = SegmentOptions(overlap=args.overlap, fast=args.fast, device=args.device, batch_size=args.batch_size, register=args.register,
+                                 show_progress=sys.stderr.isatty())
+        written = segment_files([Path(p) for p in args.input], Path(args.output), package, options, events)
+        done = events.last.get("done", {})
+        print(f"Segmented with {package.name} in {duration(time.monotonic() - started)}:", file=sys.stderr)
+        for name, millilitres in done.get("volume_ml", {}).items():
+            print(f"  {name:<24} {millilitres:>10.1f} mL", file=sys.stderr)
+        return written
 
     return _with_event_log(args.events, segment)
 
@@ -152,10 +183,13 @@ def _cmd_segment(args: argparse.Namespace) -> int:
 def _cmd_finetune(args: argparse.Namespace) -> int:
     import json
 
+    from swinssl.training.run_folder import FINETUNE_MARKERS, check_run_folder
+
+    check_run_folder(Path(args.out), FINETUNE_MARKERS, args.resume, args.overwrite)  # before torch is imported
     from swinssl.finetune.config import FINETUNE_RUN_CONTROL, FinetuneConfig
     from swinssl.finetune.train import run_finetune
 
-    given = {k: v for k, v in vars(args).items() if v is not None and k not in ("command", "handler", "resume")}
+    given = {k: v for k, v in vars(args).items() if v is not None and k not in NOT_SETTINGS}
     if args.resume:
         saved_path = Path(args.out) / "training" / "config.json"
         if not saved_path.exists():
@@ -169,15 +203,18 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
         config = FinetuneConfig.from_dict(saved)
     else:
         config = FinetuneConfig(**given)
-    return run_finetune(config, resume=args.resume, show_progress=sys.stderr.isatty())
+    return run_finetune(config, resume=args.resume, show_progress=sys.stderr.isatty(), overwrite=args.overwrite, print_summary=True)
 
 
 def _cmd_compare_init(args: argparse.Namespace) -> int:
+    from swinssl.training.run_folder import check_run_folder
+
+    check_run_folder(Path(args.out), ("compare_init.json",), False, args.overwrite)
     from swinssl.finetune.compare import compare_init
     from swinssl.finetune.config import FinetuneConfig
 
     given = {k: v for k, v in vars(args).items()
-             if v is not None and k not in ("command", "handler", "pretrained", "counts", "init", "ood_data", "ood_preset")}
+             if v is not None and k not in NOT_SETTINGS + ("pretrained", "counts", "init", "ood_data", "ood_preset")}
     rows = compare_init(FinetuneConfig(**given), args.pretrained, args.counts, Path(args.out), args.ood_data, args.ood_preset)
     print((Path(args.out) / "compare_init.md").read_text(), end="")
     return 0 if rows else 1
@@ -192,9 +229,15 @@ def _cmd_models(args: argparse.Namespace) -> int:
             raise ValueError("swinssl models import needs a SOURCE")
         print(import_model(Path(args.source), root, args.name))
         return 0
-    for package in list_packages(root):
-        channels = "+".join(c.modality for c in package.channels)
-        print(f"{package.name}\t{package.version}\t{channels}\t{len(package.labels.labels)} labels\t{package.path}")
+    packages = list_packages(root)
+    if not packages:
+        print(f"No models installed in {root}.\nAdd one with: swinssl models import FOLDER (a package, a MONAI bundle or a fine-tuning run)")
+        return 0
+    rows = [("NAME", "VERSION", "INPUTS", "SEGMENTS", "FOLDER")]
+    rows += [(p.name, p.version, "+".join(c.modality for c in p.channels), str(len(p.labels.labels)), str(p.path)) for p in packages]
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[4])
     return 0
 
 
@@ -202,84 +245,88 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     import json
 
     from swinssl.evaluate import evaluate, markdown_table
+    from swinssl.io.atomic import atomic_write_text
 
     result = evaluate(Path(args.pred), Path(args.ref), args.tolerance, Path(args.ref_names) if args.ref_names else None)
     table = markdown_table(result)
     if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=2))
+        atomic_write_text(Path(args.json), json.dumps(result, indent=2))
     if args.markdown:
-        Path(args.markdown).write_text(table + "\n")
+        atomic_write_text(Path(args.markdown), table + "\n")
     print(table)
     return 0
 
 
 def _add_finetune_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="model package folder (training state goes to OUT/training)")
-    parser.add_argument("--data", nargs="+", metavar="DIR", help="MSD folders (dataset.json) or folders of <name> + <name>_label(s)/_seg pairs")
-    parser.add_argument("--datalist", dest="datalists", nargs="+", metavar="JSON", help="MONAI/MSD datalists (training/validation entries)")
-    parser.add_argument("--scenes", nargs="+", metavar="MRB|SEG", help="Slicer .mrb bundles, .seg.nrrd files (beside their volume) or folders of them")
+    parser.add_argument("--data", nargs="+", metavar="DIR", type=existing_path, help="MSD folders (dataset.json) or folders of <name> + <name>_label(s)/_seg pairs")
+    parser.add_argument("--datalist", dest="datalists", nargs="+", metavar="JSON", type=existing_path, help="MONAI/MSD datalists (training/validation entries)")
+    parser.add_argument("--scenes", nargs="+", metavar="MRB|SEG", type=existing_path, help="Slicer .mrb bundles, .seg.nrrd files (beside their volume) or folders of them")
     parser.add_argument("--classes", nargs="+", metavar="NAME", help="segment names to learn, in this order (default: all names found)")
     parser.add_argument("--name", help="model name (default: the --out folder name)")
     parser.add_argument("--modality", help="input modality shown in Slicer (default CT)")
     parser.add_argument("--preset", choices=("ct", "mr", "pet", "none"))
     parser.add_argument("--channel-presets", nargs="+", choices=("ct", "mr", "pet", "none"),
                         help="multi-channel images (e.g. `swinssl align` CT+PET output): one preset per channel, e.g. ct pet")
-    parser.add_argument("--window", nargs=2, type=float, metavar=("LOW", "HIGH"))
-    parser.add_argument("--spacing", nargs=3, type=float, metavar=("X", "Y", "Z"), help="model spacing in mm (default 1.5 1.5 2)")
-    parser.add_argument("--roi", type=int, help="window edge in voxels, multiple of 32, >= 64 (default 96)")
-    parser.add_argument("--feature-size", type=int, help="default 48")
-    parser.add_argument("--init", help="random (default), a pretraining run, a model package, a MONAI bundle folder or a weights file")
-    parser.add_argument("--steps", type=int)
-    parser.add_argument("--batch-size", type=int)
-    parser.add_argument("--lr", type=float)
-    parser.add_argument("--weight-decay", type=float)
-    parser.add_argument("--warmup-steps", type=int)
-    parser.add_argument("--overlap", type=float, help="validation sliding-window overlap (default 0.5)")
-    parser.add_argument("--val-every", type=int, help="validate every K steps (default 100)")
-    parser.add_argument("--val-cases", type=int, help="hold out this many cases for validation")
-    parser.add_argument("--checkpoint-every", type=int)
+    parser.add_argument("--window", nargs=2, type=finite_float, metavar=("LOW", "HIGH"))
+    parser.add_argument("--spacing", nargs=3, type=positive_float, metavar=("X", "Y", "Z"), help="model spacing in mm (default 1.5 1.5 2)")
+    parser.add_argument("--roi", type=positive_int, help="window edge in voxels, multiple of 32, >= 64 (default 96)")
+    parser.add_argument("--feature-size", type=positive_int, help="default 48")
+    parser.add_argument("--init", type=init_source, help="random (default), a pretraining run, a model package (folder or installed name), a MONAI bundle folder or a weights file")
+    parser.add_argument("--steps", type=positive_int)
+    parser.add_argument("--batch-size", type=positive_int)
+    parser.add_argument("--lr", type=positive_float)
+    parser.add_argument("--weight-decay", type=non_negative_float)
+    parser.add_argument("--warmup-steps", type=non_negative_int)
+    parser.add_argument("--overlap", type=fraction, help="validation sliding-window overlap (default 0.5)")
+    parser.add_argument("--val-every", type=positive_int, help="validate every K steps (default 100)")
+    parser.add_argument("--val-cases", type=positive_int, help="hold out this many cases for validation")
+    parser.add_argument("--checkpoint-every", type=positive_int)
     parser.add_argument("--no-amp", dest="amp", action="store_const", const=False)
     parser.add_argument("--seed", type=int)
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--events", help="JSON Lines event file, or - for stdout")
-    parser.add_argument("--stop-at", type=int)
+    parser.add_argument("--stop-at", type=positive_int)
     parser.add_argument("--stop-file", help=STOP_FILE_HELP)
-    parser.add_argument("--train-cases", type=int, help="use only the first N training cases")
+    parser.add_argument("--train-cases", type=positive_int, help="use only the first N training cases")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="swinssl", description="Self-supervised Swin UNETR for medical volumes.")
+    parser = _Parser(prog="swinssl", description="Self-supervised Swin UNETR for medical volumes.")
     parser.add_argument("--version", action="version", version=f"swinssl {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show Python tracebacks of errors (before the command: swinssl --debug segment ...)")
     commands = parser.add_subparsers(dest="command", required=True)
     pretrain = commands.add_parser("pretrain", help="self-supervised pretraining (inpainting + rotation + contrastive)")
     _add_pretrain_arguments(pretrain)
     pretrain.set_defaults(handler=_cmd_pretrain)
     finetune = commands.add_parser("finetune", help="fine-tune SwinUNETR on labelled volumes; writes a model package")
     _add_finetune_arguments(finetune)
-    finetune.add_argument("--resume", action="store_true")
+    finetune.add_argument("--resume", action="store_true", help="continue the fine-tuning in --out from its checkpoint")
+    finetune.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     finetune.set_defaults(handler=_cmd_finetune)
     compare = commands.add_parser("compare-init", help="label-efficiency study: fine-tune from scratch vs pretrained with N labelled cases")
     _add_finetune_arguments(compare)
-    compare.add_argument("--pretrained", required=True, help="pretrained weights (a pretraining run, package, bundle or file)")
-    compare.add_argument("--n", dest="counts", type=int, nargs="+", required=True, help="numbers of labelled training cases")
-    compare.add_argument("--ood-data", nargs="+", metavar="DIR", help="labelled cases of another modality to evaluate every model on")
+    compare.add_argument("--pretrained", required=True, type=init_source, help="pretrained weights (a pretraining run, package, bundle or file)")
+    compare.add_argument("--n", dest="counts", type=positive_int, nargs="+", required=True, help="numbers of labelled training cases")
+    compare.add_argument("--ood-data", nargs="+", metavar="DIR", type=existing_path, help="labelled cases of another modality to evaluate every model on")
     compare.add_argument("--ood-preset", choices=("ct", "mr", "pet", "none"), default="mr", help="intensity preset of the --ood-data cases (default mr)")
+    compare.add_argument("--overwrite", action="store_true", help="replace an earlier study in --out")
     compare.set_defaults(handler=_cmd_compare_init)
     align = commands.add_parser("align", help="register CT to PET per patient and write 2-channel CT+PET volumes on the PET grid")
-    align.add_argument("--data", nargs="+", required=True, metavar="DIR", help="folders with <case>_ct.* + <case>_pet.* (or ct/ + pet/ subfolders)")
+    align.add_argument("--data", nargs="+", required=True, metavar="DIR", type=existing_path, help="folders with <case>_ct.* + <case>_pet.* (or ct/ + pet/ subfolders)")
     align.add_argument("--out", required=True, help="folder for <case>_ctpet.nrrd (+ _labels) files")
     align.add_argument("--affine", action="store_true", help="an affine stage after the rigid one")
     align.add_argument("--no-register", dest="register", action="store_false", help="data already aligned: resample only")
     align.add_argument("--events", help="JSON Lines event file, or - for stdout")
     align.set_defaults(handler=_cmd_align)
     segment = commands.add_parser("segment", help="segment volume(s) with a model package")
-    segment.add_argument("--model", required=True, help="model package folder (model.json + model.safetensors)")
-    segment.add_argument("--input", required=True, nargs="+", help="one volume file or DICOM folder per model channel")
-    segment.add_argument("--output", required=True, help="OUT.seg.nrrd (Slicer segmentation) or OUT.nii.gz (+ OUT.json label table)")
+    segment.add_argument("--model", required=True, type=model_folder, help="model package folder (model.json + model.safetensors) or an installed model's name")
+    segment.add_argument("--input", required=True, nargs="+", type=existing_path, help="one volume file or DICOM folder per model channel")
+    segment.add_argument("--output", required=True, type=segmentation_output, help="OUT.seg.nrrd (Slicer segmentation) or OUT.nii.gz (+ OUT.json label table)")
     segment.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    segment.add_argument("--overlap", type=float, default=0.5, help="sliding-window overlap (default 0.5)")
+    segment.add_argument("--overlap", type=fraction, default=0.5, help="sliding-window overlap (default 0.5)")
     segment.add_argument("--fast", action="store_true", help="coarser spacing (x1.5) for quick previews")
-    segment.add_argument("--batch-size", type=int, default=4, help="windows per forward pass")
+    segment.add_argument("--batch-size", type=positive_int, default=4, help="windows per forward pass")
     segment.add_argument("--register", action="store_true",
                          help="several inputs taken apart (e.g. CT and PET): register each to the first (rigid MI) before stacking")
     segment.add_argument("--events", help="JSON Lines event file, or - for stdout")
@@ -291,19 +338,45 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_argument("--models-dir", help="default: $SWINSSL_MODELS or ~/.local/share/swinssl/models")
     models.set_defaults(handler=_cmd_models)
     evaluate = commands.add_parser("evaluate", help="per-class Dice, HD95 and surface Dice of a segmentation against a reference")
-    evaluate.add_argument("--pred", required=True, help="predicted .seg.nrrd or label map")
-    evaluate.add_argument("--ref", required=True, help="reference .seg.nrrd or label map (classes matched by name)")
-    evaluate.add_argument("--ref-names", help="JSON {value: name} for a reference label map without names")
-    evaluate.add_argument("--tolerance", type=float, default=2.0, help="surface Dice tolerance in mm (default 2)")
+    evaluate.add_argument("--pred", required=True, type=existing_path, help="predicted .seg.nrrd or label map")
+    evaluate.add_argument("--ref", required=True, type=existing_path, help="reference .seg.nrrd or label map (classes matched by name)")
+    evaluate.add_argument("--ref-names", type=existing_path, help="JSON {value: name} for a reference label map without names")
+    evaluate.add_argument("--tolerance", type=positive_float, default=2.0, help="surface Dice tolerance in mm (default 2)")
     evaluate.add_argument("--json", help="write the metrics as JSON here")
     evaluate.add_argument("--markdown", help="write the Markdown table here")
     evaluate.set_defaults(handler=_cmd_evaluate)
     demo = commands.add_parser("demo", help="short pretraining with previews on the bundled CT (CPU, a few minutes)")
     demo.add_argument("--out", default="swinssl-demo", help="output folder (default ./swinssl-demo)")
-    demo.add_argument("--steps", type=int, default=16)
+    demo.add_argument("--steps", type=positive_int, default=16)
     demo.add_argument("--events", help="JSON Lines event file, or - for stdout")
     demo.set_defaults(handler=_cmd_demo)
     return parser
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage errors in one line plus a pointer to --help (the full usage of a command is a screen long)."""
+
+    def error(self, message: str) -> None:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n(see '{self.prog} --help')\n")
+
+
+USER_ERRORS = (OSError, ValueError, RuntimeError)
+MESSAGE_LIMIT = 400
+
+
+def short_message(error: BaseException) -> str:
+    """One or two lines for the terminal: the file and the problem, never a dump (key lists, C++ frames)."""
+    if isinstance(error, OSError) and error.filename and str(error.filename) not in str(error):
+        text = f"{error.filename}: {error.strerror or error}"
+    else:
+        text = str(error) or type(error).__name__
+    lines = [line for line in text.strip().splitlines() if line.strip()][:2]
+    text = "\n".join(lines)
+    if len(text) > MESSAGE_LIMIT:
+        text = text[:MESSAGE_LIMIT].rstrip() + " ..."
+    if not isinstance(error, USER_ERRORS):
+        text = f"{type(error).__name__}: {text} (run 'swinssl --debug ...' for the traceback)"
+    return text
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -313,8 +386,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("swinssl: interrupted", file=sys.stderr)
         return 130
-    except (OSError, ValueError, RuntimeError) as error:
-        print(f"swinssl {args.command}: error: {error}", file=sys.stderr)
+    except Exception as error:
+        if args.debug:
+            raise
+        print(f"swinssl {args.command}: error: {short_message(error)}", file=sys.stderr)
         return EXIT_ERROR
 
 

@@ -61,6 +61,24 @@ def _class_metrics(pred: np.ndarray, ref: np.ndarray, spacing: tuple[float, ...]
     }
 
 
+MIN_OVERLAP = 0.5  # share of the reference's box the prediction must cover to be resampled onto it
+
+
+def physical_box(image: sitk.Image) -> tuple[np.ndarray, np.ndarray]:
+    """(lowest, highest) LPS corner of the image's voxel centres, in mm."""
+    size = np.asarray(image.GetSize()) - 1
+    corners = [image.TransformContinuousIndexToPhysicalPoint([float(c) for c in corner])
+               for corner in np.array(np.meshgrid(*[(0, n) for n in size])).reshape(3, -1).T]
+    return np.min(corners, axis=0), np.max(corners, axis=0)
+
+
+def box_overlap(image: sitk.Image, reference: sitk.Image) -> float:
+    """Share of ``reference``'s physical box (volume) that ``image``'s box covers."""
+    (low_a, high_a), (low_b, high_b) = physical_box(image), physical_box(reference)
+    inside = np.clip(np.minimum(high_a, high_b) - np.maximum(low_a, low_b), 0, None)
+    return float(np.prod(inside) / max(np.prod(high_b - low_b), 1e-9))
+
+
 def evaluate(pred_path: Path, ref_path: Path, tolerance_mm: float = 2.0, ref_names_path: Path | None = None) -> dict:
     """Metrics per class shared by name, and their means over classes present in either map.
 
@@ -73,6 +91,10 @@ def evaluate(pred_path: Path, ref_path: Path, tolerance_mm: float = 2.0, ref_nam
         present = {int(v) for v in np.unique(sitk.GetArrayViewFromImage(reference))} - {0}
         ref_names = {v: n for v, n in table.items() if v in present or normalize_name(n) in {normalize_name(p) for p in pred_names.values()}}
     if prediction.GetSize() != reference.GetSize() or not np.allclose(prediction.GetOrigin(), reference.GetOrigin(), atol=1e-3):
+        covered = box_overlap(prediction, reference)
+        if covered < MIN_OVERLAP:
+            raise ValueError(f"{pred_path} (size {prediction.GetSize()}) covers {covered:.0%} of the field of view of {ref_path} "
+                             f"(size {reference.GetSize()}): they are not segmentations of the same scan")
         prediction = sitk.Resample(prediction, reference, sitk.Transform(), sitk.sitkNearestNeighbor, 0)
     pred_array = sitk.GetArrayViewFromImage(prediction)
     ref_array = sitk.GetArrayViewFromImage(reference)

@@ -35,12 +35,17 @@ def _jsonable(value: Any) -> Any:
 class EventLog:
     """Writes events as JSON Lines to a file, to stdout (``"-"``), or nowhere (``None``).
 
-    Each line is flushed at once so that a reader polling the file sees whole events.
+    Each line is flushed at once so that a reader polling the file sees whole events. With
+    ``echo_warnings`` (the command line does this) every ``warning`` is also printed to stderr as one line,
+    and :meth:`close` ends with their count, so a terminal run never hides a skipped file.
     """
 
-    def __init__(self, target: str | Path | None = None) -> None:
+    def __init__(self, target: str | Path | None = None, echo_warnings: bool = False) -> None:
         self._stream: IO[str] | None = None
         self._owns_stream = False
+        self.echo_warnings = echo_warnings
+        self.warnings = 0
+        self.last: dict[str, dict[str, Any]] = {}  # the latest event of each kind, for summaries
         if target is None:
             return
         if str(target) == "-":
@@ -56,12 +61,21 @@ class EventLog:
         if event not in EVENT_KINDS:
             raise ValueError(f"unknown event kind {event!r}; expected one of {EVENT_KINDS}")
         record = {"event": event, "time": round(time.time(), 3), "schema": SCHEMA_VERSION, **_jsonable(fields)}
+        self.last[event] = record
+        if event == "warning":
+            self.warnings += 1
+            if self.echo_warnings:
+                where = f"{record['file']}: " if record.get("file") else ""
+                print(f"warning: {where}{record.get('reason')}", file=sys.stderr, flush=True)
         if self._stream is not None:
             self._stream.write(json.dumps(record) + "\n")
             self._stream.flush()
         return record
 
     def close(self) -> None:
+        if self.echo_warnings and self.warnings:
+            print(f"{self.warnings} warning{'s' if self.warnings > 1 else ''} (listed above)", file=sys.stderr, flush=True)
+            self.echo_warnings = False
         if self._owns_stream and self._stream is not None:
             self._stream.close()
         self._stream = None

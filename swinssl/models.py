@@ -23,6 +23,20 @@ def models_dir() -> Path:
     return Path(os.environ.get("XDG_DATA_HOME", Path.home() / ".local" / "share")) / "swinssl" / "models"
 
 
+def resolve_model(reference: str | Path, root: Path | None = None) -> Path:
+    """A package folder given as a path, a folder name in the models folder, or an installed model's name."""
+    root = root or models_dir()
+    for folder in (Path(reference), root / str(reference)):
+        if (folder / MODEL_JSON).is_file():
+            return folder
+    installed = list_packages(root)
+    match = next((package.path for package in installed if package.name == str(reference)), None)
+    if match is None:
+        names = ", ".join(package.name for package in installed) or "none"
+        raise ValueError(f"{reference}: neither a model package folder nor an installed model (installed in {root}: {names})")
+    return match
+
+
 def list_packages(root: Path | None = None) -> list[ModelPackage]:
     """Every valid package under ``root`` (default: :func:`models_dir`), sorted by name."""
     root = root or models_dir()
@@ -114,9 +128,13 @@ def import_model(source: Path, root: Path | None = None, name: str | None = None
     root = root or models_dir()
     if (source / MODEL_JSON).is_file():
         package = load_package(source)
-        destination = root / (name or package.name)
+        package.build_network()  # refuses weights that do not load into the network model.json describes
+        package.name = name or package.name
+        destination = root / package.name
         if destination.resolve() != source.resolve():
-            shutil.copytree(source, destination, dirs_exist_ok=True, ignore=shutil.ignore_patterns("training"))
+            shutil.copytree(source, destination, dirs_exist_ok=True, ignore=shutil.ignore_patterns("training", ".*"))
+        package.path = destination
+        package.write_metadata()  # the --name, and readable modes for a shared models folder
         return destination
     if (source / "configs").is_dir() and (source / "models" / "model.pt").is_file():
         package, state = package_from_bundle(source)

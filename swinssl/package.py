@@ -79,13 +79,18 @@ class ModelPackage:
 
     def build_network(self):
         """SwinUNETR with this package's architecture, weights loaded strictly, in eval mode."""
-        from safetensors.torch import load_file
-
+        from swinssl.io.weights_file import load_safetensors
         from swinssl.network import build_swin_unetr
 
         network = build_swin_unetr(len(self.channels), self.labels.num_classes, self.feature_size, self.legacy_patch_merging)
         if self.path is not None:
-            network.load_state_dict(load_file(str(self.path / WEIGHTS)))
+            state = load_safetensors(self.path / WEIGHTS)
+            missing, unexpected = network.state_dict().keys() - state.keys(), state.keys() - network.state_dict().keys()
+            reshaped = [k for k in state.keys() & network.state_dict().keys() if state[k].shape != network.state_dict()[k].shape]
+            if missing or unexpected or reshaped:
+                raise ValueError(f"{self.path / WEIGHTS}: the weights do not fit the network {MODEL_JSON} describes "
+                                 f"({len(missing)} missing, {len(unexpected)} unexpected, {len(reshaped)} of another shape)")
+            network.load_state_dict(state)
         return network.eval()
 
     def save(self, folder: Path, state_dict: dict) -> Path:
@@ -94,9 +99,13 @@ class ModelPackage:
 
         weights = save({k: v.detach().contiguous().cpu() for k, v in state_dict.items()}, metadata={"format": PACKAGE_FORMAT})
         atomic_write(folder / WEIGHTS, lambda stream: stream.write(weights))
-        atomic_write(folder / MODEL_JSON, lambda stream: stream.write(json.dumps(self.to_json(), indent=2).encode()))
         self.path = folder
+        self.write_metadata()
         return folder
+
+    def write_metadata(self) -> Path:
+        """(Re)writes ``model.json`` in :attr:`path`, atomically."""
+        return atomic_write(self.path / MODEL_JSON, lambda stream: stream.write(json.dumps(self.to_json(), indent=2).encode()))
 
 
 def load_package(folder: str | Path) -> ModelPackage:
@@ -111,6 +120,9 @@ def load_package(folder: str | Path) -> ModelPackage:
         raise ValueError(f"{meta_path}: invalid JSON ({error})") from error
     if meta.get("format") != PACKAGE_FORMAT:
         raise ValueError(f"{meta_path}: unknown format {meta.get('format')!r}, expected {PACKAGE_FORMAT}")
+    missing = [key for key in ("name", "labels", "channels", "spacing", "roi", "feature_size") if key not in meta]
+    if missing:
+        raise ValueError(f"{meta_path}: missing {', '.join(missing)}")
     return ModelPackage(
         name=meta["name"],
         labels=LabelTable.from_list(meta["labels"]),

@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file
+
+from swinssl.io.weights_file import load_safetensors, load_torch_file
 
 LEGACY_MERGING_LAYOUTS = ("tang-ssl", "monai-ssl")
 CONTAINER_KEYS = ("state_dict", "model", "network", "net", "model_state_dict")
@@ -35,11 +36,8 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise WeightsError(f"{path}: no such weights file")
     if path.suffix == ".safetensors":
-        return load_file(str(path))
-    try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:
-        raise WeightsError(f"{path}: refused or unreadable as a weights-only checkpoint ({str(error).splitlines()[0]})") from error
+        return load_safetensors(path)
+    data = load_torch_file(path)
     while isinstance(data, dict) and not any(isinstance(v, torch.Tensor) for v in data.values()):
         inner = next((data[k] for k in CONTAINER_KEYS if isinstance(data.get(k), dict)), None)
         if inner is None:

@@ -127,7 +127,10 @@ def cases_from_scene(path: Path, extract_root: Path) -> list[LabelledCase]:
     if path.suffix.lower() == ".mrb":
         folder = Path(tempfile.mkdtemp(prefix=f"{path.stem}-", dir=extract_root))
         files = safe_extract(path, folder)
-        cases = [LabelledCase(VolumeSource(volume), segmentation) for mrml in files if mrml.suffix == ".mrml" for volume, segmentation in scene_pairs(mrml)]
+        try:
+            cases = [LabelledCase(VolumeSource(volume), segmentation) for mrml in files if mrml.suffix == ".mrml" for volume, segmentation in scene_pairs(mrml)]
+        except ValueError as error:  # names the extracted copy: say which .mrb it came from
+            raise ValueError(f"{path}: {str(error).replace(str(folder), '').lstrip('/: ')}") from error
         if not cases:
             raise ValueError(f"{path}: the scene holds no segmentation with a reference volume")
         return cases

@@ -22,6 +22,7 @@ from swinssl.finetune.cases import cases_from_folder
 from swinssl.finetune.config import FinetuneConfig
 from swinssl.finetune.dataset import prepare_case, read_case_labels
 from swinssl.finetune.train import run_finetune, validate
+from swinssl.io.atomic import atomic_write_text
 from swinssl.io.reader import VolumeError
 from swinssl.package import load_package
 from swinssl.preprocessing.intensity import IntensitySettings
@@ -54,7 +55,7 @@ def compare_init(base: FinetuneConfig, pretrained: str, counts: list[int], out: 
         row: dict = {"n": count}
         for label, init in (("scratch", "random"), ("pretrained", pretrained)):
             run_dir = out / f"n{count}_{label}"
-            run_finetune(replace(base, out=str(run_dir), init=init, train_cases=count, events=str(out / f"n{count}_{label}.jsonl")))
+            run_finetune(replace(base, out=str(run_dir), init=init, train_cases=count, events=str(out / f"n{count}_{label}.jsonl")), overwrite=True)
             metrics = load_package(run_dir).metrics
             row[f"{label}_dice"] = metrics["mean_dice"]
             row["validated_on"] = metrics["validated_on"]
@@ -62,8 +63,8 @@ def compare_init(base: FinetuneConfig, pretrained: str, counts: list[int], out: 
                 row[f"{label}_ood_dice"], row["ood_cases"] = out_of_distribution_dice(run_dir, ood_folders, ood_preset, base)
         row["difference"] = row["pretrained_dice"] - row["scratch_dice"]
         rows.append(row)
-    (out / "compare_init.json").write_text(json.dumps({"pretrained": pretrained, "steps": base.steps, "seed": base.seed, "rows": rows}, indent=2))
-    (out / "compare_init.md").write_text(markdown(rows, base.steps))
+    atomic_write_text(out / "compare_init.json", json.dumps({"pretrained": pretrained, "steps": base.steps, "seed": base.seed, "rows": rows}, indent=2))
+    atomic_write_text(out / "compare_init.md", markdown(rows, base.steps))
     return rows
 
 

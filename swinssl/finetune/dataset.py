@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import SimpleITK as sitk
 
 from swinssl.finetune.cases import LabelledCase
-from swinssl.io.reader import VolumeError, read_volume
+from swinssl.io.reader import VolumeError, check_gzip_stream, read_volume
 from swinssl.labels.segmentation_file import read_seg_nrrd
 from swinssl.labels.table import LabelTable, normalize_name
 from swinssl.preprocessing.intensity import IntensitySettings, normalize_channels
 from swinssl.preprocessing.spatial import Geometry, foreground_box, image_to_array, pad_to_size, ras_grid, resample_onto
 
 GEOMETRY_TOLERANCE_MM = 0.5
+
+UNNAMED_PREFIX = "label_"  # names given to label values when a case comes without a label table
+NO_AIR_HU = -500.0  # a CT whose lowest value is above this has no air in it: probably not CT
 
 
 @dataclass
@@ -30,11 +34,13 @@ def read_case_labels(case: LabelledCase) -> CaseLabels:
     try:
         if case.label.name.lower().endswith(".seg.nrrd"):
             return CaseLabels(*read_seg_nrrd(case.label))
+        if case.label.name.lower().endswith(".gz"):
+            check_gzip_stream(case.label)
         image = sitk.ReadImage(str(case.label))
     except (RuntimeError, OSError, KeyError) as error:
         raise VolumeError(str(case.label), f"unreadable label file ({str(error).strip().splitlines()[-1] if str(error).strip() else error})") from error
     values = [int(v) for v in np.unique(sitk.GetArrayViewFromImage(image)) if v != 0]
-    names = case.names or {v: f"label_{v}" for v in values}
+    names = case.names or {v: f"{UNNAMED_PREFIX}{v}" for v in values}
     return CaseLabels(image, names, {}, {})
 
 
@@ -95,14 +101,20 @@ def _same_grid(image: sitk.Image, label: sitk.Image) -> str | None:
 
 
 def prepare_case(case: LabelledCase, labels: CaseLabels, table: LabelTable, intensity: IntensitySettings | tuple[IntensitySettings, ...],
-                 spacing: tuple[float, float, float], roi: int) -> PreparedCase:
+                 spacing: tuple[float, float, float], roi: int, warn: Callable[[str, str], object] | None = None) -> PreparedCase:
     """Validates, resamples (image linear, labels nearest) onto a RAS grid and maps labels to the table.
+    ``warn(file, reason)`` hears about usable but doubtful cases (e.g. a CT window on an image with no air).
 
     Raises:
         VolumeError: unreadable files, geometry mismatch, values without a name, no voxel of any class.
     """
-    channels = 1 if isinstance(intensity, IntensitySettings) else len(intensity)  # one setting, or one per channel
-    image = read_volume(case.image, channels)
+    settings = (intensity,) if isinstance(intensity, IntensitySettings) else tuple(intensity)  # one setting, or one per channel
+    image = read_volume(case.image, len(settings))
+    if warn is not None and settings[0].preset == "ct" and settings[0].window is None:
+        lowest = float(np.min(sitk.GetArrayViewFromImage(image)))
+        if lowest > NO_AIR_HU:
+            warn(case.image.name, f"its lowest value is {lowest:g}, but CT has air near -1000 HU: if this is MR or PET, "
+                                  "give --preset mr or pet (the CT window -1000..1000 HU is used)")
     problem = _same_grid(image, labels.image)
     if problem:
         raise VolumeError(str(case.label), problem)

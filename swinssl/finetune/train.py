@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 import tempfile
+import time
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from swinssl import __version__
 from swinssl.events import EventLog
 from swinssl.finetune.cases import LabelledCase, cases_from_datalist, cases_from_folder, cases_from_scene
 from swinssl.finetune.config import FinetuneConfig
-from swinssl.finetune.dataset import PreparedCase, build_label_table, prepare_case, read_case_labels
+from swinssl.finetune.dataset import UNNAMED_PREFIX, PreparedCase, build_label_table, prepare_case, read_case_labels
 from swinssl.finetune.loss import partial_dice_ce
 from swinssl.finetune.sampler import LabelledCropSampler, SegmentationBatch
 from swinssl.inference.sliding_window import sliding_window_labels
@@ -24,10 +25,12 @@ from swinssl.io.reader import VolumeError
 from swinssl.labels.table import LabelTable
 from swinssl.network import build_swin_unetr
 from swinssl.package import ModelPackage
-from swinssl.training.clock import StepClock
+from swinssl.summary import duration, loss_table, outputs_block
 from swinssl.training.checkpoint import CHECKPOINT_NAME, atomic_torch_save, load_checkpoint
+from swinssl.training.clock import StepClock
 from swinssl.training.data import DataSetError
 from swinssl.training.distributed import autocast_dtype, pick_device, use_deterministic_kernels
+from swinssl.training.run_folder import discard_previous_run, prepare_run_folder
 from swinssl.training.sampler import Prefetcher
 from swinssl.training.schedule import build_optimizer
 from swinssl.training.signals import EXIT_OK, EXIT_STOPPED, StopRequest
@@ -57,7 +60,11 @@ def load_cases(config: FinetuneConfig, events: EventLog, extract_root: Path) -> 
     skipped = 0
     for case in find_cases(config, extract_root):
         try:
-            readable.append((case, read_case_labels(case)))
+            labels = read_case_labels(case)
+            readable.append((case, labels))
+            if not case.names and not case.label.name.lower().endswith(".seg.nrrd"):
+                events.emit("warning", file=str(case.label), reason=f"no label table names its values: they become {UNNAMED_PREFIX}1, "
+                            f"{UNNAMED_PREFIX}2, ... (put a JSON {{value: name}} table in its folder to name them)")
         except VolumeError as error:
             skipped += 1
             events.emit("warning", file=error.source, reason=error.reason)
@@ -67,7 +74,8 @@ def load_cases(config: FinetuneConfig, events: EventLog, extract_root: Path) -> 
     prepared = []
     for case, labels in readable:
         try:
-            prepared.append(prepare_case(case, labels, table, config.intensity(), config.spacing, config.roi))
+            prepared.append(prepare_case(case, labels, table, config.intensity(), config.spacing, config.roi,
+                                         warn=lambda file, reason: events.emit("warning", file=file, reason=reason)))
         except VolumeError as error:
             skipped += 1
             events.emit("warning", file=error.source, reason=error.reason)
@@ -145,11 +153,19 @@ def _save_package(path: Path, network: torch.nn.Module, table: LabelTable, confi
     return path
 
 
-def run_finetune(config: FinetuneConfig, resume: bool = False, show_progress: bool = False) -> int:
-    """Fine-tunes into ``config.out`` (a model package; training state under ``out/training``)."""
-    events = EventLog(config.events)
+def run_finetune(config: FinetuneConfig, resume: bool = False, show_progress: bool = False, overwrite: bool = False,
+                 print_summary: bool = False) -> int:
+    """Fine-tunes into ``config.out`` (a model package; training state under ``out/training``). With
+    ``overwrite`` a previous model in ``out`` is set aside until this run's first checkpoint;
+    ``print_summary`` prints the model folder, best Dice and time at the end (the CLI)."""
+    started = time.monotonic()
+    prepare_run_folder(Path(config.out), overwrite and not resume, subfolders=("training",))
+    events = EventLog(config.events, echo_warnings=True)
     try:
-        return _finetune(config, resume, show_progress, events)
+        status, state = _finetune(config, resume, show_progress, events)
+        if print_summary:
+            print("\n".join(_summary(status, state, config, time.monotonic() - started)), flush=True)
+        return status
     except Exception as error:
         events.emit("error", message=str(error), kind=type(error).__name__)
         raise
@@ -157,7 +173,23 @@ def run_finetune(config: FinetuneConfig, resume: bool = False, show_progress: bo
         events.close()
 
 
-def _finetune(config: FinetuneConfig, resume: bool, show_progress: bool, events: EventLog) -> int:
+def _summary(status: int, state: TrainState, config: FinetuneConfig, seconds: float) -> list[str]:
+    best, best_step = state.extra["best_dice"], state.extra["best_step"]
+    if status == EXIT_STOPPED:
+        lines = [f"\nFine-tuning stopped at step {state.step} of {config.steps} after {duration(seconds)}; checkpoint written.",
+                 f"  continue with: swinssl finetune --out {config.out} --resume"]
+    else:
+        lines = [f"\nFine-tuning finished: step {state.step} of {config.steps} in {duration(seconds)}."]
+    lines += loss_table(state.history, ("total",))
+    if best >= 0:
+        per_class = ", ".join(f"{name} {value:.3f}" for name, value in state.extra.get("best_per_class", {}).items())
+        lines.append(f"  best validation mean Dice {best:.3f} at step {best_step} ({per_class}); the package holds that state")
+    lines += outputs_block({"model": config.out, "checkpoint": Path(config.out) / "training" / CHECKPOINT_NAME})
+    return lines
+
+
+def _finetune(config: FinetuneConfig, resume: bool, show_progress: bool, events: EventLog) -> tuple[int, TrainState]:
+    """Returns (exit status, the training state)."""
     out = Path(config.out)
     training_dir = out / "training"
     device = pick_device(config.device)
@@ -165,6 +197,8 @@ def _finetune(config: FinetuneConfig, resume: bool, show_progress: bool, events:
     random.seed(config.seed)
     np.random.seed(config.seed)
     torch.manual_seed(config.seed)
+    init_path = resolve_init(config.init)  # a bad --init fails before minutes of case preparation
+    legacy = needs_legacy_merging(init_path)
     with tempfile.TemporaryDirectory(prefix="swinssl-scenes-") as extract_root:
         table, cases, skipped = load_cases(config, events, Path(extract_root))
     training_cases, validation_cases, validated_on = split_cases(cases, config)
@@ -173,8 +207,6 @@ def _finetune(config: FinetuneConfig, resume: bool, show_progress: bool, events:
             raise DataSetError(f"--train-cases {config.train_cases}: only {len(training_cases)} training case(s) available")
         training_cases = training_cases[: config.train_cases]
 
-    init_path = resolve_init(config.init)
-    legacy = needs_legacy_merging(init_path)
     network = build_swin_unetr(len(config.input_channels()), table.num_classes, config.feature_size, legacy).to(device)
     init_report = load_weights(network, init_path) if init_path is not None and not resume else None
     optimizer, scheduler = build_optimizer(network, config.lr, config.weight_decay, config.warmup, config.steps)
@@ -236,13 +268,14 @@ def _finetune(config: FinetuneConfig, resume: bool, show_progress: bool, events:
                 stop_now = (stop.requested or (config.stop_at is not None and state.step >= config.stop_at)) and state.step < config.steps
                 if stop_now or state.step % config.checkpoint_every == 0 or state.step == config.steps:
                     atomic_torch_save(state.checkpoint(config.to_dict()), training_dir / CHECKPOINT_NAME)
+                    discard_previous_run(out)
                     events.emit("checkpoint", path=training_dir / CHECKPOINT_NAME, step=state.step)
                 if stop_now:
                     events.emit("stopped", step=state.step, total=config.steps, reason=stop.reason or "stop_at", checkpoint=training_dir / CHECKPOINT_NAME)
-                    return EXIT_STOPPED
+                    return EXIT_STOPPED, state
     finally:
         bar.close()
         prefetcher.close()
     events.emit("done", step=state.step, outputs={"model": out, "checkpoint": training_dir / CHECKPOINT_NAME},
                 best_mean_dice=state.extra["best_dice"], best_step=state.extra["best_step"])
-    return EXIT_OK
+    return EXIT_OK, state

@@ -8,17 +8,19 @@ exact input grid.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
 import torch
+from tqdm import tqdm
 
 from swinssl.events import EventLog
 from swinssl.inference.sliding_window import sliding_window_labels
 from swinssl.io.discovery import VolumeSource, find_volumes
-from swinssl.io.reader import VolumeError, as_channel_image, read_image
+from swinssl.io.reader import VolumeError, as_channel_image, check_values, read_image
 from swinssl.labels.segmentation_file import write_label_map
 from swinssl.package import ModelPackage
 from swinssl.preprocessing.intensity import normalize_intensity
@@ -37,6 +39,7 @@ class SegmentOptions:
     device: str = "auto"
     batch_size: int = 4
     register: bool = False  # align channels 1.. to channel 0 (rigid MI) before stacking them
+    show_progress: bool = False  # a progress bar with the ETA on the terminal
 
 
 def source_for(path: Path) -> VolumeSource:
@@ -66,6 +69,7 @@ def read_inputs(paths: list[Path], package: ModelPackage) -> list[sitk.Image]:
     for path in paths:
         source = source_for(path)
         image = as_channel_image(read_image(source), source.name, per_file)
+        check_values(sitk.GetArrayViewFromImage(image), source.name, integer_pixels="integer" in image.GetPixelIDTypeAsString())
         images += [sitk.VectorIndexSelectionCast(image, c) for c in range(per_file)] if per_file > 1 else [image]
     return images
 
@@ -122,8 +126,15 @@ def segment_image(images: list[sitk.Image], package: ModelPackage, options: Segm
     amp = autocast_dtype(device, enabled=True)
     network = package.build_network()
 
+    started = time.monotonic()
+    bar = tqdm(disable=not options.show_progress, unit="window", desc="segment", dynamic_ncols=True)
+
     def report(done: int, total: int, skipped: int) -> None:
-        events.emit("progress", stage="inference", step=done, total=total, skipped_windows=skipped)
+        computed = done - skipped
+        eta = (time.monotonic() - started) / computed * (total - done) if computed else None
+        bar.total = total
+        bar.update(done - bar.n)
+        events.emit("progress", stage="inference", step=done, total=total, skipped_windows=skipped, eta_s=eta)
 
     run = dict(image=torch.from_numpy(cropped), network=network, roi=package.roi, num_classes=package.labels.num_classes,
                overlap=options.overlap, batch_size=options.batch_size, body_threshold=threshold, progress=report)
@@ -133,6 +144,8 @@ def segment_image(images: list[sitk.Image], package: ModelPackage, options: Segm
         events.emit("warning", file=None, reason="the GPU ran out of memory; continuing on the CPU")
         torch.cuda.empty_cache()
         labels = sliding_window_labels(device=torch.device("cpu"), amp_dtype=None, **run)
+    finally:
+        bar.close()
 
     full = np.zeros(full_shape, dtype=np.uint8 if package.labels.num_classes <= 256 else np.uint16)
     full[tuple(slice(s, e) for s, e in zip(start, end))] = labels.numpy()
@@ -156,5 +169,7 @@ def segment_files(inputs: list[Path], output: Path, package: ModelPackage, optio
     written = write_label_map(label_image, package.labels, output)
     counts = voxel_counts(label_image, package.labels.num_classes)
     present = {label.name: int(counts[label.value]) for label in package.labels.labels}
-    events.emit("done", outputs={"segmentation": written[0], "files": written}, voxels_per_label=present)
+    millilitres = float(np.prod(label_image.GetSpacing())) / 1000.0
+    events.emit("done", outputs={"segmentation": written[0], "files": written}, voxels_per_label=present,
+                volume_ml={name: round(count * millilitres, 2) for name, count in present.items()})
     return written

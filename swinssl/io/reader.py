@@ -1,11 +1,22 @@
-"""Reading and validating one volume with SimpleITK."""
+"""Reading and validating one volume with SimpleITK: the one check every command uses (pretrain, finetune,
+segment, align, evaluate)."""
 
 from __future__ import annotations
+
+import gzip
+import zlib
 
 import numpy as np
 import SimpleITK as sitk
 
 from swinssl.io.discovery import VolumeSource
+
+# ITK prints its warnings (e.g. "Non uniform sampling or missing slices detected") to the terminal with
+# C++ file names; the checks below turn what matters into messages that name the file.
+sitk.ProcessObject.SetGlobalWarningDisplay(False)
+NON_UNIFORM_KEY = "ITK_non_uniform_sampling_deviation"  # set by itk::ImageSeriesReader on uneven slice positions
+NON_UNIFORM_TOLERANCE = 0.1  # largest accepted deviation, as a share of the slice spacing
+GZIP_CHUNK = 16 << 20
 
 
 class VolumeError(ValueError):
@@ -17,17 +28,62 @@ class VolumeError(ValueError):
         self.reason = reason
 
 
+def check_gzip_stream(path) -> None:
+    """A truncated ``.gz`` (an interrupted copy) is read by ITK without error, the missing voxels as 0:
+    decompressing the whole stream finds the early end."""
+    try:
+        with gzip.open(path, "rb") as stream:
+            while stream.read(GZIP_CHUNK):
+                pass
+    except (EOFError, OSError, zlib.error) as error:
+        raise VolumeError(str(path), f"truncated or corrupt compressed file ({error})") from error
+
+
+def check_nifti_nan(path) -> None:
+    """ITK's NIfTI reader turns NaN voxels into 0 (water, in a CT): nibabel reads the stored values."""
+    import nibabel
+
+    nan_count = int(np.isnan(np.asanyarray(nibabel.load(str(path)).dataobj)).sum())
+    if nan_count:
+        raise VolumeError(str(path), f"{nan_count} voxels are NaN (not a number)")
+
+
+def slice_steps(files: list[str], image: sitk.Image) -> np.ndarray:
+    """Distances (mm) between consecutive DICOM slices along the slice normal (Image Position Patient)."""
+    normal = np.asarray(image.GetDirection()).reshape(3, 3)[:, 2]
+    reader = sitk.ImageFileReader()
+    positions = []
+    for name in files:
+        reader.SetFileName(name)
+        reader.ReadImageInformation()
+        positions.append(float(np.dot(normal, [float(v) for v in reader.GetMetaData("0020|0032").split("\\")])))
+    return np.abs(np.diff(np.sort(positions)))
+
+
 def read_image(source: VolumeSource) -> sitk.Image:
-    """Reads a file or DICOM series as a SimpleITK image (no validation)."""
+    """Reads a file or DICOM series as a SimpleITK image. Refuses truncated compressed files and DICOM
+    series whose slices are unevenly spaced (missing slices): ITK would place them as if evenly spaced."""
+    if not source.is_dicom and source.path.name.lower().endswith(".gz"):
+        check_gzip_stream(source.path)
     try:
         if source.is_dicom:
             reader = sitk.ImageSeriesReader()
             reader.SetFileNames(source.dicom_files())
-            return reader.Execute()
-        return sitk.ReadImage(str(source.path))
+            image = reader.Execute()
+        else:
+            image = sitk.ReadImage(str(source.path))
     except RuntimeError as error:
         first_line = str(error).strip().splitlines()[-1] if str(error).strip() else "unknown reader error"
         raise VolumeError(source.name, f"unreadable ({first_line})") from error
+    if source.path.name.lower().endswith((".nii", ".nii.gz")) and "float" in image.GetPixelIDTypeAsString():
+        check_nifti_nan(source.path)
+    if image.HasMetaDataKey(NON_UNIFORM_KEY):  # ITK's own figure is not readable from Python: measure it
+        steps = slice_steps(source.dicom_files(), image)
+        deviation, spacing = float(np.abs(steps - np.median(steps)).max()), float(np.median(steps))
+        if deviation > NON_UNIFORM_TOLERANCE * spacing:
+            raise VolumeError(source.name, f"slices are unevenly spaced (up to {deviation:.2f} mm off a {spacing:.2f} mm step: "
+                                           "missing slices?); read evenly spaced, positions would be wrong, so it is not used")
+    return image
 
 
 def as_channel_image(image: sitk.Image, source_name: str, in_channels: int) -> sitk.Image:

@@ -9,6 +9,7 @@ import numpy as np
 import SimpleITK as sitk
 import slicerio
 
+from swinssl.io.atomic import atomic_path, atomic_write_text
 from swinssl.labels.table import LabelTable
 
 
@@ -27,7 +28,6 @@ def write_label_map(label_image: sitk.Image, table: LabelTable, path: Path) -> l
     The ``.seg.nrrd`` carries every segment's name, colour, label value and terminology (when
     known), so Slicer shows named, coloured segments. Returns the written paths.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
     name = path.name.lower()
     if name.endswith(".seg.nrrd"):
         voxels = np.transpose(sitk.GetArrayViewFromImage(label_image), (2, 1, 0)).astype(np.uint8 if len(table.labels) < 256 else np.uint16, copy=False)
@@ -37,12 +37,14 @@ def write_label_map(label_image: sitk.Image, table: LabelTable, path: Path) -> l
             if label.terminology:
                 segment["terminology"] = label.terminology
             segments.append(segment)
-        slicerio.write_segmentation(str(path), {"voxels": voxels, "ijkToLPS": ijk_to_lps(label_image), "segments": segments}, index_order="F")
+        with atomic_path(path) as temporary:  # an existing file survives a full disk or a kill
+            slicerio.write_segmentation(str(temporary), {"voxels": voxels, "ijkToLPS": ijk_to_lps(label_image), "segments": segments}, index_order="F")
         return [path]
     if name.endswith((".nii", ".nii.gz")):
-        sitk.WriteImage(label_image, str(path), useCompression=True)
+        with atomic_path(path) as temporary:
+            sitk.WriteImage(label_image, str(temporary), useCompression=True)
         table_path = path.with_name(name[: -len(".nii.gz")] if name.endswith(".gz") else name[: -len(".nii")]).with_suffix(".json")
-        table_path.write_text(json.dumps({"labels": table.to_list()}, indent=1))
+        atomic_write_text(table_path, json.dumps({"labels": table.to_list()}, indent=1))
         return [path, table_path]
     raise ValueError(f"{path}: output must end in .seg.nrrd, .nii or .nii.gz")
 

@@ -15,6 +15,7 @@ import torch
 from safetensors.torch import save
 
 from swinssl.io.atomic import atomic_write
+from swinssl.io.weights_file import load_torch_file
 
 CHECKPOINT_FORMAT = 1
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -23,17 +24,17 @@ ENCODER_NAME = "encoder.safetensors"
 
 def atomic_torch_save(obj: Any, path: Path) -> None:
     """torch.save through :func:`swinssl.io.atomic.atomic_write`: the previous checkpoint survives any crash."""
-    atomic_write(path, lambda stream: torch.save(obj, stream))
+    try:
+        atomic_write(path, lambda stream: torch.save(obj, stream))
+    except RuntimeError as error:  # torch reports a full disk as "enforce fail at inline_container.cc"
+        raise OSError(f"could not write {path} (disk full or not writable); the previous checkpoint is kept") from error
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
     """Loads a checkpoint safely (weights_only) onto the CPU."""
     if not path.exists():
         raise FileNotFoundError(f"no checkpoint at {path}")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # pickle errors name the forbidden global
-        raise ValueError(f"{path}: not a loadable weights-only checkpoint ({error})") from error
+    return load_torch_file(path)
 
 
 def rng_state() -> dict[str, Any]:

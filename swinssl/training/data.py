@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections import Counter
 from pathlib import Path
 
 from swinssl.events import EventLog
@@ -36,6 +37,10 @@ def load_volumes(
     sources, skipped = find_volumes(roots)
     for path, reason in skipped:
         events.emit("warning", file=str(path), reason=reason)
+    series_per_folder = Counter(source.path for source in sources if source.is_dicom)
+    for folder, count in sorted(series_per_folder.items()):
+        if count > 1:  # often a scout, a contrast phase and a reconstruction of one patient
+            events.emit("warning", file=str(folder), reason=f"holds {count} DICOM series; each is used as a separate volume")
     if not sources:
         raise DataSetError(f"no volumes found in {', '.join(roots)} (looked for {', '.join(VOLUME_SUFFIXES)} files and DICOM series)")
     cache = VolumeCache(cache_dir or default_cache_dir())

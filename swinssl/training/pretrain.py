@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import time
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from swinssl.events import EventLog
 from swinssl.ssl.density import modality_jsd
 from swinssl.ssl.losses import pretext_losses
 from swinssl.ssl.model import SSLModel
+from swinssl.summary import duration, loss_table, outputs_block
 from swinssl.training.clock import StepClock
 from swinssl.training.checkpoint import CHECKPOINT_NAME, ENCODER_NAME, atomic_torch_save, export_encoder, load_checkpoint
 from swinssl.training.config import PretrainConfig
@@ -30,6 +32,7 @@ from swinssl.training.distributed import (
     use_deterministic_kernels,
 )
 from swinssl.training.preview import PreviewWriter, plot_loss_curves
+from swinssl.training.run_folder import discard_previous_run, prepare_run_folder
 from swinssl.training.sampler import CropSampler, Prefetcher, PretextBatch
 from swinssl.training.schedule import build_optimizer
 from swinssl.training.signals import EXIT_OK, EXIT_STOPPED, StopRequest
@@ -80,16 +83,24 @@ def train_step(
     return {name: float(losses[name].detach()) for name in (*LOSS_NAMES, "jsd") if name in losses}, finite
 
 
-def run_pretraining(config: PretrainConfig, resume: bool = False, show_progress: bool = False) -> int:
+def run_pretraining(config: PretrainConfig, resume: bool = False, show_progress: bool = False, overwrite: bool = False,
+                    print_summary: bool = False) -> int:
     """Runs (or resumes) pretraining into ``config.out``; returns the CLI exit status.
 
-    Rank 0 writes events, previews and checkpoints. Errors are reported as an ``error`` event and
-    re-raised.
+    Rank 0 writes events, previews and checkpoints. With ``overwrite`` a previous run in ``out`` is set
+    aside until the first checkpoint of this one is written. Errors are reported as an ``error`` event
+    and re-raised. ``print_summary`` prints the outputs, per-task losses and time at the end (the CLI).
     """
+    started = time.monotonic()
     runtime = start_runtime(config.device)
-    events = EventLog(config.events if runtime.is_main else None)
+    if runtime.is_main:
+        prepare_run_folder(Path(config.out), overwrite and not resume, subfolders=("previews",))
+    events = EventLog(config.events if runtime.is_main else None, echo_warnings=runtime.is_main)
     try:
-        return _pretrain(config, resume, show_progress, runtime, events)
+        status, state, outputs = _pretrain(config, resume, show_progress, runtime, events)
+        if print_summary and runtime.is_main:
+            print("\n".join(_summary(status, state, outputs, config, time.monotonic() - started)), flush=True)
+        return status
     except Exception as error:
         events.emit("error", message=str(error), kind=type(error).__name__)
         raise
@@ -98,7 +109,8 @@ def run_pretraining(config: PretrainConfig, resume: bool = False, show_progress:
         stop_runtime(runtime)
 
 
-def _pretrain(config: PretrainConfig, resume: bool, show_progress: bool, runtime: Runtime, events: EventLog) -> int:
+def _pretrain(config: PretrainConfig, resume: bool, show_progress: bool, runtime: Runtime, events: EventLog) -> tuple[int, TrainState, dict]:
+    """Returns (exit status, the training state, the outputs written)."""
     out = Path(config.out)
     deterministic = use_deterministic_kernels(runtime.device, config.deterministic)
     random.seed(config.seed)
@@ -187,7 +199,7 @@ def _pretrain(config: PretrainConfig, resume: bool, show_progress: bool, runtime
                     _save_checkpoint(state, config, out, runtime, events)
                 if stop_now:
                     events.emit("stopped", step=state.step, total=config.steps, reason=stop.reason or "stop_at", checkpoint=out / CHECKPOINT_NAME)
-                    return EXIT_STOPPED
+                    return EXIT_STOPPED, state, {"checkpoint": out / CHECKPOINT_NAME}
     finally:
         bar.close()
         prefetcher.close()
@@ -202,11 +214,22 @@ def _pretrain(config: PretrainConfig, resume: bool, show_progress: bool, runtime
             "previews": out / "previews" if preview is not None else None,
         }
         events.emit("done", step=state.step, outputs=outputs)
-    return EXIT_OK
+        return EXIT_OK, state, outputs
+    return EXIT_OK, state, {}
+
+
+def _summary(status: int, state: TrainState, outputs: dict, config: PretrainConfig, seconds: float) -> list[str]:
+    if status == EXIT_STOPPED:
+        head = [f"\nPretraining stopped at step {state.step} of {config.steps} after {duration(seconds)}; checkpoint written.",
+                f"  continue with: swinssl pretrain --out {config.out} --resume"]
+    else:
+        head = [f"\nPretraining finished: step {state.step} of {config.steps} in {duration(seconds)}."]
+    return head + loss_table(state.history, LOSS_NAMES) + outputs_block(outputs)
 
 
 def _save_checkpoint(state: TrainState, config: PretrainConfig, out: Path, runtime: Runtime, events: EventLog) -> None:
     if runtime.is_main:
         path = out / CHECKPOINT_NAME
         atomic_torch_save(state.checkpoint(config.to_dict()), path)
+        discard_previous_run(out)
         events.emit("checkpoint", path=path, step=state.step)

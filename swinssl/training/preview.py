@@ -17,6 +17,7 @@ import numpy as np  # noqa: E402
 import SimpleITK as sitk  # noqa: E402
 import torch  # noqa: E402
 
+from swinssl.io.atomic import atomic_path  # noqa: E402
 from swinssl.preprocessing.cache import PreparedVolume  # noqa: E402
 from swinssl.ssl.augment import CutoutSettings, inner_cutout  # noqa: E402
 
@@ -66,7 +67,8 @@ class PreviewWriter:
         paths = {}
         for kind, array in arrays.items():
             path = self.out_dir / f"step_{step:06d}_{kind}.nrrd"
-            sitk.WriteImage(self.geometry.to_image(array), str(path), useCompression=True)
+            with atomic_path(path) as temporary:
+                sitk.WriteImage(self.geometry.to_image(array), str(temporary), useCompression=True)
             paths[kind] = str(path)
         paths["png"] = str(self._write_png(arrays, step))
         return paths
@@ -86,8 +88,7 @@ class PreviewWriter:
         figure.suptitle(f"Inpainting preview, step {step}")
         figure.tight_layout()
         path = self.out_dir / f"step_{step:06d}.png"
-        figure.savefig(path, dpi=80)
-        plt.close(figure)
+        save_figure(figure, path)
         return path
 
 
@@ -107,6 +108,12 @@ def plot_loss_curves(history: list[list[float]], path: Path) -> Path:
     axis.legend()
     axis.grid(alpha=0.3)
     figure.tight_layout()
-    figure.savefig(path, dpi=80)
-    plt.close(figure)
+    save_figure(figure, path)
     return path
+
+
+def save_figure(figure, path: Path) -> None:
+    """Saves a matplotlib figure as PNG atomically and closes it."""
+    with atomic_path(path) as temporary:
+        figure.savefig(temporary, dpi=80, format="png")
+    plt.close(figure)

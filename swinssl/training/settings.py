@@ -7,6 +7,8 @@ import json
 from pathlib import Path
 from typing import TypeVar
 
+from swinssl.io.atomic import atomic_write_text
+
 T = TypeVar("T", bound="JsonSettings")
 
 
@@ -22,8 +24,7 @@ class JsonSettings:
         return cls(**{k: v for k, v in data.items() if k in known})
 
     def save(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(self.to_dict(), indent=2))
+        atomic_write_text(path, json.dumps(self.to_dict(), indent=2))
 
     @classmethod
     def load(cls: type[T], path: Path) -> T:
