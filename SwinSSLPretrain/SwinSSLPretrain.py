@@ -167,21 +167,30 @@ class SwinSSLPretrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if not self.ensureDependencies():
             return
         p = self._parameterNode
+        overwrite = not resume and self.logic.training.holds_run(p.outputFolder, "pretrain")
+        if overwrite and not slicer.util.confirmOkCancelDisplay(
+                f"{p.outputFolder} holds a pretraining run. Replace it? (Resume continues it instead; the old run is kept "
+                "until the new one has written its first checkpoint.)"):
+            return
         with slicer.util.tryWithErrorDisplay("Could not start pretraining.", waitCursor=True):
             self._run = self.logic.training.start_pretraining(
                 self.dataFolders(), p.outputFolder, p.preset, p.roi, p.featureSize, p.steps, p.batchSize,
-                (p.rotationWeight, p.contrastWeight, p.inpaintWeight), p.previewEvery, p.device, resume=resume)
+                (p.rotationWeight, p.contrastWeight, p.inpaintWeight), p.previewEvery, p.device, resume=resume, overwrite=overwrite)
             self.startPolling()
 
     def onStartFineTuning(self) -> None:
         if not self.ensureDependencies():
             return
         p = self._parameterNode
+        target = self.logic.training.default_model_folder(p.modelName)
+        overwrite = self.logic.training.holds_run(target, "finetune")
+        if overwrite and not slicer.util.confirmOkCancelDisplay(f"A model named {p.modelName!r} exists ({target}). Replace it?"):
+            return
         with slicer.util.tryWithErrorDisplay("Could not start fine-tuning.", waitCursor=True):
             sources = [s.strip() for s in p.fineTuneSources.split(";") if s.strip()]
             self._run = self.logic.training.start_finetuning_from_scene(
                 p.modelName, self._pairs, sources, p.initWeights if p.initFromWeights else "random", [c.strip() for c in p.classes.split(",") if c.strip()] or None,
-                p.roi, p.featureSize, p.fineTuneSteps, p.device)
+                p.roi, p.featureSize, p.fineTuneSteps, p.device, overwrite=overwrite)
             self.startPolling()
 
     def startPolling(self) -> None:
@@ -252,7 +261,7 @@ class SwinSSLPretrainLogic(ScriptedLoadableModuleLogic):
         if self._training is None:
             from swinssl_slicer.training_logic import TrainingLogic
 
-            self._training = TrainingLogic(slicer.mrmlScene)
+            self._training = TrainingLogic(slicer.mrmlScene, temp_root=Path(slicer.app.temporaryPath) / "SwinSSL")
         return self._training
 
     def showPreviews(self) -> None:

@@ -162,3 +162,25 @@ def test_exporting_keeps_the_users_segmentation_geometry_and_checks_initial_weig
         logic.start_finetuning_from_scene("m", [(volume, segmentation)], [], init=tmp_path / "no-such-run")
     with pytest.raises(ValueError, match="initial weights not found"):
         logic.start_finetuning_from_scene("m", [(volume, segmentation)], [], init=Path("."))
+
+
+def test_starting_over_an_existing_run_fails_without_overwrite_and_replaces_it_with(mrml_scene, shared_data, tmp_path):
+    """The face asks before replacing a run (holds_run), then passes --overwrite; the run's events live in
+    the temporary folder, so setting the old run aside does not take them along."""
+    from swinssl_slicer.training_logic import TrainingLogic
+
+    logic = TrainingLogic(mrml_scene, temp_root=tmp_path / "slicer-temp")
+    arguments = dict(roi=32, feature_size=12, steps=1, batch_size=2, preview_every=0, device="cpu",
+                     extra=["--projection-dim", "16", "--cache-dir", str(tmp_path / "cache")])
+    data = [str(shared_data / "ct" / "abdomen_ct_small_3mm.nii.gz")]
+    assert not logic.holds_run(tmp_path / "run", "pretrain")
+    wait(logic, logic.start_pretraining(data, tmp_path / "run", **arguments))
+    assert logic.holds_run(tmp_path / "run", "pretrain")
+    refused = logic.start_pretraining(data, tmp_path / "run", **arguments)
+    refused.engine.wait(timeout=120)
+    logic.poll(refused)
+    assert refused.status().startswith("Failed") and "--overwrite" in refused.status()
+    replaced = logic.start_pretraining(data, tmp_path / "run", **arguments, overwrite=True)
+    assert replaced.engine.events_path.parent.parent == tmp_path / "slicer-temp"
+    wait(logic, replaced)
+    assert replaced.status().startswith("Finished") and not (tmp_path / "run" / ".previous-run").exists()

@@ -59,6 +59,8 @@ def _add_pretrain_arguments(parser: argparse.ArgumentParser) -> None:
     model.add_argument("--projection-dim", type=positive_int, help="contrastive projection size (default 512)")
     model.add_argument("--decoder", choices=("deconv", "upsample"), help="reconstruction head (default deconv)")
     model.add_argument("--gradient-checkpointing", action="store_const", const=True)
+    model.add_argument("--init", type=existing_path, help="start from these weights instead of random ones: a pretraining model or "
+                       "run's checkpoint (all heads), or an encoder (encoder.safetensors, swinViT.* keys); matching tensors are loaded")
     model.add_argument("--swinfuse", action="store_const", const=True,
                        help="SwinFUSE: cross-view domain-invariance module and KDE/JSD density matching between modalities")
     model.add_argument("--jsd-weight", type=non_negative_float, help="weight w of the density term, L = ... + w * JSD (default 0.1)")

@@ -13,6 +13,7 @@ outcome comes from its own events (see :mod:`swinssl.runner`).
 from __future__ import annotations
 
 import re
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -67,14 +68,28 @@ def _safe_name(name: str) -> str:
 
 
 class TrainingLogic:
-    def __init__(self, scene, python: str | None = None) -> None:
+    """Starts and follows training runs for ``scene``. ``python`` runs the engine (PythonSlicer inside
+    Slicer); ``temp_root`` holds each run's event file and log (Slicer's temporary folder inside Slicer),
+    outside the run folder, which ``--overwrite`` sets aside."""
+
+    def __init__(self, scene, python: str | None = None, temp_root: Path | None = None) -> None:
         self.scene = scene
         self.python = python
+        self.temp_root = temp_root
+
+    @staticmethod
+    def holds_run(out: Path, kind: str) -> bool:
+        """True when ``out`` has a previous pretraining (``kind`` "pretrain") or model ("finetune"): starting
+        anew there needs ``overwrite``."""
+        from swinssl.training.run_folder import FINETUNE_MARKERS, PRETRAIN_MARKERS, existing_run
+
+        return existing_run(Path(out), PRETRAIN_MARKERS if kind == "pretrain" else FINETUNE_MARKERS) is not None
 
     # --- starting -----------------------------------------------------------------------------
     def start_pretraining(self, data_folders: list[str], out: Path, preset: str = "ct", roi: int = 96, feature_size: int = 48,
                           steps: int = 1000, batch_size: int = 2, loss_weights: tuple[float, float, float] = (1.0, 1.0, 1.0),
-                          preview_every: int = 100, device: str = "auto", resume: bool = False, extra: list[str] | None = None) -> TrainingRun:
+                          preview_every: int = 100, device: str = "auto", resume: bool = False, extra: list[str] | None = None,
+                          overwrite: bool = False) -> TrainingRun:
         if str(out) in ("", "."):
             raise ValueError("choose an output folder for the run")
         if resume:
@@ -85,11 +100,12 @@ class TrainingLogic:
             arguments = ["pretrain", "--data", *data_folders, "--out", str(out), "--preset", preset, "--roi", str(roi),
                          "--feature-size", str(feature_size), "--steps", str(steps), "--batch-size", str(batch_size),
                          "--loss-weights", *map(str, loss_weights), "--preview-every", str(preview_every), "--device", device]
+            arguments += ["--overwrite"] if overwrite else []
         return self._start("pretrain", arguments + list(extra or []), out)
 
     def start_finetuning(self, out: Path, data_folders: list[str] = (), scenes: list[str] = (), init: str = "random",
                          classes: list[str] | None = None, roi: int = 96, feature_size: int = 48, steps: int = 1000,
-                         device: str = "auto", extra: list[str] | None = None) -> TrainingRun:
+                         device: str = "auto", extra: list[str] | None = None, overwrite: bool = False) -> TrainingRun:
         """Fine-tunes into ``out``; by default under the models folder, so SwinSSLSegment lists the result."""
         if not data_folders and not scenes:
             raise ValueError("choose labelled cases: scene pairs, folders or .mrb files")
@@ -97,6 +113,7 @@ class TrainingLogic:
                      "--steps", str(steps), "--device", device]
         arguments += (["--data", *data_folders] if data_folders else []) + (["--scenes", *scenes] if scenes else [])
         arguments += ["--classes", *classes] if classes else []
+        arguments += ["--overwrite"] if overwrite else []
         return self._start("finetune", arguments + list(extra or []), out)
 
     def default_model_folder(self, name: str) -> Path:
@@ -104,20 +121,26 @@ class TrainingLogic:
 
     def start_finetuning_from_scene(self, model_name: str, pairs: list[tuple], sources: list[str], init: str | Path = "random",
                                     classes: list[str] | None = None, roi: int = 96, feature_size: int = 48, steps: int = 1000,
-                                    device: str = "auto", extra: list[str] | None = None) -> TrainingRun:
+                                    device: str = "auto", extra: list[str] | None = None, overwrite: bool = False) -> TrainingRun:
         """Fine-tunes into the models folder (``model_name``) from scene (volume, segmentation) pairs, which
         are exported first, and ``sources``: labelled-case folders, ``.mrb`` files or folders of .seg.nrrd."""
         if str(init) != "random" and (str(init) in ("", ".") or not Path(init).exists()):
             raise ValueError(f"initial weights not found: {init!r} (untick 'Initialise from' for random weights)")
         out = self.default_model_folder(model_name)
-        scenes = [str(self.export_scene_cases(pairs, out / "scene_cases")[0].parent)] if pairs else []
+        cases = Path(tempfile.mkdtemp(prefix="SwinSSL-cases-", dir=self._temp_folder()))  # not in ``out``: --overwrite sets that aside
+        scenes = [str(self.export_scene_cases(pairs, cases)[0].parent)] if pairs else []
         folders = [s for s in sources if Path(s).is_dir() and not any(Path(s).glob("*.seg.nrrd"))]
         scenes += [s for s in sources if s not in folders]
-        return self.start_finetuning(out, folders, scenes, str(init), classes, roi, feature_size, steps, device, extra)
+        return self.start_finetuning(out, folders, scenes, str(init), classes, roi, feature_size, steps, device, extra, overwrite)
+
+    def _temp_folder(self) -> Path | None:
+        if self.temp_root is not None:
+            Path(self.temp_root).mkdir(parents=True, exist_ok=True)
+        return self.temp_root
 
     def _start(self, kind: str, arguments: list[str], out: Path) -> TrainingRun:
-        out.mkdir(parents=True, exist_ok=True)
-        engine = EngineProcess.start(arguments, out / f"slicer_{kind}_events.jsonl", self.python, stoppable=True)
+        folder = Path(tempfile.mkdtemp(prefix=f"SwinSSL-{kind}-", dir=self._temp_folder()))
+        engine = EngineProcess.start(arguments, folder / "events.jsonl", self.python, stoppable=True)
         return TrainingRun(kind, engine, out)
 
     # --- while running ------------------------------------------------------------------------

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from swinssl.preprocessing.cache import PrepSettings
-from swinssl.preprocessing.intensity import IntensitySettings
+from swinssl.preprocessing.intensity import CT_WINDOW, IntensitySettings
 from swinssl.training.schedule import default_warmup
 from swinssl.training.settings import JsonSettings
 from swinssl.ssl.augment import CutoutSettings
@@ -40,6 +40,7 @@ class PretrainConfig(JsonSettings):
     projection_dim: int = 512
     decoder: str = "deconv"
     gradient_checkpointing: bool = False
+    init: str | None = None  # start from these weights: a pretraining model (.safetensors/.pt of SSLModel) or an encoder
     swinfuse: bool = False  # SwinFUSE: domain-invariance module + KDE/JSD density matching
     jsd_weight: float = 0.1
     kde_sigma: float | None = None  # None: median pairwise feature distance per batch
@@ -65,6 +66,14 @@ class PretrainConfig(JsonSettings):
     log_every: int = 1
     stop_at: int | None = None
     stop_file: str | None = None  # stop as on SIGTERM once this file exists (a GUI's signal-free stop channel)
+
+    def preview_display(self) -> tuple[float, float, str]:
+        """What the preview PNG shows: for CT in the default window, the abdominal soft-tissue window
+        (-160..240 HU), where organs and their borders are visible; else the whole 0..1 range."""
+        if self.preset == "ct" and self.window is None and not self.channel_presets:
+            low, high = CT_WINDOW
+            return ((-160 - low) / (high - low), (240 - low) / (high - low), "display window -160..240 HU")
+        return (0.0, 1.0, "")
 
     def __post_init__(self) -> None:
         if self.roi % 32:

@@ -37,6 +37,7 @@ from swinssl.training.sampler import CropSampler, Prefetcher, PretextBatch
 from swinssl.training.schedule import build_optimizer
 from swinssl.training.signals import EXIT_OK, EXIT_STOPPED, StopRequest
 from swinssl.training.state import TrainState
+from swinssl.weights import read_state_dict
 
 LOSS_NAMES = ("total", "rotation", "contrast", "inpaint")
 
@@ -81,6 +82,21 @@ def train_step(
     state.scaler.update()
     state.scheduler.step()
     return {name: float(losses[name].detach()) for name in (*LOSS_NAMES, "jsd") if name in losses}, finite
+
+
+def load_pretraining_weights(model: SSLModel, path: Path) -> dict:
+    """Loads every tensor of ``path`` whose name and shape match ``model``: a pretraining checkpoint or
+    model file (``swinViT.*`` and the heads), or an encoder export (``swinViT.*`` alone, as
+    :func:`export_encoder` writes it). Fails when less than half of the encoder's tensors were found."""
+    state = read_state_dict(path)
+    target = model.state_dict()
+    usable = {key: value.to(target[key].dtype) for key, value in state.items() if key in target and target[key].shape == value.shape}
+    encoder = [key for key in target if key.startswith("swinViT.") and not key.endswith("relative_position_index")]
+    found = sum(key in usable for key in encoder)
+    if found < len(encoder) / 2:
+        raise ValueError(f"{path}: only {found} of the encoder's {len(encoder)} tensors match this model (feature size, channels?)")
+    model.load_state_dict(usable, strict=False)
+    return {"source": str(path), "matched": len(usable), "total": len(target), "encoder_matched": found, "encoder_total": len(encoder)}
 
 
 def run_pretraining(config: PretrainConfig, resume: bool = False, show_progress: bool = False, overwrite: bool = False,
@@ -131,8 +147,11 @@ def _pretrain(config: PretrainConfig, resume: bool, show_progress: bool, runtime
     amp = autocast_dtype(runtime.device, config.amp)
     scaler = torch.amp.GradScaler(runtime.device.type, enabled=amp == torch.float16)
     state = TrainState("pretrain", model, optimizer, scheduler, scaler)
+    init_report = None
     if resume:
         state.restore(load_checkpoint(out / CHECKPOINT_NAME))
+    elif config.init:
+        init_report = load_pretraining_weights(model, Path(config.init))
     network = model
     if runtime.distributed:
         network = DistributedDataParallel(model, device_ids=[runtime.device] if runtime.device.type == "cuda" else None)
@@ -152,6 +171,7 @@ def _pretrain(config: PretrainConfig, resume: bool, show_progress: bool, runtime
         deterministic=deterministic,
         start_step=state.step,
         resumed=resume,
+        init=init_report,
         swinssl_version=__version__,
     )
 
@@ -162,7 +182,8 @@ def _pretrain(config: PretrainConfig, resume: bool, show_progress: bool, runtime
     sampler = CropSampler(volumes, config.roi, config.batch_size, config.seed, runtime.rank)
     cutout = config.cutout()
     prefetcher: Prefetcher[PretextBatch] = Prefetcher(lambda step: sampler.batch(step, cutout))
-    preview = PreviewWriter(out / "previews", volumes[0], config.roi, config.seed, cutout) if runtime.is_main and config.preview_every > 0 else None
+    preview = (PreviewWriter(out / "previews", volumes[0], config.roi, config.seed, cutout, config.preview_display())
+               if runtime.is_main and config.preview_every > 0 else None)
     bar = tqdm(total=config.steps, initial=state.step, disable=not (show_progress and runtime.is_main), unit="step", dynamic_ncols=True)
     clock = StepClock()
     try:

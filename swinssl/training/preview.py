@@ -41,8 +41,11 @@ def display_slices(volume: np.ndarray, spacing: tuple[float, float, float]) -> l
 class PreviewWriter:
     """Writes the preview of one fixed crop of ``volume`` at the steps it is asked to."""
 
-    def __init__(self, out_dir: Path, volume: PreparedVolume, roi: int, seed: int, cutout: CutoutSettings) -> None:
+    def __init__(self, out_dir: Path, volume: PreparedVolume, roi: int, seed: int, cutout: CutoutSettings,
+                 display: tuple[float, float, str] = (0.0, 1.0, "")) -> None:
+        """``display``: the (low, high) normalised values the PNG maps to black and white, and its caption."""
         self.out_dir = out_dir
+        self.display = display
         array = volume.array
         start = [(n - roi) // 2 for n in array.shape[1:]]
         box = tuple(slice(s, s + roi) for s in start)
@@ -78,14 +81,14 @@ class PreviewWriter:
         for row, (kind, array) in enumerate(arrays.items()):
             for column, (view, image, aspect) in enumerate(display_slices(array, self.geometry.spacing)):
                 axis = axes[row, column]
-                axis.imshow(image, cmap="gray", vmin=0, vmax=1, aspect=aspect)
+                axis.imshow(image, cmap="gray", vmin=self.display[0], vmax=self.display[1], aspect=aspect)
                 axis.set_xticks([])
                 axis.set_yticks([])
                 if row == 0:
                     axis.set_title(view)
                 if column == 0:
                     axis.set_ylabel(kind)
-        figure.suptitle(f"Inpainting preview, step {step}")
+        figure.suptitle(f"Inpainting preview, step {step}" + (f" ({self.display[2]})" if self.display[2] else ""))
         figure.tight_layout()
         path = self.out_dir / f"step_{step:06d}.png"
         save_figure(figure, path)
