@@ -321,3 +321,19 @@ def test_models_by_name_with_a_header_readable_modes_and_refused_broken_packages
     refused = run_cli("models", "import", str(broken.path), "--name", "broken", env=environment)
     assert_user_error(refused, broken.path / "model.safetensors")
     assert not (models / "broken").exists()
+
+
+def test_third_party_deprecation_notices_are_not_shown_and_truncated_label_maps_are_refused(tmp_path):
+    import warnings
+
+    from swinssl.cli import quiet_third_party_warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        quiet_third_party_warnings()
+        warnings.warn_explicit("argument x is deprecated", FutureWarning, "monai/networks/nets/swin_unetr.py", 1, module="monai.networks.nets.swin_unetr")
+        warnings.warn_explicit("a warning of ours", UserWarning, "swinssl/x.py", 1, module="swinssl.x")
+    assert [str(w.message) for w in caught] == ["a warning of ours"]
+    reference = write_volume(tmp_path / "ref.nii.gz", np.ones((10, 10, 10), np.uint8))
+    cut = truncated_copy(reference, tmp_path / "cut.nii.gz", share=0.6)
+    assert_user_error(run_cli("evaluate", "--pred", str(cut), "--ref", str(reference)), cut, "truncated")

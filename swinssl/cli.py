@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
@@ -381,7 +382,15 @@ def short_message(error: BaseException) -> str:
     return text
 
 
+def quiet_third_party_warnings() -> None:
+    """MONAI's and torch's deprecation notices concern their API, not the user's data: not shown. Our own
+    warnings (skipped files, doubtful inputs) are events, printed one line each."""
+    for category in (FutureWarning, DeprecationWarning):
+        warnings.filterwarnings("ignore", category=category, module=r"(monai|torch)(\.|$)")
+
+
 def main(argv: list[str] | None = None) -> int:
+    quiet_third_party_warnings()
     args = build_parser().parse_args(argv)
     try:
         return args.handler(args)

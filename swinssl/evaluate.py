@@ -17,6 +17,7 @@ import torch
 from monai.metrics import compute_dice, compute_hausdorff_distance, compute_surface_dice
 
 from swinssl.finetune.cases import names_from_mapping
+from swinssl.io.reader import check_gzip_stream
 from swinssl.labels.segmentation_file import read_seg_nrrd
 from swinssl.labels.table import normalize_name
 
@@ -28,6 +29,8 @@ def read_labelled(path: Path) -> tuple[sitk.Image, dict[int, str]]:
     if path.name.lower().endswith(".seg.nrrd"):
         image, names, _, _ = read_seg_nrrd(path)
         return image, names
+    if path.name.lower().endswith(".gz"):
+        check_gzip_stream(path)
     try:
         image = sitk.ReadImage(str(path))
     except RuntimeError as error:
