@@ -205,3 +205,10 @@ def test_extension_metadata_points_at_files_that_exist():
         for url in urls:
             path = url.split("/main/", 1)[1]
             assert (REPO / path).is_file(), f"{key}: {path} does not exist"
+
+
+def test_import_puts_the_engine_on_the_path_before_importing_it():
+    """Item 6: right after installing dependencies, Import... imported swinssl without the engine on sys.path."""
+    source = function_source("SwinSSLSegment", "SwinSSLSegmentLogic", "importModel")
+    assert source.index("ensure_engine_on_path()") < source.index("from swinssl.models import")
+    assert "self.refreshModels()" in function_source("SwinSSLSegment", "SwinSSLSegmentWidget", "ensureDependencies")
