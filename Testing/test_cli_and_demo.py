@@ -9,7 +9,7 @@ from swinssl.demo import demo_volume
 from swinssl.events import read_events
 
 DEMO_ORGANS = ["liver", "spleen", "stomach", "right kidney", "left kidney", "aorta"]
-DEMO_RECONSTRUCTION_CORRELATION = 0.5  # Pearson r, preview crop vs its reconstruction (random weights: about 0)
+DEMO_RECONSTRUCTION_CORRELATION = 0.5  # Pearson r inside the body, preview crop vs its reconstruction (random weights: about 0.03)
 
 
 def test_help_lists_the_commands():
@@ -46,7 +46,8 @@ def test_demo_runs_both_journeys_from_the_carried_models(tmp_path):
     assert previews and Path(previews[-1]["paths"]["png"]).exists()
     original = sitk.GetArrayFromImage(sitk.ReadImage(previews[-1]["paths"]["original"]))
     reconstruction = sitk.GetArrayFromImage(sitk.ReadImage(previews[-1]["paths"]["reconstruction"]))
-    assert np.corrcoef(original.ravel(), reconstruction.ravel())[0, 1] > DEMO_RECONSTRUCTION_CORRELATION
+    body = original > 0.3  # above -400 HU: leaves out air and padding, whose contrast alone would correlate
+    assert np.corrcoef(original[body], reconstruction[body])[0, 1] > DEMO_RECONSTRUCTION_CORRELATION
     segmentation = slicerio.read_segmentation(str(out / "demo_ct.seg.nrrd"))
     assert [s["name"] for s in segmentation["segments"]] == DEMO_ORGANS
     assert (out / "segmentation.png").stat().st_size > 10_000

@@ -28,7 +28,7 @@ def loss_table(history: list[list[float]], names: tuple[str, ...]) -> list[str]:
     steps = len(history)
     lines = [f"  {'loss':<10} {'first quarter':>14} {'last quarter':>13}   (mean of {max(1, steps // 4)} of {steps} steps each)"]
     for name, (first, last) in quartile_means(history, names).items():
-        trend = "down" if last < first else "up" if last > first else "flat"
+        trend = "flat" if abs(last - first) <= 0.01 * max(abs(first), 1e-12) else "down" if last < first else "up"
         lines.append(f"  {name:<10} {first:>14.4f} {last:>13.4f}   {trend}")
     return lines
 
