@@ -20,14 +20,13 @@ from pathlib import Path
 
 import torch
 
-from swinssl.io.weights_file import load_safetensors, load_torch_file
+from swinssl.io.weights_file import WeightsFileError, load_safetensors, load_torch_file
 
 LEGACY_MERGING_LAYOUTS = ("tang-ssl", "monai-ssl")
 CONTAINER_KEYS = ("state_dict", "model", "network", "net", "model_state_dict")
 
 
-class WeightsError(ValueError):
-    """Weights that cannot be read or that load nothing useful; the message names the file."""
+WeightsError = WeightsFileError  # weights that cannot be read or that load nothing useful; the message names the file
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
