@@ -134,7 +134,7 @@ def test_truncated_nifti_is_refused_by_segment_and_skipped_by_pretrain_with_a_wa
     pretrain = run_cli("pretrain", "--data", str(tmp_path / "data"), "--out", str(tmp_path / "run"), "--steps", "1",
                        "--cache-dir", str(tmp_path / "cache"), *TINY_PRETRAIN)
     assert pretrain.returncode == 0, pretrain.stderr
-    assert f"warning: {truncated}: truncated or corrupt compressed file" in pretrain.stderr
+    assert f"warning: {truncated}: unreadable: truncated or corrupt compressed file" in pretrain.stderr
     assert "1 warning (listed above)" in pretrain.stderr
 
 

@@ -36,7 +36,7 @@ def check_gzip_stream(path) -> None:
             while stream.read(GZIP_CHUNK):
                 pass
     except (EOFError, OSError, zlib.error) as error:
-        raise VolumeError(str(path), f"truncated or corrupt compressed file ({error})") from error
+        raise VolumeError(str(path), f"unreadable: truncated or corrupt compressed file ({error})") from error
 
 
 def check_nifti_nan(path) -> None:
