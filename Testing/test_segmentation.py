@@ -141,7 +141,7 @@ def test_nifti_output_has_a_json_label_table(tmp_path, shared_data):
 
 def test_bad_model_folder_and_wrong_channel_count_are_clear_errors(tmp_path, ct_phantom_file):
     result = run_cli("segment", "--model", str(tmp_path), "--input", str(ct_phantom_file), "--output", str(tmp_path / "o.seg.nrrd"))
-    assert result.returncode == 1 and "not a model package" in result.stderr
+    assert result.returncode == 2 and "neither a model package folder nor an installed model" in result.stderr  # before torch loads
     make_package(tmp_path / "model")
     result = run_cli("segment", "--model", str(tmp_path / "model"), "--input", str(ct_phantom_file), str(ct_phantom_file),
                      "--output", str(tmp_path / "o.seg.nrrd"))
