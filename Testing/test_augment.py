@@ -1,6 +1,6 @@
 import torch
 
-from swinssl.ssl.augment import CutoutSettings, inner_cutout, rotate_views
+from swinssl.ssl.augment import CutoutSettings, inner_cutout, reference_cutout, rotate_views
 
 
 def test_rotation_turns_axial_slices_about_z():
@@ -46,3 +46,48 @@ def test_zero_fraction_leaves_views_unchanged():
     x = torch.rand(2, 1, 32, 32, 32)
     masked, mask = inner_cutout(x, torch.Generator().manual_seed(0), CutoutSettings(max_fraction=0.0))
     assert not mask.any() and torch.equal(masked, x)
+
+
+# --- the reference cutout (research-contributions SwinUNETR/Pretrain utils/ops.py: patch_rand_drop, aug_rand) ---
+def test_reference_boxes_have_the_reference_edges_and_per_box_noise():
+    """A tiny target fraction makes one box per pass: edges in [int(0.05 n), int(0.25 n)) = [4, 24) for n = 96,
+    starts in [0, 92), ends clipped at the border; the box's own noise spans exactly 0..1 (min-max per box)."""
+    settings = CutoutSettings(max_fraction=1e-6, min_fraction=1e-6)
+    generator = torch.Generator().manual_seed(0)
+    edges, starts = [], []
+    for _ in range(300):
+        masked, mask = reference_cutout(torch.full((1, 1, 96, 96, 96), 0.5), generator, settings)
+        where = torch.nonzero(mask[0, 0])
+        low, high = where.min(0).values, where.max(0).values + 1
+        assert int(mask.sum()) == int((high - low).prod())  # one box
+        box = masked[0, 0, low[0]:high[0], low[1]:high[1], low[2]:high[2]]
+        assert float(box.min()) == 0.0 and float(box.max()) == 1.0
+        starts += low.tolist()
+        edges += [int(e) for e, h in zip(high - low, high) if h < 96]  # edges not clipped by the border
+    assert min(edges) == 4 and max(edges) == 23 and min(starts) == 0 and max(starts) <= 91
+
+
+def test_reference_pastes_from_another_crop_with_probability_n_minus_1_over_n():
+    batch = 4
+    views = torch.stack([torch.full((1, 32, 32, 32), (i + 1) / 10) for i in range(batch)])
+    generator = torch.Generator().manual_seed(1)
+    pasted = []
+    for _ in range(200):
+        masked, _ = reference_cutout(views, generator, CutoutSettings(max_fraction=0.3))
+        for i in range(batch):
+            others = [(j + 1) / 10 for j in range(batch) if j != i]
+            pasted.append(any(bool(torch.isclose(masked[i], torch.tensor(v)).any()) for v in others))
+    share = sum(pasted) / len(pasted)
+    assert abs(share - (batch - 1) / batch) < 0.06, share
+    single, _ = reference_cutout(views[:1], generator, CutoutSettings(max_fraction=0.3))
+    assert not torch.isclose(single, torch.tensor(0.2)).any()  # one crop: nothing to paste from
+
+
+def test_reference_fraction_counts_box_volumes_until_the_target():
+    """s is reached by summed box volumes (overlaps counted twice), so the hidden share is at most s + one box."""
+    views = torch.full((8, 1, 64, 64, 64), 0.5)
+    _, mask = reference_cutout(views[:1].repeat(8, 1, 1, 1, 1), torch.Generator().manual_seed(2),
+                               CutoutSettings(max_fraction=0.3, min_fraction=0.3))
+    shares = mask.float().mean(dim=(1, 2, 3, 4))
+    assert (shares > 0.15).all() and (shares <= 2 * (0.3 + (16 / 64) ** 3)).all()  # two passes when pasted
+    assert CutoutSettings().style == "reference"

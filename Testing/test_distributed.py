@@ -1,5 +1,6 @@
 """Two CPU processes (gloo): contrastive negatives are gathered from all ranks; torchrun runs end to end."""
 
+import os
 import subprocess
 import sys
 
@@ -7,7 +8,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from conftest import TINY_MODEL, phantom_ct, write_volume
+from conftest import TINY_MODEL, phantom_ct, run_cli, write_volume
 from swinssl.events import read_events
 from swinssl.ssl.losses import nt_xent
 from swinssl.training.checkpoint import load_checkpoint
@@ -61,3 +62,26 @@ def test_torchrun_two_processes_on_the_cpu(tmp_path):
     assert [e["step"] for e in log if e["event"] == "progress"] == [1, 2, 3]
     assert log[-1]["event"] == "done"
     assert load_checkpoint(out / "checkpoint.pt")["step"] == 3
+
+
+def test_swinfuse_with_one_crop_per_process_compares_the_modalities_on_every_step(tmp_path, shared_data):
+    """Batch size 1 on two processes: the ranks take alternate modalities and the JSD is computed on the
+    features of both, so it is above 0 on every step (with one process it could never be)."""
+    out = tmp_path / "run"
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "swinssl", "pretrain",
+        "--data", str(shared_data / "ct"), str(shared_data / "mr"), "--modality", "ct", "mr", "--swinfuse", "--spacing", "6", "6", "6",
+        "--out", str(out), "--events", str(out / "events.jsonl"), "--cache-dir", str(tmp_path / "cache"),
+        "--steps", "3", "--batch-size", "1", "--checkpoint-every", "10", *TINY_MODEL,
+    ]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    log = read_events(out / "events.jsonl")
+    jsd = [e["losses"]["jsd"] for e in log if e["event"] == "progress"]
+    assert len(jsd) == 3 and all(value > 0 for value in jsd), jsd
+    assert not [e for e in log if e["event"] == "warning" and "JSD stays 0" in e["reason"]]
+    single = run_cli("pretrain", "--data", str(shared_data / "ct"), str(shared_data / "mr"), "--modality", "ct", "mr", "--swinfuse",
+                     "--spacing", "6", "6", "6", "--out", str(tmp_path / "single"), "--cache-dir", str(tmp_path / "cache"), "--steps", "1",
+                     "--batch-size", "1", *TINY_MODEL)
+    assert single.returncode == 0, single.stderr
+    assert "a step holds 1 crop(s), fewer than the 2 modalities" in single.stderr

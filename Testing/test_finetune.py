@@ -188,6 +188,20 @@ def test_four_steps_equal_two_plus_resume_plus_two(tmp_path):
     assert package.training["case_names"] == ["case_0_label", "case_1_label", "case_2_label"]
 
 
+def test_ct_window_defaults_to_btcv_for_new_runs_and_a_resumed_older_run_keeps_its_own(tmp_path):
+    data = labelled_phantoms(tmp_path / "data")
+    assert FinetuneConfig(data=[str(data)]).window == (-175.0, 250.0)
+    assert FinetuneConfig(data=[str(data)], preset="mr").window is None
+    assert run_finetune(tiny_finetune(data, tmp_path / "old", stop_at=1)) == EXIT_STOPPED
+    saved = tmp_path / "old" / "training" / "config.json"
+    settings = json.loads(saved.read_text())
+    assert settings["window"] == [-175.0, 250.0]
+    saved.write_text(json.dumps({**settings, "window": None}))  # as written before the default changed
+    result = run_cli("finetune", "--out", str(tmp_path / "old"), "--resume")
+    assert result.returncode == 0, result.stderr
+    assert load_package(tmp_path / "old").channels[0].window == (-1000.0, 1000.0)
+
+
 def test_finetune_from_our_pretraining_reports_the_load(tmp_path):
     from swinssl.training.config import PretrainConfig
     from swinssl.training.pretrain import run_pretraining
@@ -216,6 +230,7 @@ def test_issue_must_show_finetune_on_real_ct_then_segment_the_dicom_series(tmp_p
     assert result.returncode == 0, result.stderr
     package = load_package(tmp_path / "organs")
     assert package.labels.names == organs and package.channels[0].modality == "CT"
+    assert package.channels[0].window == (-175.0, 250.0)  # the BTCV reference's a_min/a_max, recorded for segmentation
     series = shared_data / "ct" / "abdomen_ct_dicom_series"
     output = tmp_path / "patient.seg.nrrd"
     result = run_cli("segment", "--model", str(tmp_path / "organs"), "--input", str(series), "--output", str(output), "--device", "cpu")
@@ -278,3 +293,21 @@ def test_sigterm_stops_finetuning_with_a_checkpoint(tmp_path):
     result = run_cli("finetune", "--out", str(tmp_path / "model"), "--resume", "--steps", str(stopped["step"] + 1), "--val-every", "1")
     assert result.returncode == EXIT_OK, result.stderr
     assert load_package(tmp_path / "model").labels.names == ["liver", "spleen"]
+
+
+def test_class_balanced_crops_centre_small_structures_as_often_as_large_ones():
+    from swinssl.finetune.dataset import PreparedCase
+    from swinssl.finetune.sampler import LabelledCropSampler
+    from swinssl.preprocessing.spatial import Geometry
+
+    label = np.zeros((80, 80, 80), np.uint8)
+    label[5:45, 5:45, 5:45] = 1  # a "liver": 64,000 voxels
+    label[70:72, 70:72, 70:72] = 2  # a "gland": 8 voxels
+    case = PreparedCase("case", np.zeros((1, 80, 80, 80), np.float16), label, np.array([True, True, True]),
+                        Geometry((0.0, 0.0, 0.0), (1.0, 1.0, 1.0), tuple(np.eye(3).ravel())), "training")
+    shares = {}
+    for sampling in ("posneg", "classes"):
+        sampler = LabelledCropSampler([case], 32, 1, seed=0, positive_fraction=1.0, sampling=sampling)
+        centres = [sampler._centre(np.random.default_rng(step), 0) for step in range(400)]
+        shares[sampling] = np.mean([label[tuple(c)] == 2 for c in centres])
+    assert shares["posneg"] < 0.02 and 0.4 < shares["classes"] < 0.6, shares

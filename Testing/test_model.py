@@ -5,11 +5,13 @@ import torch
 from monai.networks.nets import SwinUNETR
 from safetensors.torch import load_file
 
-from swinssl.ssl.model import SSLModel
+from swinssl.ssl.model import DECODERS, ReconstructionDecoder, SSLModel
 from swinssl.training.checkpoint import export_encoder
 
 
-@pytest.mark.parametrize("in_channels, feature_size, size, decoder", [(1, 12, (32, 32, 32), "deconv"), (2, 24, (64, 32, 32), "upsample")])
+@pytest.mark.parametrize("in_channels, feature_size, size, decoder", [
+    (1, 12, (32, 32, 32), "deconv"), (2, 24, (64, 32, 32), "upsample"), (1, 12, (64, 32, 32), "vae"),
+    (2, 12, (32, 64, 32), "plain_deconv"), (1, 12, (32, 32, 64), "large_kernel_deconv")])
 def test_heads_have_the_documented_shapes(in_channels, feature_size, size, decoder):
     model = SSLModel(in_channels, feature_size, projection_dim=16, decoder=decoder)
     out = model(torch.rand(2, in_channels, *size))
@@ -52,3 +54,26 @@ def test_exported_encoder_loads_into_swinunetr_and_gives_the_same_features(tmp_p
     x = torch.rand(1, 1, 32, 32, 32)
     with torch.no_grad():
         assert torch.allclose(segmenter.swinViT(x)[4], model.swinViT(x)[4], atol=1e-4)  # plain vs fused attention
+
+
+def test_reference_heads_match_ssl_head_layer_for_layer():
+    """research-contributions SwinUNETR/Pretrain models/ssl_head.py, SSLHead(args, upsample=..., dim=768)."""
+    layers = lambda decoder: [m for m in ReconstructionDecoder(768, 1, decoder).modules() if not isinstance(m, torch.nn.Sequential)]
+    vae = layers("vae")
+    convs = [(m.in_channels, m.out_channels, m.kernel_size) for m in vae if isinstance(m, torch.nn.Conv3d)]
+    assert convs == [(768, 384, (3, 3, 3)), (384, 192, (3, 3, 3)), (192, 96, (3, 3, 3)), (96, 48, (3, 3, 3)), (48, 48, (3, 3, 3)), (48, 1, (1, 1, 1))]
+    assert [type(m).__name__ for m in vae[:4]] == ["Conv3d", "InstanceNorm3d", "LeakyReLU", "Upsample"]
+    assert not vae[1].affine and vae[2].negative_slope == 0.01 and vae[3].mode == "trilinear" and vae[3].scale_factor == 2
+    assert sum(isinstance(m, torch.nn.Upsample) for m in vae) == 5
+    plain = layers("plain_deconv")
+    assert [(m.in_channels, m.out_channels, m.kernel_size, m.stride) for m in plain] == [
+        (768, 384, (2, 2, 2), (2, 2, 2)), (384, 192, (2, 2, 2), (2, 2, 2)), (192, 96, (2, 2, 2), (2, 2, 2)),
+        (96, 48, (2, 2, 2), (2, 2, 2)), (48, 1, (2, 2, 2), (2, 2, 2))]
+    (large,) = layers("large_kernel_deconv")
+    assert (large.in_channels, large.out_channels, large.kernel_size, large.stride) == (768, 1, (32, 32, 32), (32, 32, 32))
+
+
+def test_cli_decoder_choices_are_the_models():
+    from swinssl.cli import DECODER_CHOICES
+
+    assert DECODER_CHOICES == DECODERS

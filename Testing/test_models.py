@@ -17,7 +17,7 @@ def write_bundle(folder: Path) -> Path:
     """A bundle shaped like swin_unetr_btcv_segmentation, with a tiny network (feature 12, 3 organs)."""
     (folder / "configs").mkdir(parents=True)
     (folder / "models").mkdir()
-    metadata = {"name": "tiny_btcv", "version": "0.5.6", "description": "test bundle",
+    metadata = {"name": "tiny_btcv", "version": "0.5.6", "description": "test bundle", "monai_version": "1.4.0",
                 "network_data_format": {"outputs": {"pred": {"num_channels": 4, "channel_def": {"0": "background", "1": "spleen", "2": "rkid", "3": "lkid"}}}}}
     inference = {
         "network_def": {"_target_": "SwinUNETR", "spatial_dims": 3, "in_channels": 1, "out_channels": 4, "feature_size": 12},
@@ -39,7 +39,8 @@ def test_bundle_import_keeps_labels_window_spacing_and_marks_legacy_merging(tmp_
     package = load_package(destination)
     assert package.labels.names == ["spleen", "rkid", "lkid"] and package.roi == 64 and package.feature_size == 12
     assert package.spacing == (3.0, 3.0, 3.0) and package.channels[0].window == (-175.0, 250.0)
-    assert package.legacy_patch_merging
+    assert package.patch_merging == "legacy" and package.monai_version == "1.4.0"  # the bundle's MONAI predates 1.5
+    assert "monai_version 1.4.0" in package.training["patch_merging"]
     weights = torch.load(tmp_path / "tiny_btcv" / "models" / "model.pt", weights_only=True)
     rebuilt = package.build_network().state_dict()
     assert all(torch.equal(rebuilt[k], v) for k, v in weights.items())

@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 import SimpleITK as sitk
@@ -18,6 +19,7 @@ from swinssl.inference.segment import to_input_grid, to_model_grid
 from swinssl.inference.sliding_window import sliding_window_labels
 from swinssl.labels.table import LabelTable
 from swinssl.network import build_swin_unetr
+from swinssl.overlay import write_overlay_png
 from swinssl.package import InputChannel, ModelPackage, load_package
 
 ORGANS = ["liver", "spleen", "kidney_right"]
@@ -108,8 +110,9 @@ def test_segment_cli_on_the_real_dicom_series_writes_a_named_seg_nrrd_on_the_inp
     output = tmp_path / "out" / "result.seg.nrrd"
     events = tmp_path / "events.jsonl"
     result = run_cli("segment", "--model", str(tmp_path / "model"), "--input", str(series), "--output", str(output),
-                     "--device", "cpu", "--events", str(events))
+                     "--device", "cpu", "--events", str(events), "--overlay", str(tmp_path / "out" / "overlay.png"))
     assert result.returncode == 0, result.stderr
+    assert plt.imread(tmp_path / "out" / "overlay.png").shape[2] in (3, 4)
     reader = sitk.ImageSeriesReader()
     reader.SetFileNames(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(series)))
     source = reader.Execute()
@@ -125,7 +128,33 @@ def test_segment_cli_on_the_real_dicom_series_writes_a_named_seg_nrrd_on_the_inp
     log = read_events(events)
     progress = [e for e in log if e["event"] == "progress"]
     assert progress and progress[-1]["step"] == progress[-1]["total"]
-    assert log[-1]["event"] == "done"
+    assert log[-1]["event"] == "done" and log[-1]["outputs"]["overlay"] == str(tmp_path / "out" / "overlay.png")
+
+
+def test_overlay_png_is_refused_before_torch_loads_when_not_a_png(tmp_path, ct_phantom_file):
+    make_package(tmp_path / "model")
+    result = run_cli("segment", "--model", str(tmp_path / "model"), "--input", str(ct_phantom_file), "--output",
+                     str(tmp_path / "o.seg.nrrd"), "--overlay", str(tmp_path / "o.jpg"))
+    assert result.returncode == 2 and "o.jpg: the output must end in .png" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_overlay_draws_the_liver_on_screen_left_of_the_axial_view(tmp_path, shared_data):
+    """Radiological convention, from the anatomy: the liver lies in the patient's right, so it must appear
+    on the left of the axial panel; its colour is the table's."""
+    ct = sitk.ReadImage(str(shared_data / "ct" / "abdomen_ct_small_3mm.nii.gz"))
+    labels = sitk.ReadImage(str(shared_data / "ct" / "abdomen_ct_small_3mm_labels.nii.gz"))
+    names = json.loads((shared_data / "ct" / "totalsegmentator_label_names.json").read_text())
+    liver_value = int(next(value for value, name in names.items() if name == "liver"))
+    liver = sitk.Cast(labels == liver_value, sitk.sitkUInt8)
+    table = LabelTable.from_names(["liver"], colors={"liver": (0.0, 1.0, 0.0)})
+    png = write_overlay_png(ct, liver, table, tmp_path / "liver.png", "liver")
+    picture = plt.imread(png)[..., :3]
+    green = (picture[..., 1] > picture[..., 0] + 0.15) & (picture[..., 1] > picture[..., 2] + 0.15)
+    axial = green[:, : picture.shape[1] // 3]
+    rows, columns = np.nonzero(axial)
+    assert len(columns) > 200, "no liver-coloured pixels in the axial panel"
+    panel = np.nonzero(picture[:, : picture.shape[1] // 3].mean(axis=2) < 0.9)[1]  # the axial image on the white figure
+    assert columns.mean() < (panel.min() + panel.max()) / 2, "the liver must be on the screen's left (patient right)"
 
 
 def test_nifti_output_has_a_json_label_table(tmp_path, shared_data):

@@ -1,104 +1,208 @@
-"""Weight import from every supported key layout (synthetic checkpoints), legacy merging, refusal of pickles."""
+"""Weight import from every public layout and the patch-merging order chosen for each.
+
+The files are written in the layouts the public code reads and writes (key lists below come from MONAI's
+``SwinUNETR.load_from`` and ``filter_swinunetr``, the MONAI SSL tutorial, and the checkpoint code of
+research-contributions SwinUNETR/BTCV and SwinUNETR/Pretrain), and the oracle is MONAI's own loading code
+on a network with MONAI <= 1.4's patch merging, the order all of these weights were trained with. An import
+through each of our routes must reproduce the oracle's encoder features; with the other order they differ.
+"""
 
 import json
 import os
 import pickle
+from pathlib import Path
 
 import pytest
 import torch
-from monai.networks.nets.swin_unetr import PatchMerging
+from monai.networks.nets import SwinUNETR
+from monai.networks.nets.swin_unetr import PatchMerging, filter_swinunetr
+from monai.networks.utils import copy_model_state
+from safetensors.torch import load_file
 
+from swinssl.finetune.train import run_finetune
 from swinssl.network import LegacyPatchMerging, build_swin_unetr
-from swinssl.weights import WeightsError, load_weights, read_state_dict
+from swinssl.ssl.model import SSLModel
+from swinssl.training.checkpoint import export_encoder
+from swinssl.weights import WeightsError, choose_patch_merging, load_weights, provenance, read_state_dict, read_weights
+from test_finetune import labelled_phantoms, tiny_finetune
 
 FEATURE = 12
+# MONAI 1.4 SwinTransformerBlock.load_from: block_names; SwinUNETR.load_from: patch_embed and downsample keys.
+BLOCK_KEYS = ("norm1.weight", "norm1.bias", "attn.relative_position_bias_table", "attn.relative_position_index", "attn.qkv.weight",
+              "attn.qkv.bias", "attn.proj.weight", "attn.proj.bias", "norm2.weight", "norm2.bias", "mlp.fc1.weight", "mlp.fc1.bias",
+              "mlp.fc2.weight", "mlp.fc2.bias")
+DOWNSAMPLE_KEYS = ("reduction.weight", "norm.weight", "norm.bias")
 
 
-def swinunetr_state(seed: int = 0, feature: int = FEATURE, classes: int = 3) -> dict:
+def legacy_network(seed: int = 0, classes: int = 3) -> SwinUNETR:
+    """MONAI's SwinUNETR with MONAI <= 1.4 patch merging and plain (unfused) attention: the oracle."""
     torch.manual_seed(seed)
-    return build_swin_unetr(1, classes, feature).state_dict()
+    return SwinUNETR(in_channels=1, out_channels=classes, feature_size=FEATURE, downsample=LegacyPatchMerging).eval()
 
 
-def encoder_count() -> int:
-    return sum(1 for k in swinunetr_state() if k.startswith("swinViT.") and not k.endswith("relative_position_index"))
+def features(network: torch.nn.Module) -> torch.Tensor:
+    """The deepest encoder stage on a fixed input: (1, 16F, 2, 2, 2)."""
+    torch.manual_seed(123)
+    with torch.no_grad():
+        return network.eval().swinViT(torch.rand(1, 1, 64, 64, 64))[4]
 
 
-def assert_encoder_equal(network, state_with_swinvit_keys):
-    for key, value in network.state_dict().items():
-        if key.startswith("swinViT."):
-            assert torch.equal(value, state_with_swinvit_keys[key]), key
+def assert_same_features(ours: torch.nn.Module, oracle: torch.nn.Module) -> None:
+    expected = features(oracle)
+    assert torch.allclose(features(ours), expected, atol=1e-4), "encoder features differ from MONAI's loader"
+    other = build_swin_unetr(1, 3, FEATURE, legacy_patch_merging=not isinstance(ours.swinViT.layers1[0].downsample, LegacyPatchMerging))
+    other.swinViT.load_state_dict(ours.swinViT.state_dict())
+    assert (features(other) - expected).abs().mean() > 0.05 * expected.abs().mean()  # the order matters: the test can fail
 
 
-def test_released_tang_layout(tmp_path):
-    source = swinunetr_state(1)
-    released = {}
-    for key, value in source.items():
-        if key.startswith("swinViT."):
-            name = key.removeprefix("swinViT.").replace(".mlp.linear1.", ".mlp.fc1.").replace(".mlp.linear2.", ".mlp.fc2.")
-            released[f"module.{name}"] = value
-    released["module.rotation_head.weight"] = torch.zeros(4, 16 * FEATURE)
-    released["module.conv.0.weight"] = torch.zeros(8, 8, 3, 3, 3)
-    path = tmp_path / "model_swinvit.pt"
-    torch.save({"epoch": 3, "state_dict": released}, path)
-    network = build_swin_unetr(1, 3, FEATURE, legacy_patch_merging=True)
-    report = load_weights(network, path)
-    assert report.layout == "tang-ssl" and report.legacy_patch_merging
-    all_encoder = sum(1 for k in source if k.startswith("swinViT."))  # with the index buffers
-    assert report.encoder_matched == report.encoder_total == encoder_count() and report.matched == all_encoder
-    assert report.missing == len(source) - all_encoder and report.unexpected == 0
-    assert_encoder_equal(network, source)
+def import_for_finetuning(path: Path, override: str | None = None) -> tuple[SwinUNETR, object]:
+    """The fine-tuning route: read once, choose the order, build, load."""
+    source = read_weights(path)
+    merging = choose_patch_merging(source, override)
+    network = build_swin_unetr(1, 3, FEATURE, merging[0] == "legacy")
+    return network, load_weights(network, source, merging)
 
 
-def test_monai_50k_ssl_layout(tmp_path):
-    source = swinunetr_state(2)
+def shaped_like(name: str, reference: dict) -> torch.Tensor:
+    """A random tensor shaped like MONAI's tensor for a released ``module.*`` key (fc1/fc2 are MONAI's linear1/2)."""
+    monai_name = "swinViT." + name.removeprefix("module.").replace("mlp.fc1", "mlp.linear1").replace("mlp.fc2", "mlp.linear2")
+    value = reference[monai_name]
+    return value.clone() if name.endswith("relative_position_index") else torch.randn(value.shape) * 0.1 + (1.0 if "norm" in name and name.endswith("weight") else 0.0)
+
+
+def write_tang_release(path: Path) -> Path:
+    """model_swinvit.pt: {"state_dict": {...}} with exactly the keys SwinUNETR.load_from reads, plus the final norm."""
+    reference = build_swin_unetr(1, 3, FEATURE).state_dict()
+    keys = ["module.patch_embed.proj.weight", "module.patch_embed.proj.bias"]
+    for layer in range(1, 5):
+        keys += [f"module.layers{layer}.0.blocks.{block}.{key}" for block in (0, 1) for key in BLOCK_KEYS]
+        keys += [f"module.layers{layer}.0.downsample.{key}" for key in DOWNSAMPLE_KEYS]
+    torch.manual_seed(7)
+    state = {key: shaped_like(key, reference) for key in keys}
+    state["module.norm.weight"], state["module.norm.bias"] = torch.ones(16 * FEATURE), torch.zeros(16 * FEATURE)
+    torch.save({"state_dict": state}, path)
+    return path
+
+
+def test_released_tang_encoder_through_monai_load_from_and_ours(tmp_path):
+    path = write_tang_release(tmp_path / "model_swinvit.pt")
+    oracle = legacy_network()
+    oracle.load_from(torch.load(path, weights_only=True))
+    network, report = import_for_finetuning(path)
+    assert report.layout == "tang-ssl, DDP" and report.patch_merging == "legacy" and "MONAI < 1.5" in report.patch_merging_reason
+    assert report.encoder_matched == report.encoder_total and report.unexpected == 0
+    assert_same_features(network, oracle)
+
+
+def test_monai_50k_ssl_weights_through_filter_swinunetr_and_ours(tmp_path):
+    """ssl_pretrained_weights.pth: {"model": {...}} with encoder.* (an extra .0 after the stage), mask token, final
+    norm, the pretrained decoder and out.conv.conv.*, as the tutorial and filter_swinunetr describe."""
+    torch.manual_seed(9)
+    trained = build_swin_unetr(1, 3, FEATURE).state_dict()
     ssl = {"encoder.mask_token": torch.zeros(1, 1, FEATURE), "encoder.norm.weight": torch.ones(16 * FEATURE),
-           "decoder.0.weight": torch.zeros(3), "out.conv.conv.weight": torch.zeros(1, FEATURE, 1, 1, 1)}
-    for key, value in source.items():
+           "encoder.norm.bias": torch.zeros(16 * FEATURE), "out.conv.conv.weight": torch.zeros(1, FEATURE, 1, 1, 1),
+           "out.conv.conv.bias": torch.zeros(1)}
+    for key, value in trained.items():
         if key.startswith("swinViT.patch_embed."):
-            ssl["encoder." + key.removeprefix("swinViT.")] = value
+            ssl["encoder." + key.removeprefix("swinViT.")] = torch.randn(value.shape) * 0.1
         elif key.startswith("swinViT.layers"):
             stage, rest = key.removeprefix("swinViT.").split(".0.", 1)
-            ssl[f"encoder.{stage}.0.0.{rest}"] = value
+            ssl[f"encoder.{stage}.0.0.{rest}"] = value if rest.endswith("relative_position_index") else torch.randn(value.shape) * 0.1 + 1.0 * ("norm" in rest and rest.endswith("weight"))
+        elif key.startswith(("encoder1.", "decoder1.")):
+            ssl[key] = value
     path = tmp_path / "ssl_pretrained_weights.pth"
     torch.save({"model": ssl}, path)
-    network = build_swin_unetr(1, 3, FEATURE)
-    report = load_weights(network, path)
-    assert report.layout == "monai-ssl" and report.legacy_patch_merging
-    assert report.encoder_matched == encoder_count() and report.unexpected == 0
-    assert_encoder_equal(network, source)
+    oracle = legacy_network()
+    copy_model_state(oracle, torch.load(path, weights_only=True)["model"], filter_func=filter_swinunetr)
+    network, report = import_for_finetuning(path)
+    assert report.layout == "monai-ssl" and report.patch_merging == "legacy"
+    assert_same_features(network, oracle)
 
 
-def test_model_zoo_bundle_folder_layout(tmp_path):
+def test_btcv_finetuned_checkpoint_outside_a_bundle_is_legacy(tmp_path):
+    """research-contributions SwinUNETR/BTCV trainer.save_checkpoint: {"epoch", "best_acc", "state_dict"}; test.py loads
+    ["state_dict"] strictly into SwinUNETR. It records no MONAI version and predates MONAI 1.5."""
+    trained = legacy_network(3)
+    path = tmp_path / "swin_unetr.tiny_5000ep_f12_lr2e-4_pretrained.pt"
+    torch.save({"epoch": 4999, "best_acc": 0.7, "state_dict": trained.state_dict()}, path)
+    oracle = legacy_network(4)
+    oracle.load_state_dict(torch.load(path, weights_only=True)["state_dict"])
+    network, report = import_for_finetuning(path)
+    assert report.layout == "swinunetr" and report.patch_merging == "legacy" and "--patch-merging v1.5" in report.patch_merging_reason
+    assert report.matched == len(trained.state_dict()) and report.missing == 0
+    assert_same_features(network, oracle)
+    forced, report = import_for_finetuning(path, override="v1.5")
+    assert report.patch_merging == "v1.5" and report.patch_merging_reason == "chosen with --patch-merging"
+    assert isinstance(forced.swinViT.layers1[0].downsample, PatchMerging) and not isinstance(forced.swinViT.layers1[0].downsample, LegacyPatchMerging)
+
+
+@pytest.mark.parametrize("data_parallel", [False, True])
+def test_reference_pretraining_checkpoint_single_gpu_and_ddp(tmp_path, data_parallel):
+    """SwinUNETR/Pretrain main.py: {"global_step", "state_dict": SSLHead.state_dict(), "optimizer"}; SSLHead holds
+    swinViT, rotation_head, contrastive_head and conv (the vae head); under DDP every key starts with module."""
+    trained = legacy_network(5)
+    head = {f"swinViT.{k}": v for k, v in trained.swinViT.state_dict().items()}
+    head.update({"rotation_head.weight": torch.zeros(4, 16 * FEATURE), "rotation_head.bias": torch.zeros(4),
+                 "contrastive_head.weight": torch.zeros(512, 16 * FEATURE), "contrastive_head.bias": torch.zeros(512),
+                 "conv.0.weight": torch.zeros(8 * FEATURE, 16 * FEATURE, 3, 3, 3), "conv.0.bias": torch.zeros(8 * FEATURE)})
+    if data_parallel:
+        head = {f"module.{k}": v for k, v in head.items()}
+    path = tmp_path / "model_bestValRMSE.pt"
+    torch.save({"global_step": 500, "state_dict": head, "optimizer": {}}, path)
+    network, report = import_for_finetuning(path)
+    assert report.layout == "reference-ssl" + (", DDP" if data_parallel else "") and report.patch_merging == "legacy"
+    assert report.encoder_matched == report.encoder_total
+    assert_same_features(network, trained)
+
+
+def test_model_zoo_bundle_order_follows_its_monai_version(tmp_path):
     bundle = tmp_path / "swin_unetr_btcv_segmentation"
     (bundle / "configs").mkdir(parents=True)
     (bundle / "models").mkdir()
-    (bundle / "configs" / "inference.json").write_text(json.dumps({"network_def": {"_target_": "SwinUNETR", "feature_size": FEATURE}}))
-    source = swinunetr_state(3, classes=14)
-    torch.save(source, bundle / "models" / "model.pt")
-    network = build_swin_unetr(1, 14, FEATURE)
-    report = load_weights(network, bundle / "models" / "model.pt")
-    assert report.layout == "swinunetr" and report.matched == len(source) and report.missing == 0
-    other_classes = build_swin_unetr(1, 4, FEATURE)  # fine-tuning to other classes: all but the output layer
-    report = load_weights(other_classes, bundle / "models" / "model.pt")
-    assert report.shape_mismatch == 2 and report.matched == len(source) - 2
+    trained = legacy_network(6, classes=14)
+    torch.save(trained.state_dict(), bundle / "models" / "model.pt")  # CheckpointSaver with a single "model" entry
+    (bundle / "configs" / "metadata.json").write_text(json.dumps({"version": "0.5.6", "monai_version": "1.4.0"}))
+    source = read_weights(bundle / "models" / "model.pt")
+    order, why = choose_patch_merging(source)
+    assert order == "legacy" and "monai_version 1.4.0" in why
+    network = build_swin_unetr(1, 14, FEATURE, True)
+    load_weights(network, source, (order, why))
+    assert_same_features(network, trained)
+    (bundle / "configs" / "metadata.json").write_text(json.dumps({"version": "0.6.0", "monai_version": "1.5.1"}))
+    assert choose_patch_merging(read_weights(bundle / "models" / "model.pt"))[0] == "v1.5"
 
 
-def test_our_pretraining_export_layout(tmp_path):
-    from swinssl.ssl.model import SSLModel
-    from swinssl.training.checkpoint import export_encoder
+def test_a_package_finetuned_from_legacy_weights_keeps_legacy_as_init(tmp_path):
+    """Round trip: legacy weights -> fine-tuning -> package (records legacy) -> --init of a new fine-tuning."""
+    data = labelled_phantoms(tmp_path / "data")
+    tang = write_tang_release(tmp_path / "model_swinvit.pt")
+    assert run_finetune(tiny_finetune(data, tmp_path / "first", init=str(tang), steps=1, val_every=1)) == 0
+    meta = json.loads((tmp_path / "first" / "model.json").read_text())
+    assert meta["patch_merging"] == "legacy" and meta["legacy_patch_merging"] is True and meta["monai_version"]
+    assert load_file(str(tmp_path / "first" / "model.safetensors")) is not None
+    network, report = import_for_finetuning(tmp_path / "first" / "model.safetensors")
+    assert report.patch_merging == "legacy" and "model.json" in report.patch_merging_reason
+    oracle = build_swin_unetr(1, 3, FEATURE, legacy_patch_merging=True)
+    oracle.load_state_dict({k: v for k, v in load_file(str(tmp_path / "first" / "model.safetensors")).items() if k.startswith("swinViT.")}, strict=False)
+    assert_same_features(network, oracle)
+    assert run_finetune(tiny_finetune(data, tmp_path / "second", init=str(tmp_path / "first"), steps=1, val_every=1)) == 0
+    assert json.loads((tmp_path / "second" / "model.json").read_text())["patch_merging"] == "legacy"
 
+
+def test_our_pretraining_outputs_record_their_order_and_load_with_it(tmp_path):
     model = SSLModel(1, FEATURE, projection_dim=8)
-    export_encoder(model.encoder_state_dict(), tmp_path / "encoder.safetensors")
-    torch.save({"model": model.state_dict(), "step": 3}, tmp_path / "checkpoint.pt")
+    export_encoder(model.encoder_state_dict(), tmp_path / "encoder.safetensors", provenance("v1.5"))
+    torch.save({"model": model.state_dict(), "step": 3, "swinssl_version": "0.1.0"}, tmp_path / "checkpoint.pt")  # an earlier swinssl's
     for name, layout in (("encoder.safetensors", "swinunetr"), ("checkpoint.pt", "swinssl-pretrain")):
-        network = build_swin_unetr(1, 3, FEATURE)
-        report = load_weights(network, tmp_path / name)
-        assert report.layout == layout and report.encoder_matched == encoder_count()
-        assert_encoder_equal(network, model.encoder_state_dict())
+        network, report = import_for_finetuning(tmp_path / name)
+        assert report.layout == layout and report.patch_merging == "v1.5" and report.encoder_matched == report.encoder_total
+        for key, value in model.encoder_state_dict().items():
+            assert torch.equal(network.state_dict()[key], value), key
 
 
 def test_loading_nothing_into_the_encoder_fails_loudly(tmp_path):
-    torch.save({"state_dict": swinunetr_state(feature=24)}, tmp_path / "wide.pt")
+    torch.manual_seed(0)
+    torch.save({"state_dict": build_swin_unetr(1, 3, 24).state_dict()}, tmp_path / "wide.pt")
     with pytest.raises(WeightsError, match="no usable encoder weights"):
         load_weights(build_swin_unetr(1, 3, FEATURE), tmp_path / "wide.pt")
 

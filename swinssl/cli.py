@@ -7,6 +7,7 @@ line, 3 stopped by SIGTERM/SIGINT or ``--stop-at`` after writing a checkpoint (`
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import warnings
 from pathlib import Path
@@ -21,6 +22,7 @@ from swinssl.cli_types import (
     model_folder,
     non_negative_float,
     non_negative_int,
+    png_output,
     positive_float,
     positive_int,
     segmentation_output,
@@ -31,6 +33,10 @@ STOP_FILE_HELP = ("stop as on SIGTERM once this file exists, checked after every
                   "the Slicer modules and the web app use (works on Windows and through launchers)")
 
 NOT_SETTINGS = ("command", "handler", "resume", "overwrite", "debug")  # command-line switches that are not run settings
+PATCH_MERGING_CHOICES = ("legacy", "v1.5")  # = swinssl.weights.PATCH_MERGING_ORDERS
+PATCH_MERGING_HELP = ("order of MONAI's 3-D patch-merging slots the weights were trained with: legacy (MONAI <= 1.4) or v1.5; "
+                      "default: what the weights record, else the rule for their source (see the README)")
+DECODER_CHOICES = ("vae", "plain_deconv", "large_kernel_deconv", "deconv", "upsample")  # = swinssl.ssl.model.DECODERS (no torch import here)
 OVERWRITE_HELP = "replace the run or model in --out (it is kept aside until the new run's first checkpoint is written)"
 
 if TYPE_CHECKING:
@@ -58,10 +64,14 @@ def _add_pretrain_arguments(parser: argparse.ArgumentParser) -> None:
     model.add_argument("--roi", type=positive_int, help="cubic crop edge in voxels, divisible by 32 (default 96)")
     model.add_argument("--feature-size", type=positive_int, help="Swin embedding size, multiple of 12 (default 48)")
     model.add_argument("--projection-dim", type=positive_int, help="contrastive projection size (default 512)")
-    model.add_argument("--decoder", choices=("deconv", "upsample"), help="reconstruction head (default deconv)")
+    model.add_argument("--decoder", choices=DECODER_CHOICES,
+                       help="inpainting head: our normalised deconv (default) or upsample stages, or the reference code's vae "
+                            "(its default; --roi 64 or more), plain_deconv or large_kernel_deconv (see the README)")
     model.add_argument("--gradient-checkpointing", action="store_const", const=True)
-    model.add_argument("--init", type=existing_path, help="start from these weights instead of random ones: a pretraining model or "
-                       "run's checkpoint (all heads), or an encoder (encoder.safetensors, swinViT.* keys); matching tensors are loaded")
+    model.add_argument("--init", type=init_source, help="start from these weights instead of random ones: a pretraining model, run "
+                       "or checkpoint (ours or the reference script's: encoder and heads), or an encoder in any supported layout; "
+                       "matching tensors are loaded")
+    model.add_argument("--patch-merging", choices=PATCH_MERGING_CHOICES, help=PATCH_MERGING_HELP)
     model.add_argument("--swinfuse", action="store_const", const=True,
                        help="SwinFUSE: cross-view domain-invariance module and KDE/JSD density matching between modalities")
     model.add_argument("--jsd-weight", type=non_negative_float, help="weight w of the density term, L = ... + w * JSD (default 0.1)")
@@ -75,7 +85,12 @@ def _add_pretrain_arguments(parser: argparse.ArgumentParser) -> None:
     optim.add_argument("--grad-clip", type=positive_float, help="gradient-norm clip (default 1.0)")
     optim.add_argument("--temperature", type=positive_float, help="NT-Xent temperature (default 0.5)")
     optim.add_argument("--loss-weights", nargs=3, type=non_negative_float, metavar=("ROT", "CONTRAST", "INPAINT"), help="default 1 1 1")
+    optim.add_argument("--no-rotation", dest="rotate", action="store_const", const=False,
+                       help="do not rotate the views (inpainting and contrast only; needs a rotation weight of 0)")
     optim.add_argument("--cutout-max-fraction", type=fraction, help="largest share of a view hidden by cutout (default 0.3)")
+    optim.add_argument("--cutout-style", choices=("reference", "exact"),
+                       help="reference (default): the reference code's noise boxes then, with probability (n-1)/n, boxes pasted "
+                            "from another crop of the batch; exact: noise boxes until exactly the drawn share is hidden")
     optim.add_argument("--no-amp", dest="amp", action="store_const", const=False, help="fp32 on the GPU too")
     optim.add_argument("--deterministic", action="store_const", const=True, help="deterministic GPU kernels (always on for the CPU)")
     optim.add_argument("--seed", type=int)
@@ -105,7 +120,9 @@ def _pretrain_config(args: argparse.Namespace):
     saved_path = Path(args.out) / "config.json"
     if not saved_path.exists():
         raise FileNotFoundError(f"cannot resume: {saved_path} does not exist")
-    saved = PretrainConfig.load(saved_path).to_dict()
+    saved = json.loads(saved_path.read_text())
+    saved.setdefault("cutout_style", "exact")  # a run from before the reference cutout became the default keeps its own
+    saved = PretrainConfig.from_dict(saved).to_dict()
     changed = [k for k, v in given.items() if k not in RUN_CONTROL_FIELDS + ("out",) and _normalised(v) != _normalised(saved.get(k))]
     if changed:
         raise ValueError(f"cannot change {', '.join('--' + k.replace('_', '-') for k in changed)} when resuming {args.out}")
@@ -173,7 +190,8 @@ def _cmd_segment(args: argparse.Namespace) -> int:
         package = load_package(args.model)
         options = SegmentOptions(overlap=args.overlap, fast=args.fast, device=args.device, batch_size=args.batch_size, register=args.register,
                                  show_progress=sys.stderr.isatty())
-        written = segment_files([Path(p) for p in args.input], Path(args.output), package, options, events)
+        written = segment_files([Path(p) for p in args.input], Path(args.output), package, options, events,
+                                Path(args.overlay) if args.overlay else None)
         done = events.last.get("done", {})
         print(f"Segmented with {package.name} in {duration(time.monotonic() - started)}:", file=sys.stderr)
         for name, millilitres in done.get("volume_ml", {}).items():
@@ -184,13 +202,12 @@ def _cmd_segment(args: argparse.Namespace) -> int:
 
 
 def _cmd_finetune(args: argparse.Namespace) -> int:
-    import json
-
     from swinssl.training.run_folder import FINETUNE_MARKERS, check_run_folder
 
     check_run_folder(Path(args.out), FINETUNE_MARKERS, args.resume, args.overwrite)  # before torch is imported
     from swinssl.finetune.config import FINETUNE_RUN_CONTROL, FinetuneConfig
     from swinssl.finetune.train import run_finetune
+    from swinssl.preprocessing.intensity import CT_WINDOW
 
     given = {k: v for k, v in vars(args).items() if v is not None and k not in NOT_SETTINGS}
     if args.resume:
@@ -198,6 +215,8 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
         if not saved_path.exists():
             raise FileNotFoundError(f"cannot resume: {saved_path} does not exist")
         saved = json.loads(saved_path.read_text())
+        if saved.get("window") is None and saved.get("preset", "ct") == "ct":
+            saved["window"] = list(CT_WINDOW)  # a run from before -175..250 HU became the fine-tuning default keeps its window
         changed = [k for k in given if k not in FINETUNE_RUN_CONTROL + ("out",) and _normalised(given[k]) != _normalised(saved.get(k))]
         if changed:
             raise ValueError(f"cannot change {', '.join('--' + k.replace('_', '-') for k in changed)} when resuming {args.out}")
@@ -230,7 +249,7 @@ def _cmd_models(args: argparse.Namespace) -> int:
     if args.action == "import":
         if not args.source:
             raise ValueError("swinssl models import needs a SOURCE")
-        print(import_model(Path(args.source), root, args.name))
+        print(import_model(Path(args.source), root, args.name, args.patch_merging))
         return 0
     packages = list_packages(root)
     if not packages:
@@ -245,8 +264,6 @@ def _cmd_models(args: argparse.Namespace) -> int:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    import json
-
     from swinssl.evaluate import evaluate, markdown_table
     from swinssl.io.atomic import atomic_write_text
 
@@ -271,11 +288,16 @@ def _add_finetune_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--preset", choices=("ct", "mr", "pet", "none"))
     parser.add_argument("--channel-presets", nargs="+", choices=("ct", "mr", "pet", "none"),
                         help="multi-channel images (e.g. `swinssl align` CT+PET output): one preset per channel, e.g. ct pet")
-    parser.add_argument("--window", nargs=2, type=finite_float, metavar=("LOW", "HIGH"))
+    parser.add_argument("--window", nargs=2, type=finite_float, metavar=("LOW", "HIGH"),
+                        help="intensity window of the --preset channel -> 0..1 (CT default: -175 250 HU, as the BTCV reference and tutorial)")
     parser.add_argument("--spacing", nargs=3, type=positive_float, metavar=("X", "Y", "Z"), help="model spacing in mm (default 1.5 1.5 2)")
     parser.add_argument("--roi", type=positive_int, help="window edge in voxels, multiple of 32, >= 64 (default 96)")
     parser.add_argument("--feature-size", type=positive_int, help="default 48")
     parser.add_argument("--init", type=init_source, help="random (default), a pretraining run, a model package (folder or installed name), a MONAI bundle folder or a weights file")
+    parser.add_argument("--patch-merging", choices=PATCH_MERGING_CHOICES, help=PATCH_MERGING_HELP)
+    parser.add_argument("--crop-sampling", choices=("posneg", "classes"),
+                        help="centre of the positive half of the crops: posneg (default, as the BTCV tutorial) a random labelled "
+                             "voxel, so large organs dominate; classes: a random voxel of a random class present in the case")
     parser.add_argument("--steps", type=positive_int)
     parser.add_argument("--batch-size", type=positive_int)
     parser.add_argument("--lr", type=positive_float)
@@ -326,6 +348,7 @@ def build_parser() -> argparse.ArgumentParser:
     segment.add_argument("--model", required=True, type=model_folder, help="model package folder (model.json + model.safetensors) or an installed model's name")
     segment.add_argument("--input", required=True, nargs="+", type=existing_path, help="one volume file or DICOM folder per model channel")
     segment.add_argument("--output", required=True, type=segmentation_output, help="OUT.seg.nrrd (Slicer segmentation) or OUT.nii.gz (+ OUT.json label table)")
+    segment.add_argument("--overlay", type=png_output, help="also write OUT.png: the segments over the first input, slices through their centre")
     segment.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     segment.add_argument("--overlap", type=fraction, default=0.5, help="sliding-window overlap (default 0.5)")
     segment.add_argument("--fast", action="store_true", help="coarser spacing (x1.5) for quick previews")
@@ -339,6 +362,7 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_argument("source", nargs="?", help="import: a model package, MONAI bundle folder, fine-tuning run or checkpoint")
     models.add_argument("--name", help="import: package name (default: the source's)")
     models.add_argument("--models-dir", help="default: $SWINSSL_MODELS or ~/.local/share/swinssl/models")
+    models.add_argument("--patch-merging", choices=PATCH_MERGING_CHOICES, help="import: " + PATCH_MERGING_HELP)
     models.set_defaults(handler=_cmd_models)
     evaluate = commands.add_parser("evaluate", help="per-class Dice, HD95 and surface Dice of a segmentation against a reference")
     evaluate.add_argument("--pred", required=True, type=existing_path, help="predicted .seg.nrrd or label map")
@@ -350,7 +374,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.set_defaults(handler=_cmd_evaluate)
     demo = commands.add_parser("demo", help="short pretraining with previews on the bundled CT (CPU, a few minutes)")
     demo.add_argument("--out", default="swinssl-demo", help="output folder (default ./swinssl-demo)")
-    demo.add_argument("--steps", type=positive_int, default=16)
+    demo.add_argument("--steps", type=positive_int, default=10)
     demo.add_argument("--events", help="JSON Lines event file, or - for stdout")
     demo.set_defaults(handler=_cmd_demo)
     return parser

@@ -80,11 +80,21 @@ def init_source(text: str) -> str:
     return model_folder(text)
 
 
-def segmentation_output(text: str) -> str:
-    """A .seg.nrrd/.nii(.gz) path whose folder exists or can be made (checked now, not after the inference)."""
-    if not text.lower().endswith((".seg.nrrd", ".nii", ".nii.gz")):
-        raise argparse.ArgumentTypeError(f"{text}: the output must end in .seg.nrrd, .nii or .nii.gz")
+def _writable_output(text: str, suffixes: tuple[str, ...]) -> str:
+    """A path with one of ``suffixes`` whose folder exists or can be made (checked now, not after the work)."""
+    if not text.lower().endswith(suffixes):
+        raise argparse.ArgumentTypeError(f"{text}: the output must end in {', '.join(suffixes[:-1])}{' or ' if len(suffixes) > 1 else ''}{suffixes[-1]}")
     existing = next(parent for parent in Path(text).absolute().parents if parent.exists())
     if not existing.is_dir():
         raise argparse.ArgumentTypeError(f"{text}: cannot be written, {existing} is a file, not a folder")
     return text
+
+
+def segmentation_output(text: str) -> str:
+    """A .seg.nrrd/.nii(.gz) segmentation path."""
+    return _writable_output(text, (".seg.nrrd", ".nii", ".nii.gz"))
+
+
+def png_output(text: str) -> str:
+    """A .png picture path."""
+    return _writable_output(text, (".png",))

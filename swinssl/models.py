@@ -63,10 +63,11 @@ def _first(config: Any, target: str) -> dict | None:
     return next((n for n in _walk(config) if str(n.get("_target_", "")).split(".")[-1] == target), None)
 
 
-def package_from_bundle(bundle: Path) -> tuple[ModelPackage, dict]:
-    """A MONAI model-zoo bundle (configs/metadata.json + configs/inference.json + models/model.pt)."""
+def package_from_bundle(bundle: Path, patch_merging: str | None = None) -> tuple[ModelPackage, dict]:
+    """A MONAI model-zoo bundle (configs/metadata.json + configs/inference.json + models/model.pt); the patch-merging
+    order follows the bundle's ``monai_version`` unless ``patch_merging`` says otherwise."""
     from swinssl.network import build_swin_unetr
-    from swinssl.weights import load_weights
+    from swinssl.weights import choose_patch_merging, load_weights, read_weights
 
     try:
         metadata = json.loads((bundle / "configs" / "metadata.json").read_text())
@@ -93,18 +94,22 @@ def package_from_bundle(bundle: Path) -> tuple[ModelPackage, dict]:
         spacing=tuple(float(v) for v in (spacing_def or {}).get("pixdim", (1.5, 1.5, 2.0))),
         roi=int(roi_size[0] if isinstance(roi_size, list) else roi_size),
         feature_size=int(network_def.get("feature_size", 48)),
-        legacy_patch_merging=True,  # model-zoo bundles were trained before MONAI 1.5
+        monai_version=metadata.get("monai_version"),
         training={"source": f"MONAI bundle {bundle.name}", "bundle_version": metadata.get("version")},
     )
-    network = build_swin_unetr(int(network_def.get("in_channels", 1)), package.labels.num_classes, package.feature_size, True)
-    report = load_weights(network, bundle / "models" / "model.pt")
+    source = read_weights(bundle / "models" / "model.pt")
+    merging = choose_patch_merging(source, patch_merging)
+    package.patch_merging = merging[0]
+    package.training["patch_merging"] = f"{merging[0]} ({merging[1]})"
+    network = build_swin_unetr(int(network_def.get("in_channels", 1)), package.labels.num_classes, package.feature_size, merging[0] == "legacy")
+    report = load_weights(network, source, merging)
     if report.missing:
         raise ValueError(f"{bundle}: the weights do not fill the network ({report.summary()})")
     return package, network.state_dict()
 
 
-def package_from_finetune_checkpoint(checkpoint_path: Path) -> tuple[ModelPackage, dict]:
-    """The last state of a fine-tuning run (its package holds the best state already)."""
+def package_from_finetune_checkpoint(checkpoint_path: Path, patch_merging: str | None = None) -> tuple[ModelPackage, dict]:
+    """The last state of a fine-tuning run (its package holds the best state already), with the order it trained with."""
     from swinssl.training.checkpoint import load_checkpoint
 
     checkpoint = load_checkpoint(checkpoint_path)
@@ -117,17 +122,20 @@ def package_from_finetune_checkpoint(checkpoint_path: Path) -> tuple[ModelPackag
         name=Path(config["out"]).name, labels=LabelTable.from_list(extra["labels"]),
         channels=[InputChannel(config["modality"], config["preset"], tuple(config["window"]) if config["window"] else None)],
         spacing=tuple(config["spacing"]), roi=config["roi"], feature_size=config["feature_size"],
-        legacy_patch_merging=bool(extra.get("legacy_patch_merging", False)),
+        patch_merging=patch_merging or config.get("patch_merging") or ("legacy" if extra.get("legacy_patch_merging") else "v1.5"),
+        monai_version=checkpoint.get("monai_version"),
         training={"source": str(checkpoint_path), "step": checkpoint["step"]},
     )
     return package, checkpoint["model"]
 
 
-def import_model(source: Path, root: Path | None = None, name: str | None = None) -> Path:
-    """Installs a package, a MONAI bundle, a fine-tuning run or its checkpoint as a package folder."""
+def import_model(source: Path, root: Path | None = None, name: str | None = None, patch_merging: str | None = None) -> Path:
+    """Installs a package, a MONAI bundle, a fine-tuning run or its checkpoint as a package folder.
+    ``patch_merging`` overrides the order the source records (or, for a bundle, its MONAI version implies)."""
     root = root or models_dir()
     if (source / MODEL_JSON).is_file():
         package = load_package(source)
+        package.patch_merging = patch_merging or package.patch_merging
         package.build_network()  # refuses weights that do not load into the network model.json describes
         package.name = name or package.name
         destination = root / package.name
@@ -137,9 +145,9 @@ def import_model(source: Path, root: Path | None = None, name: str | None = None
         package.write_metadata()  # the --name, and readable modes for a shared models folder
         return destination
     if (source / "configs").is_dir() and (source / "models" / "model.pt").is_file():
-        package, state = package_from_bundle(source)
+        package, state = package_from_bundle(source, patch_merging)
     elif source.is_file() or (source / "training" / "checkpoint.pt").is_file():
-        package, state = package_from_finetune_checkpoint(source if source.is_file() else source / "training" / "checkpoint.pt")
+        package, state = package_from_finetune_checkpoint(source if source.is_file() else source / "training" / "checkpoint.pt", patch_merging)
     else:
         raise ValueError(f"{source}: not a model package, MONAI bundle, fine-tuning run or checkpoint")
     package.name = name or package.name

@@ -5,8 +5,12 @@
     {"format": "swinssl-model/1", "name": "abdomen-organs", "version": "1.0", "description": "...",
      "labels": [{"value": 1, "name": "liver", "color": [r, g, b], "terminology": {...}}, ...],
      "channels": [{"modality": "CT", "preset": "ct", "window": null}],
-     "spacing": [1.5, 1.5, 2.0], "roi": 96, "feature_size": 48, "legacy_patch_merging": false,
+     "spacing": [1.5, 1.5, 2.0], "roi": 96, "feature_size": 48,
+     "patch_merging": "v1.5", "legacy_patch_merging": false, "monai_version": "1.5.0",
      "swinssl_version": "0.1.0", "training": {...}, "metrics": {...}}
+
+``patch_merging`` is the order of MONAI's 3-D patch-merging slots the weights were trained with (``legacy``:
+MONAI <= 1.4; see :mod:`swinssl.weights`); ``legacy_patch_merging`` repeats it for earlier swinssl versions.
 """
 
 from __future__ import annotations
@@ -50,7 +54,8 @@ class ModelPackage:
     feature_size: int
     version: str = "1.0"
     description: str = ""
-    legacy_patch_merging: bool = False
+    patch_merging: str = "v1.5"
+    monai_version: str | None = None  # the MONAI that trained or converted the weights; set when they are saved
     swinssl_version: str = __version__
     training: dict = field(default_factory=dict)
     metrics: dict = field(default_factory=dict)
@@ -71,7 +76,9 @@ class ModelPackage:
             "spacing": list(self.spacing),
             "roi": self.roi,
             "feature_size": self.feature_size,
-            "legacy_patch_merging": self.legacy_patch_merging,
+            "patch_merging": self.patch_merging,
+            "legacy_patch_merging": self.patch_merging == "legacy",
+            "monai_version": self.monai_version,
             "swinssl_version": self.swinssl_version,
             "training": self.training,
             "metrics": self.metrics,
@@ -82,7 +89,7 @@ class ModelPackage:
         from swinssl.io.weights_file import load_safetensors
         from swinssl.network import build_swin_unetr
 
-        network = build_swin_unetr(len(self.channels), self.labels.num_classes, self.feature_size, self.legacy_patch_merging)
+        network = build_swin_unetr(len(self.channels), self.labels.num_classes, self.feature_size, self.patch_merging == "legacy")
         if self.path is not None:
             state = load_safetensors(self.path / WEIGHTS)
             missing, unexpected = network.state_dict().keys() - state.keys(), state.keys() - network.state_dict().keys()
@@ -97,7 +104,12 @@ class ModelPackage:
         """Writes ``model.safetensors`` then ``model.json`` into ``folder``, each atomically."""
         from safetensors.torch import save
 
-        weights = save({k: v.detach().contiguous().cpu() for k, v in state_dict.items()}, metadata={"format": PACKAGE_FORMAT})
+        from swinssl.weights import provenance
+
+        recorded = provenance(self.patch_merging)
+        self.monai_version = self.monai_version or recorded["monai_version"]
+        metadata = {"format": PACKAGE_FORMAT, "patch_merging": self.patch_merging, "monai_version": self.monai_version}
+        weights = save({k: v.detach().contiguous().cpu() for k, v in state_dict.items()}, metadata=metadata)
         atomic_write(folder / WEIGHTS, lambda stream: stream.write(weights))
         self.path = folder
         self.write_metadata()
@@ -132,7 +144,8 @@ def load_package(folder: str | Path) -> ModelPackage:
         feature_size=int(meta["feature_size"]),
         version=meta.get("version", "1.0"),
         description=meta.get("description", ""),
-        legacy_patch_merging=bool(meta.get("legacy_patch_merging", False)),
+        patch_merging=meta.get("patch_merging") or ("legacy" if meta.get("legacy_patch_merging") else "v1.5"),
+        monai_version=meta.get("monai_version"),
         swinssl_version=meta.get("swinssl_version", "unknown"),
         training=meta.get("training", {}),
         metrics=meta.get("metrics", {}),

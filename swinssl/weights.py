@@ -1,42 +1,65 @@
-"""Reading weights from untrusted files and mapping public key layouts onto MONAI's SwinUNETR.
+"""Reading weights from untrusted files, mapping public key layouts onto MONAI's SwinUNETR, and choosing the
+patch-merging order they were trained with.
 
-Layouts:
-- ``tang-ssl``: the released Tang et al. ``model_swinvit.pt`` (``state_dict``; ``module.`` prefix;
-  ``layers{1-4}.0.blocks...``; ``mlp.fc1/fc2``), trained with the pre-1.5 patch-merging order;
-- ``monai-ssl``: MONAI's 50k-volume SSL weights (``model``; ``encoder.`` prefix with an extra
-  ``.0`` after the stage index; decoder keys ignored), pre-1.5 merging order;
-- ``swinunetr``: a full SwinUNETR state dict (``swinViT.``, ``encoder1``...), e.g. a MONAI bundle's
-  ``models/model.pt`` or a model package;
-- ``swinssl-pretrain``: a pretraining checkpoint or encoder export of ours (``swinViT.`` + heads).
-Files are read with safetensors or ``torch.load(weights_only=True)``: a pickle that would run
-code is refused.
+Layouts (what the public code writes and loads; see the README's "Weights and their sources"):
+- ``tang-ssl``: the released Tang et al. ``model_swinvit.pt``: ``state_dict`` with ``module.patch_embed.*``,
+  ``module.layers{1-4}.0.blocks.*`` (``mlp.fc1/fc2``), ``module.layers{1-4}.0.downsample.*``, ``module.norm.*``,
+  the keys MONAI's ``SwinUNETR.load_from`` reads;
+- ``monai-ssl``: MONAI's ~50k-volume SSL weights (``model``; ``encoder.`` prefix with an extra ``.0`` after the
+  stage index, as the tutorial's renaming and MONAI's ``filter_swinunetr`` undo; decoder keys ignored);
+- ``reference-ssl``: a checkpoint of the reference pretraining script (research-contributions
+  SwinUNETR/Pretrain ``main.py``): ``state_dict`` of its ``SSLHead`` (``swinViT.*``, ``rotation_head``,
+  ``contrastive_head``, ``conv``), with ``module.`` in front of every key when it ran under DDP;
+- ``swinunetr``: a full SwinUNETR state dict (``swinViT.``, ``encoder1``...), e.g. the BTCV fine-tuned
+  checkpoints, a MONAI bundle's ``models/model.pt``, a model package, our encoder export;
+- ``swinssl-pretrain``: a pretraining checkpoint or model of ours (``swinViT.`` + our heads).
+A ``module.`` prefix on every key (a DDP-wrapped model's state dict) is removed first.
+Files are read with safetensors or ``torch.load(weights_only=True)``: a pickle that would run code is refused.
+
+Patch merging: MONAI 1.5 (PR #8285) changed the order of the eight 2x2x2 slots of its 3-D ``PatchMerging``;
+weights trained with MONAI <= 1.4 give their features only with the old (``legacy``) order. The order is
+taken, in this priority, from an explicit choice (``--patch-merging``), what the file records (our files, a
+package's ``model.json``, a bundle's ``monai_version``), then the layout (see :func:`choose_patch_merging`).
 """
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
-from swinssl.io.weights_file import WeightsFileError, load_safetensors, load_torch_file
+from swinssl.io.weights_file import WeightsFileError, load_safetensors, load_torch_file, safetensors_metadata
 
-LEGACY_MERGING_LAYOUTS = ("tang-ssl", "monai-ssl")
+PATCH_MERGING_ORDERS = ("legacy", "v1.5")
+LEGACY_MERGING_LAYOUTS = ("tang-ssl", "monai-ssl", "reference-ssl")
 CONTAINER_KEYS = ("state_dict", "model", "network", "net", "model_state_dict")
 
 
 WeightsError = WeightsFileError  # weights that cannot be read or that load nothing useful; the message names the file
 
 
-def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """Tensors of a .safetensors file or a weights-only torch checkpoint, unwrapped from common containers."""
-    path = Path(path)
-    if not path.is_file():
-        raise WeightsError(f"{path}: no such weights file")
-    if path.suffix == ".safetensors":
-        return load_safetensors(path)
-    data = load_torch_file(path)
+def merging_of_monai_version(version: str) -> str:
+    """``legacy`` for MONAI < 1.5, else ``v1.5``."""
+    from packaging.version import InvalidVersion, Version
+
+    try:
+        return "legacy" if Version(version).release[:2] < (1, 5) else "v1.5"
+    except InvalidVersion:
+        return "legacy"
+
+
+def provenance(patch_merging: str) -> dict[str, str]:
+    """What every checkpoint, encoder and package we write records about its network."""
+    import monai
+
+    return {"patch_merging": patch_merging, "monai_version": monai.__version__}
+
+
+def _unwrap(data: Any, path: Path) -> dict[str, torch.Tensor]:
     while isinstance(data, dict) and not any(isinstance(v, torch.Tensor) for v in data.values()):
         inner = next((data[k] for k in CONTAINER_KEYS if isinstance(data.get(k), dict)), None)
         if inner is None:
@@ -47,26 +70,126 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     return {k: v for k, v in data.items() if isinstance(v, torch.Tensor)}
 
 
-def detect_layout(state: dict[str, torch.Tensor]) -> str:
+def weights_file_of(reference: str | Path) -> Path:
+    """The weights file of ``reference``: a file, or a model package, pretraining run or MONAI bundle folder."""
+    path = Path(reference)
+    for candidate in (path, path / "model.safetensors", path / "encoder.safetensors", path / "models" / "model.pt", path / "checkpoint.pt"):
+        if candidate.is_file():
+            return candidate
+    raise FileNotFoundError(f"{reference}: no weights file (model.safetensors, encoder.safetensors, models/model.pt, checkpoint.pt)")
+
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """Tensors of a .safetensors file or a weights-only torch checkpoint, unwrapped from common containers."""
+    return read_weights(path).state
+
+
+@dataclass(frozen=True)
+class WeightsSource:
+    """A weights file read once: its tensors (``module.`` prefix removed), key layout, and the patch-merging
+    order it records about itself (None when it records nothing) with where that record was found."""
+
+    path: Path
+    state: dict[str, torch.Tensor]
+    layout: str
+    recorded_merging: str | None
+    recorded_in: str
+    data_parallel: bool
+
+
+def read_weights(path: str | Path) -> WeightsSource:
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"{path}: no such weights file")
+    if path.suffix == ".safetensors":
+        state, container = load_safetensors(path), {"metadata": safetensors_metadata(path)}
+    else:
+        container = load_torch_file(path)
+        state = _unwrap(container, path)
+    data_parallel = bool(state) and all(k.startswith("module.") for k in state)
+    if data_parallel:
+        state = {k.removeprefix("module."): v for k, v in state.items()}
+    recorded, where = _recorded_merging(path, container)
+    return WeightsSource(path, state, detect_layout(state, path), recorded, where, data_parallel)
+
+
+def _recorded_merging(path: Path, container: Any) -> tuple[str | None, str]:
+    """The order recorded by the file itself, the package or bundle around it, or (None, "")."""
+    package_json = path.parent / "model.json"
+    if package_json.is_file():
+        try:
+            meta = json.loads(package_json.read_text())
+        except (OSError, json.JSONDecodeError):
+            meta = {}
+        if meta.get("patch_merging") in PATCH_MERGING_ORDERS:
+            return meta["patch_merging"], f"{package_json}"
+        if "legacy_patch_merging" in meta:
+            return ("legacy" if meta["legacy_patch_merging"] else "v1.5"), f"{package_json} (legacy_patch_merging)"
+    metadata = path.parent.parent / "configs" / "metadata.json"
+    if path.parent.name == "models" and metadata.is_file():
+        try:
+            version = str(json.loads(metadata.read_text()).get("monai_version", ""))
+        except (OSError, json.JSONDecodeError):
+            version = ""
+        if version:
+            return merging_of_monai_version(version), f"{metadata} (monai_version {version})"
+        return "legacy", f"{path.parent.parent} (a MONAI bundle without monai_version: trained before MONAI 1.5)"
+    if not isinstance(container, dict):
+        return None, ""
+    tags = container.get("metadata") or {}
+    config = container.get("config") if isinstance(container.get("config"), dict) else {}
+    for record in (container, tags, config):
+        if record.get("patch_merging") in PATCH_MERGING_ORDERS:
+            return record["patch_merging"], f"{path}"
+    extra = container.get("extra") if isinstance(container.get("extra"), dict) else {}
+    if "legacy_patch_merging" in extra:
+        return ("legacy" if extra["legacy_patch_merging"] else "v1.5"), f"{path} (legacy_patch_merging)"
+    if "swinssl_version" in container or str(tags.get("format", "")).startswith("swinssl"):
+        return "v1.5", f"{path} (written by an earlier swinssl, which always used MONAI >= 1.5)"
+    return None, ""
+
+
+def detect_layout(state: dict[str, torch.Tensor], path: Path | str = "weights") -> str:
     keys = list(state)
-    if any(k.startswith("encoder.layers") or k.startswith("encoder.patch_embed") for k in keys):
+    if any(k.startswith(("encoder.layers", "encoder.patch_embed")) for k in keys):
         return "monai-ssl"
-    if any(re.match(r"(module\.)?layers[1-4]\.0\.blocks\.", k) for k in keys):
+    if any(re.match(r"layers[1-4]\.0\.blocks\.", k) for k in keys):
         return "tang-ssl"
     if any(k.startswith("swinViT.") for k in keys):
+        if any(k.startswith("conv.") for k in keys) and not any(k.startswith("reconstruction_head.") for k in keys):
+            return "reference-ssl"
         return "swinssl-pretrain" if any(k.startswith(("rotation_head.", "contrastive_head.")) for k in keys) else "swinunetr"
-    raise WeightsError(f"unknown weight layout (first keys: {keys[:3]})")
+    raise WeightsError(f"{path}: unknown weight layout (first keys: {keys[:3]})")
+
+
+def choose_patch_merging(source: WeightsSource | None, override: str | None = None) -> tuple[str, str]:
+    """(order, why) for a network that will take ``source``'s weights (None: random weights)."""
+    if override is not None:
+        if override not in PATCH_MERGING_ORDERS:
+            raise ValueError(f"--patch-merging must be one of {', '.join(PATCH_MERGING_ORDERS)}, got {override!r}")
+        return override, "chosen with --patch-merging"
+    if source is None:
+        return "v1.5", "random weights: this MONAI's order"
+    if source.recorded_merging is not None:
+        return source.recorded_merging, f"recorded in {source.recorded_in}"
+    if source.layout in LEGACY_MERGING_LAYOUTS:
+        return "legacy", f"{source.layout} weights were trained with MONAI < 1.5"
+    return "legacy", ("the file records no MONAI version; every released SwinUNETR checkpoint (BTCV, model zoo) predates "
+                      "MONAI 1.5; give --patch-merging v1.5 for weights trained with MONAI >= 1.5")
+
+
+def _mlp_names(key: str) -> str:
+    return key.replace(".mlp.fc1.", ".mlp.linear1.").replace(".mlp.fc2.", ".mlp.linear2.")
 
 
 def to_swinunetr_keys(state: dict[str, torch.Tensor], layout: str) -> dict[str, torch.Tensor]:
-    """Renames keys to SwinUNETR's; keys with no SwinUNETR counterpart (SSL heads) are dropped."""
+    """Renames keys to SwinUNETR's; keys with no SwinUNETR counterpart (SSL heads, final norms) are dropped."""
     mapped = {}
     for key, value in state.items():
         if layout == "tang-ssl":
-            key = key.removeprefix("module.")
             if not key.startswith(("patch_embed.", "layers")):
                 continue
-            key = "swinViT." + key.replace(".mlp.fc1.", ".mlp.linear1.").replace(".mlp.fc2.", ".mlp.linear2.")
+            key = "swinViT." + _mlp_names(key)
         elif layout == "monai-ssl":
             match = re.match(r"encoder\.(layers[1-4])\.0\.0\.(.*)", key)
             if match:
@@ -75,9 +198,10 @@ def to_swinunetr_keys(state: dict[str, torch.Tensor], layout: str) -> dict[str, 
                 key = "swinViT." + key.removeprefix("encoder.")
             else:
                 continue
-        elif layout == "swinssl-pretrain":
+        elif layout in ("swinssl-pretrain", "reference-ssl"):
             if not key.startswith("swinViT."):
                 continue
+            key = _mlp_names(key)
         mapped[key] = value
     return mapped
 
@@ -92,22 +216,29 @@ class LoadReport:
     shape_mismatch: int
     encoder_matched: int
     encoder_total: int
-    legacy_patch_merging: bool
+    patch_merging: str
+    patch_merging_reason: str
+
+    @property
+    def legacy_patch_merging(self) -> bool:
+        return self.patch_merging == "legacy"
 
     def summary(self) -> str:
         return (f"{self.source} ({self.layout}): {self.matched} tensors loaded, {self.missing} missing, {self.unexpected} unexpected, "
-                f"{self.shape_mismatch} of other shape; encoder {self.encoder_matched}/{self.encoder_total}")
+                f"{self.shape_mismatch} of other shape; encoder {self.encoder_matched}/{self.encoder_total}; "
+                f"patch merging {self.patch_merging} ({self.patch_merging_reason})")
 
 
-def load_weights(network: torch.nn.Module, path: str | Path) -> LoadReport:
-    """Loads every tensor of ``path`` whose name and shape match ``network`` (a SwinUNETR).
+def load_weights(network: torch.nn.Module, source: WeightsSource | str | Path, patch_merging: tuple[str, str] | None = None) -> LoadReport:
+    """Loads every tensor of ``source`` whose name and shape match ``network`` (a SwinUNETR built with the
+    order ``patch_merging`` = (order, why), by default :func:`choose_patch_merging` of the source).
 
     Raises:
         WeightsError: when the encoder (``swinViT.``) got nothing, or less than half of its tensors.
     """
-    state = read_state_dict(path)
-    layout = detect_layout(state)
-    mapped = to_swinunetr_keys(state, layout)
+    source = source if isinstance(source, WeightsSource) else read_weights(source)
+    order, why = patch_merging or choose_patch_merging(source)
+    mapped = to_swinunetr_keys(source.state, source.layout)
     target = network.state_dict()
     usable = {k: v for k, v in mapped.items() if k in target and target[k].shape == v.shape}
     mismatched = sum(1 for k, v in mapped.items() if k in target and target[k].shape != v.shape)
@@ -115,16 +246,17 @@ def load_weights(network: torch.nn.Module, path: str | Path) -> LoadReport:
     # Learned encoder tensors (index buffers match whatever the feature size, so they do not count).
     encoder_keys = [k for k in target if k.startswith("swinViT.") and not k.endswith("relative_position_index")]
     report = LoadReport(
-        source=str(path),
-        layout=layout,
+        source=str(source.path),
+        layout=source.layout + (", DDP" if source.data_parallel else ""),
         matched=len(usable),
         missing=len([k for k in target if k not in usable]),
         unexpected=len([k for k in mapped if k not in target]),
         shape_mismatch=mismatched,
         encoder_matched=len([k for k in usable if k in encoder_keys]),
         encoder_total=len(encoder_keys),
-        legacy_patch_merging=layout in LEGACY_MERGING_LAYOUTS,
+        patch_merging=order,
+        patch_merging_reason=why,
     )
     if report.encoder_matched < max(1, report.encoder_total // 2):
-        raise WeightsError(f"{path}: no usable encoder weights for this model ({report.summary()}); check the feature size and layout")
+        raise WeightsError(f"{source.path}: no usable encoder weights for this model ({report.summary()}); check the feature size and layout")
     return report

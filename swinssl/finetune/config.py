@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from swinssl.package import InputChannel
-from swinssl.preprocessing.intensity import IntensitySettings
+from swinssl.preprocessing.intensity import FINETUNE_CT_WINDOW, IntensitySettings
 from swinssl.training.schedule import default_warmup
 from swinssl.training.settings import JsonSettings
 
@@ -14,7 +14,8 @@ FINETUNE_RUN_CONTROL = ("steps", "checkpoint_every", "val_every", "device", "sto
 
 @dataclass
 class FinetuneConfig(JsonSettings):
-    """Defaults follow MONAI's Swin UNETR BTCV tutorial where it gives one."""
+    """Defaults follow MONAI's Swin UNETR BTCV tutorial where it gives one; CT without ``window`` gets the
+    tutorial's -175..250 HU (:data:`FINETUNE_CT_WINDOW`), recorded explicitly in the saved config."""
 
     out: str = "model"
     data: list[str] = field(default_factory=list)
@@ -31,7 +32,9 @@ class FinetuneConfig(JsonSettings):
     roi: int = 96
     feature_size: int = 48
     init: str = "random"
+    patch_merging: str | None = None  # legacy | v1.5; None: decided from --init (swinssl.weights.choose_patch_merging), then recorded
     batch_size: int = 1
+    crop_sampling: str = "posneg"  # positive crops: posneg (tutorial) or classes (each present class equally often)
     steps: int = 1000
     lr: float = 1e-4
     weight_decay: float = 1e-5
@@ -57,6 +60,8 @@ class FinetuneConfig(JsonSettings):
         if not (self.data or self.datalists or self.scenes):
             raise ValueError("give labelled data: --data, --datalist and/or --scenes")
         self.spacing = tuple(self.spacing)
+        if self.window is None and self.preset == "ct":
+            self.window = FINETUNE_CT_WINDOW
         if self.window is not None:
             self.window = tuple(self.window)
 

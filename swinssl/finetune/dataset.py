@@ -12,7 +12,7 @@ from swinssl.finetune.cases import LabelledCase
 from swinssl.io.reader import VolumeError, check_gzip_stream, read_volume
 from swinssl.labels.segmentation_file import read_seg_nrrd
 from swinssl.labels.table import LabelTable, normalize_name
-from swinssl.preprocessing.intensity import IntensitySettings, normalize_channels
+from swinssl.preprocessing.intensity import CT_WINDOW, IntensitySettings, normalize_channels
 from swinssl.preprocessing.spatial import Geometry, foreground_box, image_to_array, pad_to_size, ras_grid, resample_onto
 
 GEOMETRY_TOLERANCE_MM = 0.5
@@ -110,11 +110,12 @@ def prepare_case(case: LabelledCase, labels: CaseLabels, table: LabelTable, inte
     """
     settings = (intensity,) if isinstance(intensity, IntensitySettings) else tuple(intensity)  # one setting, or one per channel
     image = read_volume(case.image, len(settings))
-    if warn is not None and settings[0].preset == "ct" and settings[0].window is None:
+    if warn is not None and settings[0].preset == "ct":
         lowest = float(np.min(sitk.GetArrayViewFromImage(image)))
         if lowest > NO_AIR_HU:
+            low, high = settings[0].window or CT_WINDOW
             warn(case.image.name, f"its lowest value is {lowest:g}, but CT has air near -1000 HU: if this is MR or PET, "
-                                  "give --preset mr or pet (the CT window -1000..1000 HU is used)")
+                                  f"give --preset mr or pet (the CT window {low:g}..{high:g} HU is used)")
     problem = _same_grid(image, labels.image)
     if problem:
         raise VolumeError(str(case.label), problem)

@@ -3,6 +3,11 @@
 Like pretraining, a batch depends only on (seed, step, rank), so resume is exact. Probabilities
 follow MONAI's Swin UNETR BTCV tutorial: half the crops centred on a labelled voxel, flips p=0.1
 per axis, an axial 90-degree rotation p=0.1, an intensity shift of up to +-0.1 with p=0.5.
+
+Positive crops: ``posneg`` (default, MONAI's ``RandCropByPosNegLabeld`` as in the tutorial) centres them on
+a uniformly drawn labelled voxel, so large organs dominate; ``classes`` (like ``RandCropByLabelClassesd``
+with equal ratios) first draws one of the classes present in the case, then one of its voxels, so small
+structures are seen as often as large ones.
 """
 
 from __future__ import annotations
@@ -22,20 +27,35 @@ class SegmentationBatch(NamedTuple):
     present: torch.Tensor  # (B, K + 1) bool
 
 
+CROP_SAMPLING = ("posneg", "classes")
+
+
 class LabelledCropSampler:
-    def __init__(self, cases: list[PreparedCase], roi: int, batch_size: int, seed: int, rank: int = 0, positive_fraction: float = 0.5) -> None:
+    def __init__(self, cases: list[PreparedCase], roi: int, batch_size: int, seed: int, rank: int = 0, positive_fraction: float = 0.5,
+                 sampling: str = "posneg") -> None:
+        if sampling not in CROP_SAMPLING:
+            raise ValueError(f"unknown crop sampling {sampling!r}; expected one of {CROP_SAMPLING}")
         self.cases = cases
         self.roi = roi
         self.batch_size = batch_size
         self.seed = seed
         self.rank = rank
         self.positive_fraction = positive_fraction
-        self.foreground = [np.argwhere(case.label > 0) for case in cases]
+        self.sampling = sampling
+        self.foreground = [np.argwhere(case.label > 0) for case in cases]  # (N, 3) voxel indices per case
+        self.values = [case.label[tuple(points.T)] for case, points in zip(cases, self.foreground)]  # their classes
+
+    def _centre(self, rng: np.random.Generator, index: int) -> np.ndarray:
+        points = self.foreground[index]
+        if self.sampling == "classes":
+            present = np.unique(self.values[index])
+            points = points[self.values[index] == present[rng.integers(len(present))]]
+        return points[rng.integers(len(points))]
 
     def _start(self, rng: np.random.Generator, index: int) -> list[int]:
         shape = self.cases[index].label.shape
         if rng.random() < self.positive_fraction and len(self.foreground[index]):
-            centre = self.foreground[index][rng.integers(len(self.foreground[index]))]
+            centre = self._centre(rng, index)
             return [int(np.clip(c - self.roi // 2, 0, n - self.roi)) for c, n in zip(centre, shape)]
         return [int(rng.integers(0, n - self.roi + 1)) for n in shape]
 

@@ -35,7 +35,7 @@ from swinssl.training.sampler import Prefetcher
 from swinssl.training.schedule import build_optimizer
 from swinssl.training.signals import EXIT_OK, EXIT_STOPPED, StopRequest
 from swinssl.training.state import TrainState
-from swinssl.weights import LEGACY_MERGING_LAYOUTS, detect_layout, load_weights, read_state_dict
+from swinssl.weights import choose_patch_merging, load_weights, read_weights, weights_file_of
 
 
 def find_cases(config: FinetuneConfig, extract_root: Path) -> list[LabelledCase]:
@@ -124,29 +124,17 @@ def validate(network: torch.nn.Module, cases: list[PreparedCase], table: LabelTa
     return {name: float(np.mean(scores)) for name, scores in per_class.items()}
 
 
-def resolve_init(init: str) -> Path | None:
-    """Weights file for ``--init``: a file, a model package, a pretraining run or a MONAI bundle folder."""
-    if init == "random":
-        return None
-    path = Path(init)
-    for candidate in (path, path / "model.safetensors", path / "encoder.safetensors", path / "models" / "model.pt", path / "checkpoint.pt"):
-        if candidate.is_file():
-            return candidate
-    raise FileNotFoundError(f"--init {init}: no weights file (model.safetensors, encoder.safetensors, models/model.pt, checkpoint.pt)")
+def resumed_patch_merging(config: FinetuneConfig, checkpoint: dict) -> tuple[str, str]:
+    """The order a resumed run was built with: its config's, or (runs from before it was recorded) the checkpoint's flag."""
+    if config.patch_merging is not None:
+        return config.patch_merging, "the run's config"
+    return ("legacy" if checkpoint.get("extra", {}).get("legacy_patch_merging") else "v1.5"), "the run's checkpoint"
 
 
-def needs_legacy_merging(weights: Path | None) -> bool:
-    """Released SSL weights and MONAI model-zoo bundles were trained with the pre-MONAI-1.5 merging order."""
-    if weights is None:
-        return False
-    is_bundle = weights.parent.name == "models" and (weights.parent.parent / "configs").is_dir()
-    return is_bundle or detect_layout(read_state_dict(weights)) in LEGACY_MERGING_LAYOUTS
-
-
-def _save_package(path: Path, network: torch.nn.Module, table: LabelTable, config: FinetuneConfig, legacy: bool, training: dict, metrics: dict) -> Path:
+def _save_package(path: Path, network: torch.nn.Module, table: LabelTable, config: FinetuneConfig, training: dict, metrics: dict) -> Path:
     package = ModelPackage(
         name=config.name or path.name, labels=table, channels=config.input_channels(),
-        spacing=config.spacing, roi=config.roi, feature_size=config.feature_size, legacy_patch_merging=legacy,
+        spacing=config.spacing, roi=config.roi, feature_size=config.feature_size, patch_merging=config.patch_merging,
         training=training, metrics=metrics,
     )
     package.save(path, network.state_dict())
@@ -197,8 +185,11 @@ def _finetune(config: FinetuneConfig, resume: bool, show_progress: bool, events:
     random.seed(config.seed)
     np.random.seed(config.seed)
     torch.manual_seed(config.seed)
-    init_path = resolve_init(config.init)  # a bad --init fails before minutes of case preparation
-    legacy = needs_legacy_merging(init_path)
+    init_path = None if config.init == "random" else weights_file_of(config.init)  # a bad --init fails before minutes of case preparation
+    checkpoint = load_checkpoint(training_dir / CHECKPOINT_NAME) if resume else None
+    source = read_weights(init_path) if init_path is not None and not resume else None
+    merging = resumed_patch_merging(config, checkpoint) if resume else choose_patch_merging(source, config.patch_merging)
+    config.patch_merging = merging[0]
     with tempfile.TemporaryDirectory(prefix="swinssl-scenes-") as extract_root:
         table, cases, skipped = load_cases(config, events, Path(extract_root))
     training_cases, validation_cases, validated_on = split_cases(cases, config)
@@ -207,26 +198,28 @@ def _finetune(config: FinetuneConfig, resume: bool, show_progress: bool, events:
             raise DataSetError(f"--train-cases {config.train_cases}: only {len(training_cases)} training case(s) available")
         training_cases = training_cases[: config.train_cases]
 
-    network = build_swin_unetr(len(config.input_channels()), table.num_classes, config.feature_size, legacy).to(device)
-    init_report = load_weights(network, init_path) if init_path is not None and not resume else None
+    network = build_swin_unetr(len(config.input_channels()), table.num_classes, config.feature_size, merging[0] == "legacy").to(device)
+    init_report = load_weights(network, source, merging) if source is not None else None
     optimizer, scheduler = build_optimizer(network, config.lr, config.weight_decay, config.warmup, config.steps)
     amp = autocast_dtype(device, config.amp)
     scaler = torch.amp.GradScaler(device.type, enabled=amp == torch.float16)
     state = TrainState("finetune", network, optimizer, scheduler, scaler,
-                       extra={"best_dice": -1.0, "best_step": 0, "labels": table.to_list(), "legacy_patch_merging": legacy})
-    if resume:
-        state.restore(load_checkpoint(training_dir / CHECKPOINT_NAME))
+                       extra={"best_dice": -1.0, "best_step": 0, "labels": table.to_list()})
+    if checkpoint is not None:
+        state.restore(checkpoint)
     config.save(training_dir / "config.json")
     training_summary = {
         "cases": len(training_cases), "validation_cases": len(validation_cases), "validated_on": validated_on, "skipped": skipped,
         "case_names": [c.name for c in cases], "init": config.init, "init_load": init_report.summary() if init_report else None,
         "steps": config.steps, "spacing": list(config.spacing), "swinssl_version": __version__,
+        "patch_merging": f"{merging[0]} ({merging[1]})",
     }
     events.emit("start", task="finetune", config=config.to_dict(), labels=table.names, cases=len(training_cases),
                 validation_cases=len(validation_cases), validated_on=validated_on, skipped=skipped, device=str(device),
-                start_step=state.step, resumed=resume, init=training_summary["init_load"])
+                start_step=state.step, resumed=resume, init=training_summary["init_load"],
+                patch_merging={"order": merging[0], "reason": merging[1]})
 
-    sampler = LabelledCropSampler(training_cases, config.roi, config.batch_size, config.seed)
+    sampler = LabelledCropSampler(training_cases, config.roi, config.batch_size, config.seed, sampling=config.crop_sampling)
     prefetcher: Prefetcher[SegmentationBatch] = Prefetcher(sampler.batch)
     bar = tqdm(total=config.steps, initial=state.step, disable=not show_progress, unit="step", dynamic_ncols=True)
     clock = StepClock()
@@ -260,7 +253,7 @@ def _finetune(config: FinetuneConfig, resume: bool, show_progress: bool, events:
                         state.extra.update(best_dice=mean, best_step=state.step, best_per_class=dice)
                         metrics = {"mean_dice": mean, "dice": dice, "step": state.step, "validated_on": validated_on,
                                    "note": "Dice on the validation cases named in training.case_names; not a benchmark"}
-                        _save_package(out, network, table, config, legacy, training_summary, metrics)
+                        _save_package(out, network, table, config, training_summary, metrics)
                         fields["best"] = True
                 events.emit("progress", **fields)
                 bar.update(1)

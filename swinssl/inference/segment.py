@@ -75,9 +75,10 @@ def read_inputs(paths: list[Path], package: ModelPackage) -> list[sitk.Image]:
 
 
 def body_threshold(package: ModelPackage, normalized: np.ndarray) -> float:
-    """Normalised value below which a window counts as air: -500 HU for CT channels, else the minimum."""
+    """Normalised value below which a window counts as air: -500 HU in the package's CT window (which may
+    clip it to the window's floor) for CT channels, else the minimum."""
     first = package.channels[0]
-    if first.preset == "ct" and first.window is None:
+    if first.preset == "ct":
         return float(normalize_intensity(np.array([[[[AIR_HU]]]], np.float32), first.intensity()).item())
     return float(normalized.min())
 
@@ -161,15 +162,31 @@ def voxel_counts(label_image: sitk.Image, num_classes: int) -> np.ndarray:
     return counts
 
 
-def segment_files(inputs: list[Path], output: Path, package: ModelPackage, options: SegmentOptions, events: EventLog) -> list[Path]:
-    """Reads the inputs, segments them and writes ``output`` (.seg.nrrd, or .nii.gz + .json)."""
+def overlay_window(package: ModelPackage) -> tuple[float, float] | None:
+    """Display window of an overlay PNG: the soft-tissue window (HU) for CT, else None (the image's own
+    1st..99th percentiles)."""
+    from swinssl.overlay import SOFT_TISSUE_HU
+
+    return SOFT_TISSUE_HU if package.channels[0].preset == "ct" else None
+
+
+def segment_files(inputs: list[Path], output: Path, package: ModelPackage, options: SegmentOptions, events: EventLog,
+                  overlay: Path | None = None) -> list[Path]:
+    """Reads the inputs, segments them and writes ``output`` (.seg.nrrd, or .nii.gz + .json), and with
+    ``overlay`` a PNG of the segments over the first input (slices through their centre)."""
     events.emit("start", task="segment", model=package.name, inputs=[str(p) for p in inputs], device=str(pick_device(options.device)),
                 overlap=options.overlap, fast=options.fast)
-    label_image = segment_image(read_inputs(inputs, package), package, options, events)
+    images = read_inputs(inputs, package)
+    label_image = segment_image(images, package, options, events)
     written = write_label_map(label_image, package.labels, output)
+    if overlay is not None:
+        from swinssl.overlay import write_overlay_png
+
+        written.append(write_overlay_png(images[0], label_image, package.labels, overlay, package.name, overlay_window(package)))
     counts = voxel_counts(label_image, package.labels.num_classes)
     present = {label.name: int(counts[label.value]) for label in package.labels.labels}
     millilitres = float(np.prod(label_image.GetSpacing())) / 1000.0
-    events.emit("done", outputs={"segmentation": written[0], "files": written}, voxels_per_label=present,
+    outputs = {"segmentation": written[0], "files": written, "overlay": overlay}
+    events.emit("done", outputs={k: v for k, v in outputs.items() if v is not None}, voxels_per_label=present,
                 volume_ml={name: round(count * millilitres, 2) for name, count in present.items()})
     return written

@@ -37,3 +37,14 @@ def load_safetensors(path: Path) -> dict:
         return load_file(str(path))
     except Exception as error:
         raise WeightsFileError(f"{path}: not a readable safetensors file, truncated or corrupt ({_first_line(error)})") from error
+
+
+def safetensors_metadata(path: Path) -> dict[str, str]:
+    """The ``__metadata__`` strings of a safetensors file (empty when it has none)."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            return dict(handle.metadata() or {})
+    except Exception as error:
+        raise WeightsFileError(f"{path}: not a readable safetensors file, truncated or corrupt ({_first_line(error)})") from error

@@ -8,7 +8,10 @@ import numpy as np
 from monai.transforms import ScaleIntensityRange, ScaleIntensityRangePercentiles
 
 PRESETS = ("ct", "mr", "pet", "none")
-CT_WINDOW = (-1000.0, 1000.0)  # Tang et al. 2022: clip -1000..1000 HU, scale to 0..1
+CT_WINDOW = (-1000.0, 1000.0)  # Tang et al. 2022 pretraining: clip -1000..1000 HU, scale to 0..1
+# Fine-tuning on CT: -175..250 HU, as the BTCV reference (research-contributions SwinUNETR/BTCV, a_min/a_max),
+# MONAI's Swin UNETR BTCV tutorial and the model-zoo swin_unetr_btcv_segmentation bundle use.
+FINETUNE_CT_WINDOW = (-175.0, 250.0)
 
 
 @dataclass(frozen=True)

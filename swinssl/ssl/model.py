@@ -9,9 +9,17 @@ from monai.networks.nets import SwinUNETR
 from torch import nn
 
 from swinssl.fused_attention import fuse_window_attention
+from swinssl.network import LegacyPatchMerging
 from swinssl.ssl.domain_invariance import DomainInvarianceModule
 
-DECODERS = ("deconv", "upsample")
+DECODERS = ("vae", "plain_deconv", "large_kernel_deconv", "deconv", "upsample")
+DECODER_HELP = {
+    "vae": "the reference default: 5 x (3x3x3 conv, instance norm, LeakyReLU, x2 trilinear upsampling), 1x1x1 conv",
+    "plain_deconv": "the reference's 'deconv': 5 transposed convolutions (k=2, s=2), no norm, no activation",
+    "large_kernel_deconv": "the reference's 'large_kernel_deconv': one transposed convolution (k=32, s=32)",
+    "deconv": "ours: 5 x (transposed convolution, affine instance norm, LeakyReLU), 1x1x1 conv",
+    "upsample": "ours: 5 x (x2 trilinear upsampling, 3x3x3 conv, affine instance norm, LeakyReLU), 1x1x1 conv",
+}
 
 
 class SSLOutput(NamedTuple):
@@ -22,7 +30,10 @@ class SSLOutput(NamedTuple):
 
 
 def _decoder_stage(in_dim: int, out_dim: int, mode: str) -> nn.Sequential:
-    """Doubles the spatial size: transposed convolution, or trilinear upsampling then 3x3x3 convolution."""
+    """Doubles the spatial size, in one of the three staged layouts (see :data:`DECODER_HELP`)."""
+    if mode == "vae":
+        return nn.Sequential(nn.Conv3d(in_dim, out_dim, 3, padding=1), nn.InstanceNorm3d(out_dim), nn.LeakyReLU(0.01),
+                             nn.Upsample(scale_factor=2, mode="trilinear", align_corners=False))
     if mode == "deconv":
         resize = [nn.ConvTranspose3d(in_dim, out_dim, kernel_size=2, stride=2)]
     else:
@@ -31,21 +42,30 @@ def _decoder_stage(in_dim: int, out_dim: int, mode: str) -> nn.Sequential:
 
 
 class ReconstructionDecoder(nn.Sequential):
-    """Five x2 stages from the last Swin stage (input size / 32) back to the input size.
+    """The inpainting head: from the last Swin stage (input size / 32) back to the input size.
 
-    Channels halve each stage down to ``dim / 16`` (= feature size); a 1x1x1 convolution maps
-    to the image channels. Input (B, 16F, X/32, Y/32, Z/32) -> output (B, C, X, Y, Z).
-    The output bias starts at 0.5, the centre of the 0..1 intensity range, so early steps are
-    not spent moving the mean there (the loss is unchanged).
+    ``vae``, ``plain_deconv`` and ``large_kernel_deconv`` are the three options of the reference
+    ``SSLHead`` (research-contributions SwinUNETR/Pretrain, ``models/ssl_head.py``), layer for layer;
+    ``deconv`` and ``upsample`` are ours (normalised stages and an output bias that starts at 0.5, the
+    centre of the 0..1 intensity range). Staged heads halve the channels each stage down to ``dim / 16``
+    (= feature size). Input (B, 16F, X/32, Y/32, Z/32) -> output (B, C, X, Y, Z).
     """
 
     def __init__(self, dim: int, out_channels: int, mode: str = "deconv") -> None:
         if mode not in DECODERS:
             raise ValueError(f"unknown decoder {mode!r}; expected one of {DECODERS}")
-        widths = [dim, dim // 2, dim // 4, dim // 8, dim // 16, dim // 16]
+        if mode == "large_kernel_deconv":
+            super().__init__(nn.ConvTranspose3d(dim, out_channels, kernel_size=32, stride=32))
+            return
+        widths = [dim, dim // 2, dim // 4, dim // 8, dim // 16]
+        if mode == "plain_deconv":
+            super().__init__(*[nn.ConvTranspose3d(a, b, kernel_size=2, stride=2) for a, b in zip(widths, widths[1:] + [out_channels])])
+            return
+        widths.append(dim // 16)
         stages = [_decoder_stage(a, b, mode) for a, b in zip(widths[:-1], widths[1:])]
         output = nn.Conv3d(widths[-1], out_channels, kernel_size=1)
-        nn.init.constant_(output.bias, 0.5)
+        if mode != "vae":
+            nn.init.constant_(output.bias, 0.5)
         super().__init__(*stages, output)
 
 
@@ -66,6 +86,7 @@ class SSLModel(nn.Module):
         swinfuse: add SwinFUSE's domain-invariance module between the patch embedding and the first
             Swin stage. It acts on paired views only (``forward(x, paired_views=True)``) and lives
             outside ``swinViT``, so the exported encoder is a plain SwinUNETR encoder.
+        legacy_patch_merging: MONAI <= 1.4's patch-merging order (to continue from weights trained with it).
     """
 
     def __init__(
@@ -77,9 +98,11 @@ class SSLModel(nn.Module):
         decoder: str = "deconv",
         fused_attention: bool = True,
         swinfuse: bool = False,
+        legacy_patch_merging: bool = False,
     ) -> None:
         super().__init__()
-        backbone = SwinUNETR(in_channels=in_channels, out_channels=1, feature_size=feature_size, use_checkpoint=use_checkpoint)
+        backbone = SwinUNETR(in_channels=in_channels, out_channels=1, feature_size=feature_size, use_checkpoint=use_checkpoint,
+                             downsample=LegacyPatchMerging if legacy_patch_merging else "merging")
         self.swinViT = backbone.swinViT
         if fused_attention:
             fuse_window_attention(self.swinViT)

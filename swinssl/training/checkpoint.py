@@ -65,7 +65,8 @@ def restore_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def export_encoder(encoder_state: dict[str, torch.Tensor], path: Path) -> None:
-    """Writes encoder weights (SwinUNETR key names, ``swinViT.*``) as safetensors, atomically."""
-    data = save({k: v.contiguous().cpu() for k, v in encoder_state.items()}, metadata={"format": "swinssl-encoder"})
+def export_encoder(encoder_state: dict[str, torch.Tensor], path: Path, provenance: dict[str, str] | None = None) -> None:
+    """Writes encoder weights (SwinUNETR key names, ``swinViT.*``) as safetensors, atomically; ``provenance``
+    (patch-merging order, MONAI version) goes into the file's metadata."""
+    data = save({k: v.contiguous().cpu() for k, v in encoder_state.items()}, metadata={"format": "swinssl-encoder", **(provenance or {})})
     atomic_write(path, lambda stream: stream.write(data))

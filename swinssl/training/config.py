@@ -38,9 +38,10 @@ class PretrainConfig(JsonSettings):
     roi: int = 96
     feature_size: int = 48
     projection_dim: int = 512
-    decoder: str = "deconv"
+    decoder: str = "deconv"  # ours; the reference heads are options (README: differences from the reference)
     gradient_checkpointing: bool = False
     init: str | None = None  # start from these weights: a pretraining model (.safetensors/.pt of SSLModel) or an encoder
+    patch_merging: str | None = None  # legacy | v1.5; None: decided from --init (swinssl.weights.choose_patch_merging), then recorded
     swinfuse: bool = False  # SwinFUSE: domain-invariance module + KDE/JSD density matching
     jsd_weight: float = 0.1
     kde_sigma: float | None = None  # None: median pairwise feature distance per batch
@@ -53,9 +54,11 @@ class PretrainConfig(JsonSettings):
     grad_clip: float = 1.0
     temperature: float = 0.5
     loss_rotation: float = 1.0
+    rotate: bool = True  # rotate the views (the rotation task); False needs loss_rotation 0
     loss_contrast: float = 1.0
     loss_inpaint: float = 1.0
     cutout_max_fraction: float = 0.3
+    cutout_style: str = "reference"  # the reference aug_rand (noise pass + paste pass); "exact": ours (see README)
     amp: bool = True
     deterministic: bool = False
     seed: int = 0
@@ -78,6 +81,11 @@ class PretrainConfig(JsonSettings):
     def __post_init__(self) -> None:
         if self.roi % 32:
             raise ValueError(f"--roi must be divisible by 32 (Swin UNETR downsamples 5 times), got {self.roi}")
+        if not self.rotate and self.loss_rotation > 0:
+            raise ValueError("--no-rotation turns the rotation task off: give --loss-weights 0 CONTRAST INPAINT")
+        if self.decoder == "vae" and self.roi < 64:
+            raise ValueError(f"--decoder vae needs --roi 64 or more (its first instance norm acts on the {self.roi // 32}^3 "
+                             "last-stage grid, which must hold more than one voxel); use --decoder deconv for smaller crops")
         if self.feature_size % 12 or not 12 <= self.feature_size:
             raise ValueError(f"--feature-size must be a multiple of 12 (12..48 typical), got {self.feature_size}")
         if self.channel_presets is not None:
@@ -129,4 +137,4 @@ class PretrainConfig(JsonSettings):
         return LossWeights(self.loss_rotation, self.loss_contrast, self.loss_inpaint)
 
     def cutout(self) -> CutoutSettings:
-        return CutoutSettings(max_fraction=self.cutout_max_fraction)
+        return CutoutSettings(max_fraction=self.cutout_max_fraction, style=self.cutout_style)

@@ -59,6 +59,15 @@ def gather_with_grad(tensor: torch.Tensor, runtime: Runtime) -> torch.Tensor:
     return torch.cat(dist_functional.all_gather(tensor), dim=0)
 
 
+def gather(tensor: torch.Tensor, runtime: Runtime) -> torch.Tensor:
+    """Concatenates (N, ...) tensors of all ranks in rank order, without gradients (labels, indices)."""
+    if not runtime.distributed:
+        return tensor
+    parts = [torch.empty_like(tensor) for _ in range(runtime.world_size)]
+    dist.all_gather(parts, tensor.contiguous())
+    return torch.cat(parts, dim=0)
+
+
 def any_rank(flag: bool, runtime: Runtime) -> bool:
     """True on every rank when the flag is set on any rank (so all ranks stop at the same step)."""
     if not runtime.distributed:

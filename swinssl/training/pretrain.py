@@ -26,6 +26,7 @@ from swinssl.training.distributed import (
     Runtime,
     any_rank,
     autocast_dtype,
+    gather,
     gather_with_grad,
     start_runtime,
     stop_runtime,
@@ -37,7 +38,7 @@ from swinssl.training.sampler import CropSampler, Prefetcher, PretextBatch
 from swinssl.training.schedule import build_optimizer
 from swinssl.training.signals import EXIT_OK, EXIT_STOPPED, StopRequest
 from swinssl.training.state import TrainState
-from swinssl.weights import read_state_dict
+from swinssl.weights import WeightsSource, choose_patch_merging, provenance, read_weights, to_swinunetr_keys, weights_file_of
 
 LOSS_NAMES = ("total", "rotation", "contrast", "inpaint")
 
@@ -68,8 +69,9 @@ def train_step(
         config.loss_weights(),
         config.temperature,
     )
-    if config.swinfuse:  # density matching: + w * JSD pulls the modalities' feature densities together
-        jsd = modality_jsd(output.pooled.float(), batch.modalities.to(device), config.kde_sigma)
+    if config.swinfuse:  # density matching over the crops of all ranks: + w * JSD pulls the modalities' feature densities together
+        features = gather_with_grad(output.pooled.float(), runtime)
+        jsd = modality_jsd(features, gather(batch.modalities.to(device), runtime), config.kde_sigma)
         losses["jsd"] = jsd if jsd is not None else output.pooled.new_zeros(())
         losses["total"] = losses["total"] + config.jsd_weight * losses["jsd"]
     state.optimizer.zero_grad(set_to_none=True)
@@ -84,19 +86,22 @@ def train_step(
     return {name: float(losses[name].detach()) for name in (*LOSS_NAMES, "jsd") if name in losses}, finite
 
 
-def load_pretraining_weights(model: SSLModel, path: Path) -> dict:
-    """Loads every tensor of ``path`` whose name and shape match ``model``: a pretraining checkpoint or
-    model file (``swinViT.*`` and the heads), or an encoder export (``swinViT.*`` alone, as
-    :func:`export_encoder` writes it). Fails when less than half of the encoder's tensors were found."""
-    state = read_state_dict(path)
+def load_pretraining_weights(model: SSLModel, source: WeightsSource, merging: tuple[str, str]) -> dict:
+    """Loads every tensor of ``source`` whose name and shape match ``model``: a pretraining checkpoint or model
+    of ours or of the reference script (encoder and the heads that fit), or any encoder layout that
+    :mod:`swinssl.weights` maps onto ``swinViT.*``. Fails when less than half of the encoder's tensors were found."""
+    mapped = to_swinunetr_keys(source.state, source.layout)
+    if source.layout in ("swinssl-pretrain", "reference-ssl"):
+        mapped.update({key: value for key, value in source.state.items() if not key.startswith("swinViT.")})  # the heads
     target = model.state_dict()
-    usable = {key: value.to(target[key].dtype) for key, value in state.items() if key in target and target[key].shape == value.shape}
+    usable = {key: value.to(target[key].dtype) for key, value in mapped.items() if key in target and target[key].shape == value.shape}
     encoder = [key for key in target if key.startswith("swinViT.") and not key.endswith("relative_position_index")]
     found = sum(key in usable for key in encoder)
     if found < len(encoder) / 2:
-        raise ValueError(f"{path}: only {found} of the encoder's {len(encoder)} tensors match this model (feature size, channels?)")
+        raise ValueError(f"{source.path}: only {found} of the encoder's {len(encoder)} tensors match this model (feature size, channels?)")
     model.load_state_dict(usable, strict=False)
-    return {"source": str(path), "matched": len(usable), "total": len(target), "encoder_matched": found, "encoder_total": len(encoder)}
+    return {"source": str(source.path), "layout": source.layout, "matched": len(usable), "total": len(target), "encoder_matched": found,
+            "encoder_total": len(encoder), "patch_merging": merging[0], "patch_merging_reason": merging[1]}
 
 
 def run_pretraining(config: PretrainConfig, resume: bool = False, show_progress: bool = False, overwrite: bool = False,
@@ -140,8 +145,11 @@ def _pretrain(config: PretrainConfig, resume: bool, show_progress: bool, runtime
         volumes += group
         skipped += group_skipped
 
+    source = read_weights(weights_file_of(config.init)) if config.init and not resume else None
+    merging = (config.patch_merging or "v1.5", "the run's config") if resume else choose_patch_merging(source, config.patch_merging)
+    config.patch_merging = merging[0]
     model = SSLModel(config.in_channels, config.feature_size, config.projection_dim, config.gradient_checkpointing, config.decoder,
-                     swinfuse=config.swinfuse)
+                     swinfuse=config.swinfuse, legacy_patch_merging=merging[0] == "legacy")
     model.to(runtime.device)
     optimizer, scheduler = build_optimizer(model, config.lr, config.weight_decay, config.warmup, config.steps)
     amp = autocast_dtype(runtime.device, config.amp)
@@ -150,8 +158,8 @@ def _pretrain(config: PretrainConfig, resume: bool, show_progress: bool, runtime
     init_report = None
     if resume:
         state.restore(load_checkpoint(out / CHECKPOINT_NAME))
-    elif config.init:
-        init_report = load_pretraining_weights(model, Path(config.init))
+    elif source is not None:
+        init_report = load_pretraining_weights(model, source, merging)
     network = model
     if runtime.distributed:
         network = DistributedDataParallel(model, device_ids=[runtime.device] if runtime.device.type == "cuda" else None)
@@ -172,6 +180,7 @@ def _pretrain(config: PretrainConfig, resume: bool, show_progress: bool, runtime
         start_step=state.step,
         resumed=resume,
         init=init_report,
+        patch_merging={"order": merging[0], "reason": merging[1]},
         swinssl_version=__version__,
     )
 
@@ -179,9 +188,13 @@ def _pretrain(config: PretrainConfig, resume: bool, show_progress: bool, runtime
         events.emit("warning", file=None, reason="one crop per step: the contrastive loss has no negatives and stays 0; use --batch-size 2 or more")
     if config.swinfuse and len({v.modality for v in volumes}) < 2:
         events.emit("warning", file=None, reason="--swinfuse with one modality: the density term (JSD) stays 0; tag two --data folders with --modality")
-    sampler = CropSampler(volumes, config.roi, config.batch_size, config.seed, runtime.rank)
+    elif config.swinfuse and config.batch_size * runtime.world_size < len({v.modality for v in volumes}):
+        events.emit("warning", file=None, reason=f"--swinfuse: a step holds {config.batch_size * runtime.world_size} crop(s), fewer than the "
+                    f"{len({v.modality for v in volumes})} modalities, so no step can compare them and the JSD stays 0; "
+                    "use --batch-size 2 or more processes")
+    sampler = CropSampler(volumes, config.roi, config.batch_size, config.seed, runtime.rank)  # modalities balanced over all ranks
     cutout = config.cutout()
-    prefetcher: Prefetcher[PretextBatch] = Prefetcher(lambda step: sampler.batch(step, cutout))
+    prefetcher: Prefetcher[PretextBatch] = Prefetcher(lambda step: sampler.batch(step, cutout, config.rotate))
     preview = (PreviewWriter(out / "previews", volumes[0], config.roi, config.seed, cutout, config.preview_display())
                if runtime.is_main and config.preview_every > 0 else None)
     bar = tqdm(total=config.steps, initial=state.step, disable=not (show_progress and runtime.is_main), unit="step", dynamic_ncols=True)
@@ -213,7 +226,7 @@ def _pretrain(config: PretrainConfig, resume: bool, show_progress: bool, runtime
                 bar.update(1)
                 bar.set_postfix({name[:4]: f"{value:.3f}" for name, value in losses.items()}, refresh=False)
                 if preview is not None and state.step % config.preview_every == 0:
-                    events.emit("preview", step=state.step, paths=preview.write(model, state.step, runtime.device))
+                    events.emit("preview", step=state.step, **preview.write(model, state.step, runtime.device))
                 stop_requested = stop.requested or (config.stop_at is not None and state.step >= config.stop_at)
                 stop_now = any_rank(stop_requested, runtime) and state.step < config.steps
                 if stop_now or state.step % config.checkpoint_every == 0 or state.step == config.steps:
@@ -226,7 +239,7 @@ def _pretrain(config: PretrainConfig, resume: bool, show_progress: bool, runtime
         prefetcher.close()
 
     if runtime.is_main:
-        export_encoder(model.encoder_state_dict(), out / ENCODER_NAME)
+        export_encoder(model.encoder_state_dict(), out / ENCODER_NAME, provenance(merging[0]))
         outputs = {
             "checkpoint": out / CHECKPOINT_NAME,
             "encoder": out / ENCODER_NAME,

@@ -24,13 +24,15 @@ from swinssl.ssl.augment import CutoutSettings, inner_cutout  # noqa: E402
 PREVIEW_KINDS = ("original", "masked", "reconstruction")
 
 
-def display_slices(volume: np.ndarray, spacing: tuple[float, float, float]) -> list[tuple[str, np.ndarray, float]]:
-    """Middle axial, coronal and sagittal slices of a RAS-oriented (X, Y, Z) array, in radiological view.
+def display_slices(volume: np.ndarray, spacing: tuple[float, float, float],
+                   centre: tuple[int, int, int] | None = None) -> list[tuple[str, np.ndarray, float]]:
+    """Axial, coronal and sagittal slices through ``centre`` (default: the middle) of a RAS-oriented
+    (X, Y, Z) array, in radiological view.
 
     Returns (title, 2-D image with rows top-to-bottom, aspect = row spacing / column spacing) triples.
     Patient right is on screen left, anterior/superior on top.
     """
-    x, y, z = (n // 2 for n in volume.shape)
+    x, y, z = centre if centre is not None else (n // 2 for n in volume.shape)
     sx, sy, sz = spacing
     axial = volume[:, :, z].T[::-1, ::-1]
     coronal = volume[:, y, :].T[::-1, ::-1]
@@ -50,13 +52,18 @@ class PreviewWriter:
         start = [(n - roi) // 2 for n in array.shape[1:]]
         box = tuple(slice(s, s + roi) for s in start)
         self.original = torch.from_numpy(np.asarray(array[(slice(None), *box)], dtype=np.float32))[None]
-        fixed = CutoutSettings(cutout.max_fraction, cutout.max_fraction, cutout.max_box, cutout.min_box)
+        fixed = CutoutSettings(cutout.max_fraction, cutout.max_fraction, cutout.max_box, cutout.min_box, style="exact")
         self.masked, _ = inner_cutout(self.original, torch.Generator().manual_seed(seed), fixed)
         self.geometry = volume.geometry.shifted(start)
 
     @torch.no_grad()
-    def write(self, model: torch.nn.Module, step: int, device: torch.device) -> dict[str, str]:
-        """Runs the model on the masked crop; writes 3 NRRD files and one PNG; returns their paths."""
+    def write(self, model: torch.nn.Module, step: int, device: torch.device) -> dict:
+        """Runs the model on the masked crop; writes 3 NRRD files and one PNG.
+
+        Returns the ``preview`` event's fields: ``paths`` (the files) and ``body_correlation``, the Pearson r
+        between the original crop and its reconstruction over the voxels above the crop's minimum (the body,
+        not air or padding): near 0 for a grey field, towards 1 as the reconstruction follows the anatomy.
+        """
         was_training = model.training
         model.eval()
         reconstruction = model(self.masked.to(device)).reconstruction.float().cpu()
@@ -74,7 +81,7 @@ class PreviewWriter:
                 sitk.WriteImage(self.geometry.to_image(array), str(temporary), useCompression=True)
             paths[kind] = str(path)
         paths["png"] = str(self._write_png(arrays, step))
-        return paths
+        return {"paths": paths, "body_correlation": body_correlation(arrays["original"], arrays["reconstruction"])}
 
     def _write_png(self, arrays: dict[str, np.ndarray], step: int) -> Path:
         figure, axes = plt.subplots(3, 3, figsize=(9, 9))
@@ -93,6 +100,18 @@ class PreviewWriter:
         path = self.out_dir / f"step_{step:06d}.png"
         save_figure(figure, path)
         return path
+
+
+def body_correlation(original: np.ndarray, reconstruction: np.ndarray) -> float | None:
+    """Pearson r of two same-shape arrays over the voxels where ``original`` is above its minimum; None
+    when fewer than two such voxels exist or either is constant there."""
+    body = original > original.min()
+    if body.sum() < 2:
+        return None
+    a, b = original[body].astype(np.float64), reconstruction[body].astype(np.float64)
+    if a.std() == 0 or b.std() == 0:
+        return None
+    return float(np.corrcoef(a, b)[0, 1])
 
 
 def plot_loss_curves(history: list[list[float]], path: Path) -> Path:

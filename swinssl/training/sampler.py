@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from swinssl.preprocessing.cache import PreparedVolume
-from swinssl.ssl.augment import CutoutSettings, inner_cutout, rotate_views
+from swinssl.ssl.augment import CutoutSettings, apply_cutout, rotate_views
 
 T = TypeVar("T")
 
@@ -41,8 +41,10 @@ class CropSampler:
     """Draws random volumes and uniformly random cubic ROI crops inside them.
 
     With one modality, volumes are drawn uniformly. With several (volumes tagged by
-    ``PreparedVolume.modality``), crop b of step s comes from modality (s + b) mod M, a volume drawn
-    uniformly within it, so every batch of at least M crops holds each modality equally often.
+    ``PreparedVolume.modality``), crop b of step s on rank r is the global crop g = r * B + b of the
+    step and comes from modality (s + g) mod M, a volume drawn uniformly within it: every global batch
+    of at least M crops (over all ranks, at any per-rank batch size) holds each modality, and with
+    one crop per rank the ranks alternate the modalities.
     """
 
     def __init__(self, volumes: list[PreparedVolume], roi: int, batch_size: int, seed: int, rank: int = 0) -> None:
@@ -60,7 +62,7 @@ class CropSampler:
         rng = np.random.default_rng(step_seed(self.seed, step, self.rank))
         crops, modalities = [], []
         for b in range(self.batch_size):
-            modality = (step + b) % len(self.groups)
+            modality = (step + self.rank * self.batch_size + b) % len(self.groups)
             group = self.groups[modality]
             volume = group[int(rng.integers(len(group)))].array
             starts = [int(rng.integers(0, n - self.roi + 1)) for n in volume.shape[1:]]
@@ -69,13 +71,13 @@ class CropSampler:
             modalities.append(modality)
         return torch.from_numpy(np.stack(crops)), torch.tensor(modalities, dtype=torch.int64)
 
-    def batch(self, step: int, cutout: CutoutSettings) -> PretextBatch:
-        """Crops, then two independently rotated and cut-out views of each."""
+    def batch(self, step: int, cutout: CutoutSettings, rotate: bool = True) -> PretextBatch:
+        """Crops, then two independently rotated (unless ``rotate`` is False: class 0) and cut-out views of each."""
         crops, modalities = self.crops(step)
         generator = torch.Generator().manual_seed(step_seed(self.seed, step, self.rank) + 1)
         views = torch.cat([crops, crops])
-        targets, rotations = rotate_views(views, generator)
-        inputs, _ = inner_cutout(targets, generator, cutout)
+        targets, rotations = rotate_views(views, generator) if rotate else (views, torch.zeros(len(views), dtype=torch.int64))
+        inputs = torch.cat([apply_cutout(group, generator, cutout)[0] for group in targets.chunk(2)])  # each view's crops, as x1 / x2
         return PretextBatch(inputs, targets, rotations, torch.cat([modalities, modalities]))
 
 

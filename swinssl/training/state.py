@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import monai
 import torch
 
 from swinssl import __version__
@@ -24,9 +25,13 @@ class TrainState:
     extra: dict = field(default_factory=dict)
 
     def checkpoint(self, config: dict) -> dict:
+        """Everything to resume, with the run's settings; ``patch_merging`` and ``monai_version`` say which
+        network the weights belong to (see :mod:`swinssl.weights`)."""
         return {
             "format": CHECKPOINT_FORMAT,
             "swinssl_version": __version__,
+            "monai_version": monai.__version__,
+            "patch_merging": config.get("patch_merging") or "v1.5",
             "kind": self.kind,
             "step": self.step,
             "model": self.model.state_dict(),
