@@ -165,6 +165,20 @@ def test_previews_carry_the_crop_geometry_and_match_the_source(tmp_path):
     assert abs(original[16, 16, 16] - np.clip((hu + 1000) / 2000, 0, 1)) < 2e-3
     difference = sitk.GetArrayFromImage(masked) != sitk.GetArrayFromImage(original)
     assert 0.25 <= difference.mean() <= 0.3 + 0.25**3  # fixed 30 % cutout
+    assert preview[0]["body_correlation"] is None or -1 <= preview[0]["body_correlation"] <= 1
+
+
+def test_body_correlation_scores_anatomy_not_a_body_shaped_blob(shared_data):
+    from swinssl.training.preview import body_correlation
+
+    ct = sitk.GetArrayFromImage(sitk.ReadImage(str(shared_data / "ct" / "abdomen_ct_small_3mm.nii.gz"))).astype(np.float32)
+    original = np.clip((ct + 1000) / 2000, 0, 1)
+    blob = np.where(original > 0.25, 0.52, 0.0).astype(np.float32)  # the body outline filled with soft tissue
+    blurred = original + np.random.default_rng(0).normal(0, 0.02, original.shape).astype(np.float32)
+    assert body_correlation(original, blob) is None  # constant inside the body: no anatomy to correlate
+    noisy_blob = blob + np.random.default_rng(1).normal(0, 0.02, original.shape).astype(np.float32)
+    assert abs(body_correlation(original, noisy_blob)) < 0.1
+    assert body_correlation(original, blurred) > 0.8
 
 
 def test_must_show_cli_run_on_real_ct_and_mr_with_a_corrupt_file(tmp_path, shared_data):

@@ -168,8 +168,11 @@ def test_model_zoo_bundle_order_follows_its_monai_version(tmp_path):
     network = build_swin_unetr(1, 14, FEATURE, True)
     load_weights(network, source, (order, why))
     assert_same_features(network, trained)
+    # A newer monai_version names the MONAI the bundle supports, not the one that trained its weights (the BTCV
+    # bundle's weights date from MONAI 1.2 while its metadata says 1.4.0): still legacy, unless the weights say otherwise.
     (bundle / "configs" / "metadata.json").write_text(json.dumps({"version": "0.6.0", "monai_version": "1.5.1"}))
-    assert choose_patch_merging(read_weights(bundle / "models" / "model.pt"))[0] == "v1.5"
+    order, why = choose_patch_merging(read_weights(bundle / "models" / "model.pt"))
+    assert order == "legacy" and "--patch-merging v1.5" in why
 
 
 def test_a_package_finetuned_from_legacy_weights_keeps_legacy_as_init(tmp_path):

@@ -13,8 +13,9 @@ import shutil
 from pathlib import Path
 from typing import Any, Iterator
 
+from swinssl.io.weights_file import load_safetensors
 from swinssl.labels.table import LabelTable
-from swinssl.package import MODEL_JSON, InputChannel, ModelPackage, load_package
+from swinssl.package import MODEL_JSON, WEIGHTS, InputChannel, ModelPackage, load_package
 
 
 def models_dir() -> Path:
@@ -135,13 +136,15 @@ def import_model(source: Path, root: Path | None = None, name: str | None = None
     root = root or models_dir()
     if (source / MODEL_JSON).is_file():
         package = load_package(source)
-        package.patch_merging = patch_merging or package.patch_merging
         package.build_network()  # refuses weights that do not load into the network model.json describes
         package.name = name or package.name
         destination = root / package.name
         if destination.resolve() != source.resolve():
             shutil.copytree(source, destination, dirs_exist_ok=True, ignore=shutil.ignore_patterns("training", ".*"))
         package.path = destination
+        if patch_merging and patch_merging != package.patch_merging:  # the weights' own metadata must say it too
+            package.patch_merging = patch_merging
+            return package.save(destination, load_safetensors(destination / WEIGHTS))
         package.write_metadata()  # the --name, and readable modes for a shared models folder
         return destination
     if (source / "configs").is_dir() and (source / "models" / "model.pt").is_file():

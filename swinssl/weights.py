@@ -131,12 +131,12 @@ def _recorded_merging(path: Path, container: Any) -> tuple[str | None, str]:
             version = str(json.loads(metadata.read_text()).get("monai_version", ""))
         except (OSError, json.JSONDecodeError):
             version = ""
-        if version:
-            return merging_of_monai_version(version), f"{metadata} (monai_version {version})"
-        return "legacy", f"{path.parent.parent} (a MONAI bundle without monai_version: trained before MONAI 1.5)"
+        if version and merging_of_monai_version(version) == "legacy":
+            return "legacy", f"{metadata} (monai_version {version})"
+        return None, ""  # a newer monai_version names the MONAI the bundle supports, not the one that trained its weights
     if not isinstance(container, dict):
         return None, ""
-    tags = container.get("metadata") or {}
+    tags = container.get("metadata") if isinstance(container.get("metadata"), dict) else {}
     config = container.get("config") if isinstance(container.get("config"), dict) else {}
     for record in (container, tags, config):
         if record.get("patch_merging") in PATCH_MERGING_ORDERS:
@@ -144,8 +144,8 @@ def _recorded_merging(path: Path, container: Any) -> tuple[str | None, str]:
     extra = container.get("extra") if isinstance(container.get("extra"), dict) else {}
     if "legacy_patch_merging" in extra:
         return ("legacy" if extra["legacy_patch_merging"] else "v1.5"), f"{path} (legacy_patch_merging)"
-    if "swinssl_version" in container or str(tags.get("format", "")).startswith("swinssl"):
-        return "v1.5", f"{path} (written by an earlier swinssl, which always used MONAI >= 1.5)"
+    if container.get("kind") == "pretrain" or tags.get("format") == "swinssl-encoder":  # packages could be legacy: see model.json
+        return "v1.5", f"{path} (a pretraining file of an earlier swinssl, which always pretrained with MONAI >= 1.5)"
     return None, ""
 
 
@@ -174,6 +174,8 @@ def choose_patch_merging(source: WeightsSource | None, override: str | None = No
         return source.recorded_merging, f"recorded in {source.recorded_in}"
     if source.layout in LEGACY_MERGING_LAYOUTS:
         return "legacy", f"{source.layout} weights were trained with MONAI < 1.5"
+    if source.layout == "swinssl-pretrain":
+        return "v1.5", "a swinssl pretraining model (swinssl always pretrained with MONAI >= 1.5)"
     return "legacy", ("the file records no MONAI version; every released SwinUNETR checkpoint (BTCV, model zoo) predates "
                       "MONAI 1.5; give --patch-merging v1.5 for weights trained with MONAI >= 1.5")
 

@@ -27,13 +27,14 @@ from swinssl.io.reader import VolumeError
 from swinssl.package import load_package
 from swinssl.preprocessing.intensity import IntensitySettings
 from swinssl.training.distributed import pick_device
+from swinssl.weights import choose_patch_merging, read_weights, weights_file_of
 
 
 def out_of_distribution_dice(package_dir: Path, folders: list[str], preset: str, base: FinetuneConfig) -> tuple[float | None, int]:
     """(mean Dice over classes of a package on the labelled cases in ``folders``, cases used);
-    unusable cases are left out. Every model channel is normalised with ``preset``."""
+    unusable cases are left out. Channels of ``preset`` keep the package's window; others are normalised with that preset."""
     package = load_package(package_dir)
-    intensity = tuple(IntensitySettings(preset) for _ in package.channels)
+    intensity = tuple(channel.intensity() if channel.preset == preset else IntensitySettings(preset) for channel in package.channels)
     prepared = []
     for folder in folders:
         for case in cases_from_folder(Path(folder)):
@@ -49,7 +50,10 @@ def out_of_distribution_dice(package_dir: Path, folders: list[str], preset: str,
 
 def compare_init(base: FinetuneConfig, pretrained: str, counts: list[int], out: Path,
                  ood_folders: list[str] | None = None, ood_preset: str = "mr") -> list[dict]:
-    """Runs 2 x len(counts) fine-tunes under ``out`` and writes ``compare_init.json`` and ``.md``."""
+    """Runs 2 x len(counts) fine-tunes under ``out`` and writes ``compare_init.json`` and ``.md``. Both arms are
+    built with the patch-merging order of the pretrained weights, so that they differ in their start only."""
+    if base.patch_merging is None:
+        base = replace(base, patch_merging=choose_patch_merging(read_weights(weights_file_of(pretrained)))[0])
     rows = []
     for count in counts:
         row: dict = {"n": count}

@@ -73,7 +73,8 @@ class FinetuneConfig(JsonSettings):
         """The package's channels: one (--modality, --preset), or one per --channel-presets entry."""
         if not self.channel_presets:
             return [InputChannel(self.modality, self.preset, self.window)]
-        return [InputChannel(preset.upper(), preset, self.window if preset == self.preset else None) for preset in self.channel_presets]
+        return [InputChannel(preset.upper(), preset, self.window if preset == self.preset else FINETUNE_CT_WINDOW if preset == "ct" else None)
+                for preset in self.channel_presets]
 
     def intensity(self) -> tuple[IntensitySettings, ...]:
         return tuple(channel.intensity() for channel in self.input_channels())

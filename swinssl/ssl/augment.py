@@ -56,10 +56,12 @@ class CutoutSettings:
             raise ValueError(f"unknown cutout style {self.style!r}; expected one of {CUTOUT_STYLES}")
 
 
-def apply_cutout(views: torch.Tensor, generator: torch.Generator, settings: CutoutSettings) -> tuple[torch.Tensor, torch.Tensor]:
-    """The cutout of ``settings.style`` on (B, C, X, Y, Z) views; returns (masked views, (B, 1, X, Y, Z) bool mask)."""
+def apply_cutout(views: torch.Tensor, generator: torch.Generator, settings: CutoutSettings,
+                 groups: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The cutout of ``settings.style`` on (B, C, X, Y, Z) views; returns (masked views, (B, 1, X, Y, Z) bool mask).
+    ``groups`` (B,): the reference style pastes only between views of the same group (e.g. modality)."""
     if settings.style == "reference":
-        return reference_cutout(views, generator, settings)
+        return reference_cutout(views, generator, settings, groups)
     return inner_cutout(views, generator, settings)
 
 
@@ -97,17 +99,19 @@ def _drop_boxes(sample: torch.Tensor, mask: torch.Tensor, generator: torch.Gener
         covered += int(torch.tensor([e - s for s, e in zip(starts, ends)]).prod())
 
 
-def reference_cutout(views: torch.Tensor, generator: torch.Generator, settings: CutoutSettings = CutoutSettings()
-                     ) -> tuple[torch.Tensor, torch.Tensor]:
+def reference_cutout(views: torch.Tensor, generator: torch.Generator, settings: CutoutSettings = CutoutSettings(),
+                     groups: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """The reference ``aug_rand`` (research-contributions SwinUNETR/Pretrain, ``utils/ops.py``) on a group of views.
 
     Sample i first gets a noise pass; then a random index j in [0, B) is drawn and, when j != i
     (probability (B - 1) / B), a second pass pastes boxes from sample j of the group, which may itself
     already be cut out (the reference works in place, in order). Apply it to each view's group of crops,
-    as the reference applies it to ``x1`` and ``x2`` separately.
+    as the reference applies it to ``x1`` and ``x2`` separately. With ``groups``, j is drawn among the
+    samples of sample i's group only (so a CT crop never receives boxes of an MR crop; the reference's
+    batches held one volume).
 
     Args:
-        views: (B, C, X, Y, Z) intensities in 0..1.
+        views: (B, C, X, Y, Z) intensities in 0..1; groups: (B,) integer group of each sample, or None.
     Returns:
         (masked views (B, C, X, Y, Z), mask (B, 1, X, Y, Z) bool, True where noise or another crop was written)
     """
@@ -115,7 +119,8 @@ def reference_cutout(views: torch.Tensor, generator: torch.Generator, settings: 
     masks = torch.zeros((views.shape[0], 1, *views.shape[2:]), dtype=torch.bool, device=views.device)
     for index in range(views.shape[0]):
         _drop_boxes(masked[index], masks[index], generator, settings, donor=None)
-        other = _randint(0, views.shape[0], generator)
+        peers = list(range(views.shape[0])) if groups is None else [j for j in range(views.shape[0]) if groups[j] == groups[index]]
+        other = peers[_randint(0, len(peers), generator)]
         if other != index:
             _drop_boxes(masked[index], masks[index], generator, settings, donor=masked[other])
     return masked, masks

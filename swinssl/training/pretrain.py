@@ -188,10 +188,9 @@ def _pretrain(config: PretrainConfig, resume: bool, show_progress: bool, runtime
         events.emit("warning", file=None, reason="one crop per step: the contrastive loss has no negatives and stays 0; use --batch-size 2 or more")
     if config.swinfuse and len({v.modality for v in volumes}) < 2:
         events.emit("warning", file=None, reason="--swinfuse with one modality: the density term (JSD) stays 0; tag two --data folders with --modality")
-    elif config.swinfuse and config.batch_size * runtime.world_size < len({v.modality for v in volumes}):
-        events.emit("warning", file=None, reason=f"--swinfuse: a step holds {config.batch_size * runtime.world_size} crop(s), fewer than the "
-                    f"{len({v.modality for v in volumes})} modalities, so no step can compare them and the JSD stays 0; "
-                    "use --batch-size 2 or more processes")
+    elif config.swinfuse and config.batch_size * runtime.world_size < 2:
+        events.emit("warning", file=None, reason="--swinfuse: a step holds 1 crop, so no step can compare two modalities and the JSD "
+                    "stays 0; use --batch-size 2 or more processes")
     sampler = CropSampler(volumes, config.roi, config.batch_size, config.seed, runtime.rank)  # modalities balanced over all ranks
     cutout = config.cutout()
     prefetcher: Prefetcher[PretextBatch] = Prefetcher(lambda step: sampler.batch(step, cutout, config.rotate))

@@ -61,8 +61,8 @@ class PreviewWriter:
         """Runs the model on the masked crop; writes 3 NRRD files and one PNG.
 
         Returns the ``preview`` event's fields: ``paths`` (the files) and ``body_correlation``, the Pearson r
-        between the original crop and its reconstruction over the voxels above the crop's minimum (the body,
-        not air or padding): near 0 for a grey field, towards 1 as the reconstruction follows the anatomy.
+        between the original crop and its reconstruction inside the body (:func:`body_correlation`): near 0
+        for a grey field or a body-shaped blob, towards 1 as the reconstruction follows the anatomy.
         """
         was_training = model.training
         model.eval()
@@ -103,9 +103,12 @@ class PreviewWriter:
 
 
 def body_correlation(original: np.ndarray, reconstruction: np.ndarray) -> float | None:
-    """Pearson r of two same-shape arrays over the voxels where ``original`` is above its minimum; None
-    when fewer than two such voxels exist or either is constant there."""
-    body = original > original.min()
+    """Pearson r of two same-shape arrays over the voxels where ``original`` is above a quarter of its range
+    (for CT in the default window: above -500 HU, i.e. soft tissue and bone, not air, lung or padding), so
+    that a blob shaped like the body outline does not score; None when fewer than two such voxels exist
+    or either is constant there."""
+    low, high = float(original.min()), float(original.max())
+    body = original > low + 0.25 * (high - low)
     if body.sum() < 2:
         return None
     a, b = original[body].astype(np.float64), reconstruction[body].astype(np.float64)

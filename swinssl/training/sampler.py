@@ -77,7 +77,8 @@ class CropSampler:
         generator = torch.Generator().manual_seed(step_seed(self.seed, step, self.rank) + 1)
         views = torch.cat([crops, crops])
         targets, rotations = rotate_views(views, generator) if rotate else (views, torch.zeros(len(views), dtype=torch.int64))
-        inputs = torch.cat([apply_cutout(group, generator, cutout)[0] for group in targets.chunk(2)])  # each view's crops, as x1 / x2
+        # each view's crops, as the reference's x1 / x2; boxes are pasted only between crops of one modality
+        inputs = torch.cat([apply_cutout(group, generator, cutout, modalities)[0] for group in targets.chunk(2)])
         return PretextBatch(inputs, targets, rotations, torch.cat([modalities, modalities]))
 
 
