@@ -102,8 +102,7 @@ def test_every_file_the_extension_needs_is_inside_the_installed_folder(installed
     shared = {p.relative_to(REPO).as_posix() for p in (REPO / "swinssl_slicer").rglob("*.py")}
     assert engine | shared <= names, sorted((engine | shared) - names)
     assert "swinssl/resources/demo_ct.nii.gz" in names  # the self-tests' sample data
-    assert {"swinssl/resources/demo_organs/model.json", "swinssl/resources/demo_organs/model.safetensors",
-            "swinssl/resources/demo_ssl/model.safetensors"} <= names  # the demo's carried models, in subfolders
+    assert {"swinssl/resources/demo_organs/model.json", "swinssl/resources/demo_organs/model.safetensors"} <= names  # in a subfolder
     outside = [p for p in installed.parent.rglob("*") if p.is_file() and installed not in p.parents]
     assert not outside, f"built outside qt-scripted-modules, so never installed: {outside[:3]}"
 

@@ -146,3 +146,20 @@ def test_modality_and_channel_options_are_checked():
     with pytest.raises(ValueError, match="cannot be combined"):
         PretrainConfig(data=["a"], modality=["ct"], channel_presets=["ct", "pet"])
     assert PretrainConfig(data=["a"], channel_presets=["ct", "pet"]).in_channels == 2
+
+
+def test_no_rotation_leaves_views_unrotated_and_needs_a_zero_rotation_weight():
+    from swinssl.training.config import PretrainConfig
+
+    with pytest.raises(ValueError, match="--no-rotation turns the rotation task off"):
+        PretrainConfig(data=["a"], rotate=False)
+    assert not PretrainConfig(data=["a"], rotate=False, loss_rotation=0.0).rotate
+    geometry = Geometry((0.0, 0.0, 0.0), (1.0, 1.0, 1.0), tuple(np.eye(3).ravel()))
+    ramp = np.broadcast_to(np.linspace(0, 1, 40, dtype=np.float16)[:, None, None], (40, 40, 40))[None].copy()
+    sampler = CropSampler([PreparedVolume("ct", ramp, geometry, "")], 32, 2, seed=0)
+    batch = sampler.batch(0, CutoutSettings(max_fraction=0.0), rotate=False)
+    assert (batch.rotations == 0).all()
+    crops, _ = sampler.crops(0)
+    assert torch.equal(batch.targets, torch.cat([crops, crops]))
+    rotated = sampler.batch(0, CutoutSettings(max_fraction=0.0))
+    assert (rotated.rotations != 0).any() and not torch.equal(rotated.targets, batch.targets)
