@@ -167,7 +167,7 @@ def choose_patch_merging(source: WeightsSource | None, override: str | None = No
     if override is not None:
         if override not in PATCH_MERGING_ORDERS:
             raise ValueError(f"--patch-merging must be one of {', '.join(PATCH_MERGING_ORDERS)}, got {override!r}")
-        return override, "chosen with --patch-merging"
+        return override, "set explicitly (--patch-merging, or compare-init building both arms like the pretrained weights)"
     if source is None:
         return "v1.5", "random weights: this MONAI's order"
     if source.recorded_merging is not None:
