@@ -221,10 +221,6 @@ class LoadReport:
     patch_merging: str
     patch_merging_reason: str
 
-    @property
-    def legacy_patch_merging(self) -> bool:
-        return self.patch_merging == "legacy"
-
     def summary(self) -> str:
         return (f"{self.source} ({self.layout}): {self.matched} tensors loaded, {self.missing} missing, {self.unexpected} unexpected, "
                 f"{self.shape_mismatch} of other shape; encoder {self.encoder_matched}/{self.encoder_total}; "

@@ -12,14 +12,7 @@ from swinssl.fused_attention import fuse_window_attention
 from swinssl.network import LegacyPatchMerging
 from swinssl.ssl.domain_invariance import DomainInvarianceModule
 
-DECODERS = ("vae", "plain_deconv", "large_kernel_deconv", "deconv", "upsample")
-DECODER_HELP = {
-    "vae": "the reference default: 5 x (3x3x3 conv, instance norm, LeakyReLU, x2 trilinear upsampling), 1x1x1 conv",
-    "plain_deconv": "the reference's 'deconv': 5 transposed convolutions (k=2, s=2), no norm, no activation",
-    "large_kernel_deconv": "the reference's 'large_kernel_deconv': one transposed convolution (k=32, s=32)",
-    "deconv": "ours: 5 x (transposed convolution, affine instance norm, LeakyReLU), 1x1x1 conv",
-    "upsample": "ours: 5 x (x2 trilinear upsampling, 3x3x3 conv, affine instance norm, LeakyReLU), 1x1x1 conv",
-}
+DECODERS = ("vae", "plain_deconv", "large_kernel_deconv", "deconv", "upsample")  # see ReconstructionDecoder
 
 
 class SSLOutput(NamedTuple):
@@ -30,7 +23,8 @@ class SSLOutput(NamedTuple):
 
 
 def _decoder_stage(in_dim: int, out_dim: int, mode: str) -> nn.Sequential:
-    """Doubles the spatial size, in one of the three staged layouts (see :data:`DECODER_HELP`)."""
+    """Doubles the spatial size: the reference ``vae`` stage (conv, instance norm, LeakyReLU, upsample), or ours
+    (transposed convolution, or upsample then conv; each with affine instance norm and LeakyReLU)."""
     if mode == "vae":
         return nn.Sequential(nn.Conv3d(in_dim, out_dim, 3, padding=1), nn.InstanceNorm3d(out_dim), nn.LeakyReLU(0.01),
                              nn.Upsample(scale_factor=2, mode="trilinear", align_corners=False))
