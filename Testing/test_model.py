@@ -73,7 +73,11 @@ def test_reference_heads_match_ssl_head_layer_for_layer():
     assert (large.in_channels, large.out_channels, large.kernel_size, large.stride) == (768, 1, (32, 32, 32), (32, 32, 32))
 
 
-def test_cli_decoder_choices_are_the_models():
-    from swinssl.cli import DECODER_CHOICES
+def test_cli_choices_are_the_engines():
+    from swinssl import cli
+    from swinssl.finetune.sampler import CROP_SAMPLING
+    from swinssl.ssl.augment import CUTOUT_STYLES
+    from swinssl.weights import PATCH_MERGING_ORDERS
 
-    assert DECODER_CHOICES == DECODERS
+    assert cli.DECODER_CHOICES == DECODERS and cli.PATCH_MERGING_CHOICES == PATCH_MERGING_ORDERS
+    assert cli.CUTOUT_STYLE_CHOICES == CUTOUT_STYLES and cli.CROP_SAMPLING_CHOICES == CROP_SAMPLING

@@ -33,7 +33,10 @@ STOP_FILE_HELP = ("stop as on SIGTERM once this file exists, checked after every
                   "the Slicer modules and the web app use (works on Windows and through launchers)")
 
 NOT_SETTINGS = ("command", "handler", "resume", "overwrite", "debug")  # command-line switches that are not run settings
+# Choices of options whose modules import torch, written out so that parsing stays light (a test checks they agree):
 PATCH_MERGING_CHOICES = ("legacy", "v1.5")  # = swinssl.weights.PATCH_MERGING_ORDERS
+CUTOUT_STYLE_CHOICES = ("reference", "exact")  # = swinssl.ssl.augment.CUTOUT_STYLES
+CROP_SAMPLING_CHOICES = ("posneg", "classes")  # = swinssl.finetune.sampler.CROP_SAMPLING
 PATCH_MERGING_HELP = ("order of MONAI's 3-D patch-merging slots the weights were trained with: legacy (MONAI <= 1.4) or v1.5; "
                       "default: what the weights record, else the rule for their source (see the README)")
 DECODER_CHOICES = ("vae", "plain_deconv", "large_kernel_deconv", "deconv", "upsample")  # = swinssl.ssl.model.DECODERS (no torch import here)
@@ -88,7 +91,7 @@ def _add_pretrain_arguments(parser: argparse.ArgumentParser) -> None:
     optim.add_argument("--no-rotation", dest="rotate", action="store_const", const=False,
                        help="do not rotate the views (inpainting and contrast only; needs a rotation weight of 0)")
     optim.add_argument("--cutout-max-fraction", type=fraction, help="largest share of a view hidden by cutout (default 0.3)")
-    optim.add_argument("--cutout-style", choices=("reference", "exact"),
+    optim.add_argument("--cutout-style", choices=CUTOUT_STYLE_CHOICES,
                        help="reference (default): the reference code's noise boxes then, with probability (n-1)/n, boxes pasted "
                             "from another crop of the batch; exact: noise boxes until exactly the drawn share is hidden")
     optim.add_argument("--no-amp", dest="amp", action="store_const", const=False, help="fp32 on the GPU too")
@@ -295,7 +298,7 @@ def _add_finetune_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--feature-size", type=positive_int, help="default 48")
     parser.add_argument("--init", type=init_source, help="random (default), a pretraining run, a model package (folder or installed name), a MONAI bundle folder or a weights file")
     parser.add_argument("--patch-merging", choices=PATCH_MERGING_CHOICES, help=PATCH_MERGING_HELP)
-    parser.add_argument("--crop-sampling", choices=("posneg", "classes"),
+    parser.add_argument("--crop-sampling", choices=CROP_SAMPLING_CHOICES,
                         help="centre of the positive half of the crops: posneg (default, as the BTCV tutorial) a random labelled "
                              "voxel, so large organs dominate; classes: a random voxel of a random class present in the case")
     parser.add_argument("--steps", type=positive_int)

@@ -26,13 +26,6 @@ To pretrain for real (paper settings: feature size 48, ROI 96, 1.5 mm, many CTs,
 On several GPUs:  torchrun --nproc_per_node 4 -m swinssl pretrain ...   (same options)
 """
 
-# A 64-voxel crop at 4.5 x 4.5 x 1.5 mm covers the demo CT's whole 30-slice slab and most of its width
-# (288 x 288 x 96 mm), so the previews show the whole abdomen.
-DEMO_SPACING = (4.5, 4.5, 1.5)
-DEMO_ROI = 64
-DEMO_FEATURE_SIZE = 12
-
-
 def demo_resource(name: str) -> Path:
     return Path(str(files("swinssl") / "resources" / name))
 
@@ -51,9 +44,9 @@ def demo_config(out: Path, steps: int, events: str | None) -> PretrainConfig:
         events=events,
         cache_dir=str(out / "cache"),
         preset="ct",
-        spacing=DEMO_SPACING,
-        roi=DEMO_ROI,
-        feature_size=DEMO_FEATURE_SIZE,
+        spacing=(4.5, 4.5, 1.5),  # a 64-voxel crop covers the whole 30-slice slab, most of its width: the previews show the abdomen
+        roi=64,
+        feature_size=12,
         decoder="upsample",  # learns visibly faster than deconv in a few steps (see README)
         batch_size=2,
         steps=steps,

@@ -9,6 +9,7 @@ is the (W, D) plane; we follow the paper's text.)
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -96,7 +97,7 @@ def _drop_boxes(sample: torch.Tensor, mask: torch.Tensor, generator: torch.Gener
         else:
             sample[(slice(None), *box)] = donor[(slice(None), *box)]
         mask[(slice(None), *box)] = True
-        covered += int(torch.tensor([e - s for s, e in zip(starts, ends)]).prod())
+        covered += math.prod(e - s for s, e in zip(starts, ends))
 
 
 def reference_cutout(views: torch.Tensor, generator: torch.Generator, settings: CutoutSettings = CutoutSettings(),
