@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Callable
 
 from swinssl import __version__
 from swinssl.cli_types import (
+    existing_folder,
     existing_path,
     finite_float,
     fraction,
@@ -26,6 +27,7 @@ from swinssl.cli_types import (
     positive_float,
     positive_int,
     segmentation_output,
+    tcp_port,
 )
 from swinssl.training.signals import EXIT_ERROR, EXIT_USAGE
 
@@ -146,6 +148,26 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
 
     return run_pretraining(_pretrain_config(args), resume=args.resume, show_progress=sys.stderr.isatty(), overwrite=args.overwrite,
                            print_summary=True)
+
+
+def _cmd_web(args: argparse.Namespace) -> int:
+    import importlib.util
+
+    if importlib.util.find_spec("trame_slicer") is None:
+        print("swinssl web: needs the web extra: pip install 'swinssl[web]' (or: bash scripts/setup.sh --web)", file=sys.stderr)
+        return EXIT_USAGE
+    from swinssl_web.access import is_loopback, new_token
+
+    token = args.token or (None if is_loopback(args.host) else new_token())
+    data = [Path(folder) for folder in args.data]
+    resources = Path(__file__).parent / "resources"
+    from swinssl_web.app import WebSettings, serve
+
+    return serve(WebSettings(
+        host=args.host, port=args.port, data=data + ([resources] if args.demo else []),
+        models=Path(args.models) if args.models else None, runs=Path(args.runs) if args.runs else None,
+        cases=Path(args.cases) if args.cases else None, token=token, upload_limit_mb=args.upload_limit_mb,
+        open_file=resources / "demo_ct.nii.gz" if args.demo else None, extra_models=[resources / "demo_organs"] if args.demo else []))
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -375,6 +397,18 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--json", help="write the metrics as JSON here")
     evaluate.add_argument("--markdown", help="write the Markdown table here")
     evaluate.set_defaults(handler=_cmd_evaluate)
+    web = commands.add_parser("web", help="SwinSSL Web: open, segment, correct and train in a browser (pip install 'swinssl[web]')")
+    web.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1; any other address requires an access token)")
+    web.add_argument("--port", type=tcp_port, default=8080, help="port (default 8080; 0: any free port)")
+    web.add_argument("--data", nargs="+", default=[], metavar="DIR", type=existing_folder,
+                     help="server folders the page may browse (volumes, DICOM series, labelled cases); nothing outside them is reachable")
+    web.add_argument("--models", metavar="DIR", help="model packages (default: $SWINSSL_MODELS or ~/.local/share/swinssl/models)")
+    web.add_argument("--runs", metavar="DIR", help="pretraining runs (default: runs/ beside the models folder)")
+    web.add_argument("--cases", metavar="DIR", help="the training set 'Add to training set' writes to (default: training-set/ beside the models folder)")
+    web.add_argument("--token", help="access token (default: generated and printed when --host is not loopback)")
+    web.add_argument("--upload-limit-mb", type=positive_int, default=2048, help="largest upload accepted (default 2048 MB)")
+    web.add_argument("--demo", action="store_true", help="open the bundled demo CT with the bundled organ model")
+    web.set_defaults(handler=_cmd_web)
     demo = commands.add_parser("demo", help="short pretraining with previews on the bundled CT (CPU, a few minutes)")
     demo.add_argument("--out", default="swinssl-demo", help="output folder (default ./swinssl-demo)")
     demo.add_argument("--steps", type=positive_int, default=10)

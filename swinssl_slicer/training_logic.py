@@ -234,12 +234,13 @@ class TrainingLogic:
     # --- scene export -------------------------------------------------------------------------
     def export_scene_cases(self, pairs: list[tuple], folder: Path) -> list[Path]:
         """Writes each (volume node, segmentation node) as ``<name>.nrrd`` + ``<name>.seg.nrrd`` (segment names,
-        colours and geometry kept, labelmap on the volume's grid). Returns the .seg.nrrd paths."""
+        colours and geometry kept, labelmap on the volume's grid), next to cases already in ``folder``.
+        Returns the .seg.nrrd paths."""
         written, used = [], set()
         for volume, segmentation in pairs:
             same_parent_transform([volume, segmentation])
             stem = _safe_name(volume.GetName())
-            while stem in used:
+            while stem in used or (folder / f"{stem}.seg.nrrd").exists():  # never replaces a case saved before
                 stem += "_1"
             used.add(stem)
             write_volume(volume, folder / f"{stem}.nrrd")

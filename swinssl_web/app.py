@@ -1,0 +1,195 @@
+"""SwinSSL Web: one trame app over one MRML scene (trame-slicer's SlicerApp) with the shared SwinSSL logic.
+
+:class:`WebSettings` is what ``swinssl web`` was given; :class:`SwinSSLWebApp` wires trame-slicer's views,
+layouts and segment editor to the Segment and Train pages and polls their engine processes; :func:`serve`
+runs it until interrupted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from swinssl_web.access import is_loopback, token_middleware
+from swinssl_web.data_roots import DataRoots
+from swinssl_web.uploads import UploadInbox, UploadTooLarge
+
+os.environ.setdefault("VTK_DEFAULT_OPENGL_WINDOW", "vtkEGLRenderWindow")  # off-screen rendering, no X server
+
+from swinssl_slicer.segment_logic import SegmentationLogic  # noqa: E402
+from swinssl_slicer.training_logic import TrainingLogic  # noqa: E402
+from trame.app import TrameApp  # noqa: E402
+from trame_slicer import module as trame_slicer_module  # noqa: E402
+from trame_slicer.app.logic import LayoutButtonLogic  # noqa: E402
+from trame_slicer.app.logic.segmentation import SegmentEditorLogic  # noqa: E402
+from trame_slicer.core import SlicerApp  # noqa: E402
+from trame_slicer.rca_view import register_rca_factories  # noqa: E402
+from trame_slicer.views import Layout, LayoutDirection, ViewLayoutDefinition, ViewProps, ViewType  # noqa: E402
+
+from swinssl_web.segment_page import SegmentPage  # noqa: E402
+from swinssl_web.train_page import PREVIEW_VIEW_GROUP, PREVIEW_VIEWS, TrainPage  # noqa: E402
+from swinssl_web.ui import SwinSSLWebUI  # noqa: E402
+
+log = logging.getLogger("swinssl.web")
+POLL_SECONDS = 0.5
+SEGMENT_LAYOUT, PREVIEW_LAYOUT = "Axial Primary", "SwinSSL previews"
+
+
+@dataclass
+class WebSettings:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    data: list[Path] = field(default_factory=list)
+    models: Path | None = None
+    runs: Path | None = None
+    cases: Path | None = None
+    token: str | None = None  # required (and set by the CLI) when host is not loopback
+    upload_limit_mb: int = 2048
+    open_file: Path | None = None  # a volume inside a data root, opened at start (the demo CT)
+    extra_models: list[Path] = field(default_factory=list)  # listed besides the models folder (the demo model)
+
+
+def preview_layout() -> Layout:
+    """Three axial views, one per preview kind, in their own view group (the case's views are untouched)."""
+    views = [ViewLayoutDefinition(tag, ViewType.SLICE_VIEW, ViewProps(orientation="Axial", label=tag, group=PREVIEW_VIEW_GROUP))
+             for tag in PREVIEW_VIEWS.values()]
+    return Layout(LayoutDirection.Horizontal, views)
+
+
+class SwinSSLWebApp(TrameApp):
+    def __init__(self, settings: WebSettings, server=None) -> None:
+        super().__init__(server)
+        self.settings = settings
+        self.server.enable_module(trame_slicer_module)
+        self.slicer_app = SlicerApp()
+        register_rca_factories(self.slicer_app.view_manager, self.server)
+        self.editor_logic = SegmentEditorLogic(self.server, self.slicer_app)
+        self.layout_logic = LayoutButtonLogic(self.server, self.slicer_app)
+        self.layout_logic.layout_manager.register_layout(PREVIEW_LAYOUT, preview_layout())
+
+        from swinssl.models import models_dir
+
+        self.data_roots = DataRoots(settings.data)
+        self.uploads = UploadInbox(settings.upload_limit_mb * 1_000_000)
+        self.upload_error: str | None = None
+        scene = self.slicer_app.scene
+        segmentation, training = SegmentationLogic(scene), TrainingLogic(scene)
+        cases = settings.cases or models_dir().parent / "training-set"
+        self.segment = SegmentPage(self.server, self.slicer_app, segmentation, training, cases, settings.extra_models)
+        self.train = TrainPage(self.server, self.slicer_app, training, self.data_roots, settings.runs or models_dir().parent / "runs", cases)
+
+        state = self.server.state
+        state.trame__title = "SwinSSL"
+        state.trame__favicon = None  # trame's default points outside: a hospital server makes no outside requests
+        state.page, state.error_message, state.upload_limit_mb = "segment", "", settings.upload_limit_mb
+        state.browse_folder, state.browse_parent, state.browse_entries = None, None, []
+        state.change("page")(self.on_page_changed)
+        self.ui = SwinSSLWebUI(self)
+        self.editor_logic.set_ui(self.ui.editor)
+        self.layout_logic.set_ui(self.ui.layout_button)
+        self.browse(None)
+        self.server.controller.on_server_ready.add(self.on_ready)
+        if settings.token:
+            self.server.controller.on_server_bind.add(lambda wslink_server: wslink_server.app.middlewares.append(token_middleware(settings.token)))
+
+    # --- errors shown in the page --------------------------------------------------------------------
+    def report(self, action, *args) -> object:
+        """Runs ``action``; a failure becomes the page's error message (the file and the problem), not a traceback."""
+        self.server.state.error_message = ""
+        try:
+            return action(*args)
+        except Exception as error:  # noqa: BLE001 (every failure must reach the user)
+            text = str(error) if isinstance(error, (OSError, ValueError, RuntimeError)) else f"{type(error).__name__}: {error}"
+            self.server.state.error_message = text.strip().splitlines()[0][:400] if text.strip() else type(error).__name__
+            log.debug("action failed", exc_info=True)
+            return None
+
+    # --- pages -------------------------------------------------------------------------------------
+    def on_page_changed(self, page: str, **_) -> None:
+        self.layout_logic.data.current_layout_id = PREVIEW_LAYOUT if page == "train" else SEGMENT_LAYOUT
+        if page == "train":
+            self.train.refresh_inits()
+        else:
+            self.segment.refresh_models()
+
+    def browse(self, folder: str | None) -> None:
+        state = self.server.state
+        state.browse_entries = [entry.as_state() for entry in self.data_roots.list(folder)]
+        state.browse_folder = folder and str(self.data_roots.resolve(folder))
+        state.browse_parent = folder and self.data_roots.parent(folder)
+
+    def open_server_path(self, path: str) -> None:
+        files = self.data_roots.volume_files(path)
+        self.segment.open_case(files, Path(path).name)
+
+    def on_upload_chunk(self, files: list[dict]) -> None:
+        """Chunks of the browser's files; an empty list ends the upload, which is then opened as the case."""
+        if files:
+            if self.upload_error is None:
+                try:
+                    self.uploads.add(files)
+                except UploadTooLarge as error:
+                    self.upload_error = str(error)
+            return
+        error, self.upload_error = self.upload_error, None
+        try:
+            if error:
+                raise ValueError(error)
+            received = self.uploads.files()
+            if not received:
+                raise ValueError("no file was received")
+            name = received[0].name + (f" and {len(received) - 1} more" if len(received) > 1 else "")
+            self.segment.open_case(received, name)
+        finally:
+            self.uploads.clear()
+
+    def download(self, what: str) -> object:
+        content = self.segment.segmentation_bytes() if what == "segmentation" else self.segment.scene_bytes()
+        return self.server.protocol.addAttachment(content)
+
+    def finetune_current_model(self) -> None:
+        self.train.finetune_from_model(self.server.state.seg_model)
+        self.server.state.page = "train"
+
+    # --- engine polling ------------------------------------------------------------------------------
+    def on_ready(self, **_) -> None:
+        if self.settings.open_file is not None:
+            with self.server.state:
+                self.report(self.open_server_path, str(self.settings.open_file))
+        address = f"http://{self.settings.host if ':' not in self.settings.host else f'[{self.settings.host}]'}:{self.server.port}/"
+        if self.settings.token:
+            address += f"?token={self.settings.token}"
+        print(f"SwinSSL Web: open {address} in a browser (Ctrl+C stops the server)", flush=True)
+        asyncio.get_event_loop().create_task(self.poll_forever())
+
+    async def poll_forever(self) -> None:
+        while True:
+            await asyncio.sleep(POLL_SECONDS)
+            with self.server.state:
+                self.report(self.segment.poll)
+                self.report(self.train.poll)
+
+    def close(self) -> None:
+        """Cancels a running segmentation and removes uploads (a training run is stopped with a checkpoint)."""
+        self.segment.close_case()
+        if self.train.run is not None:
+            self.train.stop()
+        self.uploads.clear()
+
+
+def serve(settings: WebSettings) -> int:
+    if not is_loopback(settings.host) and not settings.token:
+        raise ValueError("a server on a non-loopback address needs an access token")
+    os.environ["SWINSSL_MODELS"] = str(settings.models) if settings.models else os.environ.get("SWINSSL_MODELS", "")
+    if not os.environ["SWINSSL_MODELS"]:
+        del os.environ["SWINSSL_MODELS"]
+    app = SwinSSLWebApp(settings)
+    try:
+        app.server.start(host=settings.host, port=settings.port, open_browser=False, show_connection_info=False,
+                         disable_logging=True)
+    finally:
+        app.close()
+    return 0

@@ -1,0 +1,74 @@
+"""Server-side folders the browser may look into: only the ``--data`` roots and what lies inside them.
+
+Every path the page sends is resolved (``..`` and symlinks followed) before use and refused when the
+result is outside every root, so neither ``../`` nor a symlink planted in a root reaches other files.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+VOLUME_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd", ".dcm")
+
+
+class OutsideDataRoots(PermissionError):
+    """A path the page asked for resolves outside every data root."""
+
+
+@dataclass(frozen=True)
+class Entry:
+    name: str
+    path: str  # resolved, inside a root
+    is_folder: bool
+
+    def as_state(self) -> dict:
+        return {"name": self.name, "path": self.path, "is_folder": self.is_folder}
+
+
+class DataRoots:
+    def __init__(self, roots: list[Path]) -> None:
+        self.roots = [Path(root).resolve(strict=True) for root in roots]
+
+    def resolve(self, path: str | Path) -> Path:
+        """The real path of ``path`` (which must exist) when it is inside a root; OutsideDataRoots otherwise."""
+        candidate = Path(path)
+        if not candidate.is_absolute():
+            raise OutsideDataRoots(f"{path}: not a path inside the server's data folders")
+        try:
+            real = candidate.resolve(strict=True)
+        except (OSError, RuntimeError):
+            raise FileNotFoundError(f"{path}: no such file or folder on the server") from None
+        if not any(real == root or real.is_relative_to(root) for root in self.roots):
+            raise OutsideDataRoots(f"{path}: outside the server's data folders (refused)")
+        return real
+
+    def list(self, folder: str | Path | None = None) -> list[Entry]:
+        """The roots (``folder`` None), or the sub-folders and volume files of ``folder``, folders first;
+        entries whose real path leaves the roots (symlinks) are left out."""
+        if folder is None:
+            return [Entry(root.name or str(root), str(root), True) for root in self.roots]
+        entries = []
+        for child in sorted(self.resolve(folder).iterdir(), key=lambda p: (not p.is_dir(), p.name.lower())):
+            try:
+                real = self.resolve(child)
+            except (OutsideDataRoots, FileNotFoundError):
+                continue
+            if real.is_dir() or child.name.lower().endswith(VOLUME_SUFFIXES):
+                entries.append(Entry(child.name, str(real), real.is_dir()))
+        return entries
+
+    def parent(self, folder: str | Path) -> str | None:
+        """The folder above ``folder`` while it is still inside a root; None at a root (go back to the list)."""
+        real = self.resolve(folder)
+        return None if real in self.roots else str(real.parent)
+
+    def volume_files(self, path: str | Path) -> list[Path]:
+        """What to load for ``path``: the file itself, or every file of a folder (a DICOM series)."""
+        real = self.resolve(path)
+        if real.is_file():
+            return [real]
+        files = sorted(p for p in real.iterdir() if p.is_file() and not p.name.startswith("."))
+        if not files:
+            raise FileNotFoundError(f"{real.name}: the folder holds no files")
+        return [self.resolve(p) for p in files]

@@ -1,0 +1,220 @@
+"""The Segment page's logic: open a case (upload or server-side data), segment it with an installed model
+through :class:`swinssl_slicer.segment_logic.SegmentationLogic` (the Slicer module's logic), hand the result
+to trame-slicer's segment editor, download it, and add corrected cases to the training set.
+
+State keys start with ``seg_``. Volumes of the open case are the scene's scalar volumes that are not
+training previews; opening another case removes them and their segmentations (a running segmentation
+is cancelled first).
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from swinssl_slicer.mrml_io import nodes_by_class, write_segmentation
+from swinssl_slicer.segment_logic import SegmentationLogic, SegmentRun
+from swinssl_slicer.training_logic import PREVIEW_ATTRIBUTE, TrainingLogic
+
+from swinssl.package import load_package
+
+CASE_VIEW_GROUP = 0  # the Segment layout's views; previews live in group 1
+
+
+def describe_model(package) -> str:
+    names = [label.name for label in package.labels.labels]
+    shown = ", ".join(names[:6]) + (f" and {len(names) - 6} more" if len(names) > 6 else "")
+    return f"{' + '.join(c.modality for c in package.channels)} · {len(names)} segments: {shown}"
+
+
+class SegmentPage:
+    """Holds the open case and the running segmentation of one app (one scene)."""
+
+    def __init__(self, server, slicer_app, segmentation: SegmentationLogic, training: TrainingLogic, cases_folder: Path,
+                 extra_models: list[Path] = ()) -> None:
+        self.server, self.slicer_app = server, slicer_app
+        self.segmentation, self.training = segmentation, training
+        self.cases_folder = cases_folder
+        self.extra_models = list(extra_models)
+        self.run: SegmentRun | None = None
+        self.result_node_id: str | None = None
+        state = server.state
+        state.seg_models, state.seg_model, state.seg_model_info, state.seg_channels = [], "", "", []
+        state.seg_volumes, state.seg_inputs, state.seg_case_name, state.seg_download_stem = [], [], "", ""
+        state.seg_uploading = False
+        state.seg_running, state.seg_progress, state.seg_message, state.seg_has_result = False, 0, "", False
+        state.seg_cases_folder, state.seg_cases = str(cases_folder), self.count_cases()
+        state.change("seg_model")(self.on_model_changed)
+        self.refresh_models()
+
+    @property
+    def scene(self):
+        return self.slicer_app.scene
+
+    # --- models ----------------------------------------------------------------------------------
+    def packages(self) -> list:
+        listed = self.segmentation.available_models()
+        paths = {package.path.resolve() for package in listed}
+        return listed + [load_package(path) for path in self.extra_models if Path(path).resolve() not in paths]
+
+    def refresh_models(self) -> None:
+        packages = self.packages()
+        self.server.state.seg_models = [{"title": package.name, "value": str(package.path)} for package in packages]
+        current = self.server.state.seg_model
+        if current not in [str(package.path) for package in packages]:
+            self.server.state.seg_model = str(packages[0].path) if packages else ""
+        self.on_model_changed(self.server.state.seg_model)
+
+    def on_model_changed(self, seg_model: str = "", **_) -> None:
+        state = self.server.state
+        if not seg_model:
+            state.seg_model_info, state.seg_channels = "No model installed: swinssl models import ..., or fine-tune one on the Train page.", []
+            return
+        package = load_package(seg_model)
+        state.seg_model_info = describe_model(package)
+        state.seg_channels = [channel.modality for channel in package.channels]
+        self.choose_inputs()
+
+    # --- the open case ---------------------------------------------------------------------------
+    def case_volumes(self) -> list:
+        return [node for node in nodes_by_class(self.scene, "vtkMRMLScalarVolumeNode") if not node.GetAttribute(PREVIEW_ATTRIBUTE)]
+
+    def choose_inputs(self) -> None:
+        """Lists the case's volumes and keeps (or picks, in load order) one per model channel."""
+        state = self.server.state
+        volumes = self.case_volumes()
+        state.seg_volumes = [{"title": node.GetName(), "value": node.GetID()} for node in volumes]
+        ids = [node.GetID() for node in volumes]
+        chosen = [node_id for node_id in (state.seg_inputs or []) if node_id in ids]
+        for node_id in ids:
+            if len(chosen) >= len(state.seg_channels):
+                break
+            if node_id not in chosen:
+                chosen.append(node_id)
+        state.seg_inputs = chosen[: len(state.seg_channels)]
+
+    def close_case(self) -> None:
+        if self.run is not None:
+            self.cancel()
+        for node in self.case_volumes() + nodes_by_class(self.scene, "vtkMRMLSegmentationNode"):
+            self.scene.RemoveNode(node)
+        self.result_node_id = None
+        self.server.state.seg_has_result = False
+
+    def open_case(self, files: list[Path], name: str) -> list:
+        """Loads ``files`` (volume files, or the files of one DICOM series) as the new case; ValueError naming
+        ``name`` when nothing readable is in them. Returns the volume nodes."""
+        self.close_case()
+        try:
+            volumes = self.slicer_app.io_manager.load_volumes([str(path) for path in files])
+        except Exception as error:  # readers raise many types on corrupt files
+            raise ValueError(f"{name}: not a readable volume ({type(error).__name__})") from None
+        volumes = [node for node in volumes if node is not None and node.GetImageData() is not None]
+        if not volumes:
+            raise ValueError(f"{name}: not a readable volume (NIfTI, NRRD, MetaImage or a DICOM series)")
+        dimensions = volumes[0].GetImageData().GetDimensions()
+        if min(dimensions) < 2:
+            for node in volumes:
+                self.scene.RemoveNode(node)
+            raise ValueError(f"{name}: a 2-D image ({dimensions[0]}x{dimensions[1]}), not a volume")
+        self.server.state.seg_case_name, self.server.state.seg_download_stem = name, volumes[0].GetName()
+        self.show_case(volumes[0])
+        self.choose_inputs()
+        self.server.state.seg_message = f"Opened {name}: {len(volumes)} volume(s). Pick a model and click Segment."
+        return volumes
+
+    def show_case(self, volume) -> None:
+        display = self.slicer_app.display_manager
+        display.show_volume_in_slice_background(volume, CASE_VIEW_GROUP)
+        display.show_volume_in_slice_foreground(None, CASE_VIEW_GROUP)
+        display.set_node_visible_in_group(volume, CASE_VIEW_GROUP)
+        display.reset_views(CASE_VIEW_GROUP)
+
+    # --- segmenting --------------------------------------------------------------------------------
+    def segment(self) -> None:
+        state = self.server.state
+        if not self.case_volumes():
+            raise ValueError("open a volume first (Open file, or a server folder)")
+        nodes = [self.scene.GetNodeByID(node_id) for node_id in state.seg_inputs]
+        self.run = self.segmentation.start(nodes, state.seg_model, device="auto")
+        state.seg_running, state.seg_progress = True, 0
+        state.seg_message = f"Segmenting {state.seg_case_name} ..."
+
+    def cancel(self) -> None:
+        if self.run is not None:
+            self.segmentation.cancel(self.run)
+            self.run = None
+        state = self.server.state
+        state.seg_running, state.seg_progress, state.seg_message = False, 0, "Cancelled; the case is as it was."
+
+    def poll(self) -> None:
+        """Reads the run's events (progress per window batch); loads the result when the engine ended."""
+        if self.run is None:
+            return
+        run, state = self.run, self.server.state
+        self.segmentation.poll(run)
+        state.seg_progress = round(100 * run.progress)
+        if run.windows_total:
+            state.seg_message = f"Segmenting {state.seg_case_name}: window {run.windows_done} of {run.windows_total}"
+        if run.engine.running:
+            return
+        self.run = None
+        state.seg_running = False
+        try:
+            node = self.segmentation.finish(run)
+        except RuntimeError as error:
+            state.seg_message = f"Segmentation failed: {error}"
+            raise
+        self.edit(node)
+        state.seg_has_result = True
+        state.seg_message = f"Done: {node.GetSegmentation().GetNumberOfSegments()} segments. Correct them with the segment editor."
+
+    def edit(self, node) -> None:
+        """Makes ``node`` the segment editor's segmentation (an empty one the editor made is removed)."""
+        editor = self.slicer_app.segmentation_editor
+        previous = editor.active_segmentation_node
+        volume = self.scene.GetNodeByID(self.run_reference(node))
+        editor.deactivate_effect()
+        editor.set_active_segmentation(node, volume)
+        if previous is not None and previous is not node and previous.GetSegmentation().GetNumberOfSegments() == 0:
+            self.scene.RemoveNode(previous)
+        editor.trigger_all_signals()  # the segment list reads the new node's segments
+        self.result_node_id = node.GetID()
+
+    def run_reference(self, node) -> str:
+        role = node.GetReferenceImageGeometryReferenceRole()
+        return node.GetNodeReferenceID(role) or self.server.state.seg_inputs[0]
+
+    # --- the result --------------------------------------------------------------------------------
+    def result(self) -> tuple:
+        """(volume, segmentation) being edited; ValueError when there is none."""
+        node = self.slicer_app.segmentation_editor.active_segmentation_node
+        if node is None or node.GetSegmentation().GetNumberOfSegments() == 0:
+            raise ValueError("nothing to save yet: segment the volume (or paint a segment) first")
+        return self.scene.GetNodeByID(self.run_reference(node)), node
+
+    def segmentation_bytes(self) -> bytes:
+        """The edited segmentation as .seg.nrrd (names, colours, terminology) on the input volume's grid."""
+        volume, node = self.result()
+        with tempfile.TemporaryDirectory(prefix="swinssl-web-") as folder:
+            return write_segmentation(node, Path(folder) / "segmentation.seg.nrrd", reference_volume=volume).read_bytes()
+
+    def scene_bytes(self) -> bytes:
+        """The whole scene (volumes, segmentation, views) as a Slicer .mrb."""
+        with tempfile.TemporaryDirectory(prefix="swinssl-web-") as folder:
+            path = Path(folder) / "scene.mrb"
+            if not self.slicer_app.io_manager.write_scene(path):
+                raise OSError("the scene could not be written as .mrb")
+            return path.read_bytes()
+
+    def count_cases(self) -> int:
+        return len(list(self.cases_folder.glob("*.seg.nrrd"))) if self.cases_folder.is_dir() else 0
+
+    def add_to_training_set(self) -> Path:
+        """Saves the case (volume + corrected segmentation) into the training-set folder."""
+        volume, node = self.result()
+        written = self.training.export_scene_cases([(volume, node)], self.cases_folder)[0]
+        state = self.server.state
+        state.seg_cases = self.count_cases()
+        state.seg_message = f"Added to the training set ({state.seg_cases} case(s) in {self.cases_folder})."
+        return written

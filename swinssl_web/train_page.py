@@ -1,0 +1,197 @@
+"""The Train page's logic: pretraining and fine-tuning runs over server-side folders through
+:class:`swinssl_slicer.training_logic.TrainingLogic` (the Slicer Pretrain module's logic), with the loss
+chart, the previews in three slice views, Stop / Resume and the run's events as a table.
+
+State keys start with ``train_``. Runs are written under the server's runs folder, models under its
+models folder; data folders must lie inside the ``--data`` roots.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from swinssl_slicer.training_logic import PREVIEW_KINDS, TrainingLogic, TrainingRun
+
+from swinssl.package import load_package
+from swinssl_web.data_roots import DataRoots
+from swinssl_web.loss_chart import EMPTY_CHART, chart_from_table
+
+PREVIEW_VIEW_GROUP = 1
+PREVIEW_VIEWS = {"original": "Original", "masked": "Masked", "reconstruction": "Reconstruction"}  # kind -> view tag
+EVENT_ROWS = 200
+
+
+def safe_run_name(name: str) -> str:
+    cleaned = re.sub(r"[^A-Za-z0-9_.-]+", "_", name.strip()).strip("._")
+    if not cleaned:
+        raise ValueError("give the run a name (letters, digits, - and _)")
+    return cleaned
+
+
+def event_row(event: dict) -> dict:
+    """One line of the events table: step, event name and a short description."""
+    kind, detail = event["event"], ""
+    if kind == "progress":
+        detail = ", ".join(f"{name} {value:.4g}" for name, value in (event.get("losses") or {}).items())
+        if event.get("val_mean_dice") is not None:
+            detail += f", validation Dice {event['val_mean_dice']:.3f}"
+    elif kind == "preview":
+        detail = "original / masked / reconstruction written"
+    elif kind in ("warning", "stopped", "error"):
+        detail = str(event.get("reason") or event.get("message") or "")
+    elif kind == "start":
+        detail = f"{event.get('total_steps', '')} steps".strip()
+    elif kind == "done":
+        detail = "finished"
+    return {"step": event.get("step", ""), "event": kind, "detail": detail[:200]}
+
+
+class TrainPage:
+    def __init__(self, server, slicer_app, training: TrainingLogic, data_roots: DataRoots, runs_folder: Path,
+                 cases_folder: Path) -> None:
+        self.server, self.slicer_app, self.training = server, slicer_app, training
+        self.data_roots, self.runs_folder, self.cases_folder = data_roots, runs_folder, cases_folder
+        self.run: TrainingRun | None = None
+        self.last_kind = "pretrain"
+        self.shown_preview_step: int | None = None
+        state = server.state
+        state.train_kind, state.train_data, state.train_run_name = "pretrain", [], "my-pretraining"
+        state.train_preset, state.train_roi, state.train_feature_size = "ct", 96, 48
+        state.train_steps, state.train_batch_size, state.train_preview_every, state.train_device = 1000, 2, 100, "auto"
+        state.train_weights = [1.0, 1.0, 1.0]  # rotation, contrastive, inpainting
+        state.train_ct_pet, state.train_swinfuse = False, False
+        state.train_init, state.train_inits, state.train_classes, state.train_model_name = "random", [], "", "my-model"
+        state.train_use_cases = True
+        state.train_running, state.train_can_resume, state.train_step, state.train_total = False, False, 0, 0
+        state.train_status, state.train_chart, state.train_events, state.train_previews = "", dict(EMPTY_CHART), [], False
+        self.refresh_inits()
+
+    # --- choices -----------------------------------------------------------------------------------
+    def refresh_inits(self) -> None:
+        """Initial weights a fine-tune may start from: random, installed models, pretraining runs."""
+        choices = [{"title": "Random weights", "value": "random"}]
+        choices += [{"title": f"Model: {p.name}", "value": str(p.path)} for p in self.training_models()]
+        if self.runs_folder.is_dir():
+            choices += [{"title": f"Pretraining: {run.name}", "value": str(run)}
+                        for run in sorted(self.runs_folder.iterdir()) if (run / "checkpoint.pt").is_file()]
+        self.server.state.train_inits = choices
+
+    def training_models(self) -> list:
+        from swinssl.models import list_packages, models_dir
+
+        return list_packages(models_dir())
+
+    def add_data_folder(self, path: str) -> None:
+        real = str(self.data_roots.resolve(path))
+        if not Path(real).is_dir():
+            raise ValueError(f"{Path(real).name}: training data must be a folder")
+        data = [entry for entry in self.server.state.train_data if entry["path"] != real]
+        self.server.state.train_data = data + [{"path": real, "name": Path(real).name, "modality": "ct"}]
+
+    def remove_data_folder(self, path: str) -> None:
+        self.server.state.train_data = [entry for entry in self.server.state.train_data if entry["path"] != path]
+
+    # --- starting ----------------------------------------------------------------------------------
+    def run_folder(self) -> Path:
+        return self.runs_folder / safe_run_name(self.server.state.train_run_name)
+
+    def start_pretraining(self, resume: bool = False) -> None:
+        state = self.server.state
+        self.require_idle()
+        folders = [str(self.data_roots.resolve(entry["path"])) for entry in state.train_data]  # checked again at start
+        out = self.run_folder()
+        extra = []
+        if not resume:
+            if state.train_ct_pet:
+                extra += ["--in-channels", "2", "--channel-presets", "ct", "pet"]
+            if state.train_swinfuse:
+                extra += ["--swinfuse", "--modality", *[entry["modality"] for entry in state.train_data]]
+        self.run = self.training.start_pretraining(
+            folders, out, state.train_preset, int(state.train_roi), int(state.train_feature_size), int(state.train_steps),
+            int(state.train_batch_size), tuple(float(w) for w in state.train_weights), int(state.train_preview_every),
+            state.train_device, resume=resume, extra=extra, overwrite=not resume and self.training.holds_run(out, "pretrain"))
+        self.started("pretrain", f"{'Resuming' if resume else 'Starting'} pretraining in {out.name} ...")
+
+    def start_finetuning(self, init: str | None = None, model_name: str | None = None, classes: list[str] | None = None,
+                         roi: int | None = None, feature_size: int | None = None) -> None:
+        """Fine-tunes into the models folder from the chosen folders and, when ticked, the training set."""
+        state = self.server.state
+        self.require_idle()
+        sources = [str(self.data_roots.resolve(entry["path"])) for entry in state.train_data]
+        if state.train_use_cases and any(self.cases_folder.glob("*.seg.nrrd")):
+            sources.append(str(self.cases_folder))
+        name = safe_run_name(model_name or state.train_model_name)
+        if classes is None and state.train_classes.strip():
+            classes = [c.strip() for c in state.train_classes.split(",") if c.strip()]
+        out = self.training.default_model_folder(name)
+        self.run = self.training.start_finetuning_from_scene(
+            name, [], sources, init or state.train_init, classes, int(roi or state.train_roi),
+            int(feature_size or state.train_feature_size), int(state.train_steps), state.train_device,
+            overwrite=self.training.holds_run(out, "finetune"))
+        self.started("finetune", f"Fine-tuning model {name} ...")
+
+    def finetune_from_model(self, model: str) -> None:
+        """The Segment page's "Fine-tune": the current model on the training set, same architecture and classes,
+        into a model named after it."""
+        if not any(self.cases_folder.glob("*.seg.nrrd")):
+            raise ValueError("the training set is empty: correct a segmentation and click 'Add to training set' first")
+        package = load_package(model)
+        state = self.server.state
+        state.train_kind, state.train_use_cases = "finetune", True
+        state.train_model_name = f"{package.name}-tuned"
+        self.start_finetuning(init=str(package.path), model_name=state.train_model_name,
+                              classes=[label.name for label in package.labels.labels], roi=package.roi,
+                              feature_size=package.feature_size)
+
+    def require_idle(self) -> None:
+        if self.run is not None and self.run.engine.running:
+            raise ValueError("a run is in progress: stop it first")
+
+    def started(self, kind: str, message: str) -> None:
+        state = self.server.state
+        self.last_kind = kind
+        state.train_running, state.train_can_resume, state.train_status = True, False, message
+        state.train_step, state.train_total = 0, int(state.train_steps)
+
+    def stop(self) -> None:
+        if self.run is not None:
+            self.training.stop(self.run)
+            self.server.state.train_status = "Stopping after this step (a checkpoint is written) ..."
+
+    # --- following ---------------------------------------------------------------------------------
+    def poll(self) -> None:
+        if self.run is None:
+            return
+        run, state = self.run, self.server.state
+        events = self.training.poll(run)
+        if events:
+            state.train_events = ([event_row(event) for event in reversed(events)] + list(state.train_events))[:EVENT_ROWS]
+        if run.total:
+            state.train_step, state.train_total = run.step, run.total
+            eta = f", about {run.eta_s / 60:.0f} min left" if run.eta_s else ""
+            state.train_status = f"{'Pretraining' if run.kind == 'pretrain' else 'Fine-tuning'}: step {run.step} of {run.total}{eta}"
+        if run.table_node_id:
+            table = self.slicer_app.scene.GetNodeByID(run.table_node_id)
+            state.train_chart = chart_from_table(table.GetTable()) if table else dict(EMPTY_CHART)
+        if run.preview_step is not None and run.preview_step != self.shown_preview_step:
+            self.show_previews()
+            self.shown_preview_step = run.preview_step
+        outcome = run.status()
+        if outcome is not None:
+            state.train_running = False
+            state.train_status = outcome
+            state.train_can_resume = run.kind == "pretrain" and run.engine.outcome == "stopped"
+            self.refresh_inits()
+            self.run = None
+
+    def show_previews(self) -> None:
+        """Each preview volume in its own axial view (group 1), centred on it: original / masked / reconstruction."""
+        nodes = self.training.preview_nodes()
+        views = self.slicer_app.view_manager
+        for kind in PREVIEW_KINDS:
+            view = views.get_view(PREVIEW_VIEWS[kind])
+            if view is not None and kind in nodes:
+                view.set_background_volume_id(nodes[kind].GetID())
+                view.reset_view()
+        self.server.state.train_previews = len(nodes) == len(PREVIEW_KINDS)

@@ -1,0 +1,235 @@
+"""The page: trame-slicer's viewer layout (app bar, tool strip, drawer, view grid) with a Segment and a Train
+page in the drawer. Widgets only: every action calls :class:`swinssl_web.app.SwinSSLWebApp` through a
+named trigger (``swinssl_*``), whose failures become the red message at the top of the drawer."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from trame.widgets import html
+from trame.widgets.vuetify3 import (
+    VAlert,
+    VBtn,
+    VCard,
+    VCardText,
+    VCardTitle,
+    VCheckbox,
+    VDataTable,
+    VFileInput,
+    VList,
+    VListItem,
+    VProgressLinear,
+    VRadio,
+    VRadioGroup,
+    VSelect,
+    VSwitch,
+    VTab,
+    VTabs,
+    VTextField,
+)
+from trame_slicer.app.ui import LayoutButton, SegmentEditorUI, ViewerLayout
+from trame_slicer.app.ui.segmentation import SegmentEditorUndoRedoUI
+
+if TYPE_CHECKING:
+    from swinssl_web.app import SwinSSLWebApp
+
+UPLOAD_JS = """
+const files = Array.from($event.target.files || []);
+const total = files.reduce((sum, file) => sum + file.size, 0);
+if (!files.length) {
+} else if (total > upload_limit_mb * 1e6) {
+  error_message = `${files[0].name}: ${(total / 1e6).toFixed(0)} MB is more than the server accepts (${upload_limit_mb} MB)`;
+} else {
+  error_message = ''; seg_uploading = true;
+  window.load_files_by_chunks($event.target.files, { trigger_name: 'swinssl_upload_chunk' })
+    .finally(() => { seg_uploading = false; });
+}
+"""
+
+CHART_SVG = """
+<svg viewBox="-50 -12 470 240" style="width: 100%; background: #1e1e1e;" class="swinssl-loss-chart">
+  <line x1="0" y1="200" x2="400" y2="200" stroke="#888" stroke-width="1"/>
+  <line x1="0" y1="0" x2="0" y2="200" stroke="#888" stroke-width="1"/>
+  <text x="-6" y="6" fill="#bbb" font-size="11" text-anchor="end">{{ train_chart.y_max }}</text>
+  <text x="-6" y="200" fill="#bbb" font-size="11" text-anchor="end">{{ train_chart.y_min }}</text>
+  <text x="0" y="216" fill="#bbb" font-size="11">step {{ train_chart.x_min }}</text>
+  <text x="400" y="216" fill="#bbb" font-size="11" text-anchor="end">{{ train_chart.x_max }}</text>
+  <polyline v-for="line in train_chart.series" :key="line.name" :points="line.points" fill="none"
+            :stroke="line.colour" stroke-width="1.5" class="swinssl-loss-line"/>
+</svg>
+<div style="display: flex; flex-wrap: wrap; gap: 8px; font-size: 12px;">
+  <span v-for="line in train_chart.series" :key="line.name" :style="{ color: line.colour }">
+    {{ line.name }} {{ line.last }}</span>
+</div>
+"""
+
+EVENT_HEADERS = [{"title": "Step", "key": "step"}, {"title": "Event", "key": "event"}, {"title": "Detail", "key": "detail"}]
+
+
+class SwinSSLWebUI:
+    def __init__(self, app: SwinSSLWebApp) -> None:
+        self.app = app
+        server = app.server
+        self.register_triggers()
+        with ViewerLayout(server, title="SwinSSL", is_drawer_visible=True) as self.layout:
+            with self.layout.appbar:
+                with VTabs(v_model=("page",), density="compact", classes="ml-4"):
+                    VTab("Segment", value="segment", classes="swinssl-tab-segment")
+                    VTab("Train", value="train", classes="swinssl-tab-train")
+            self.layout.drawer.width = 400
+            with self.layout.drawer:
+                VAlert(v_if=("error_message",), text=("error_message",), type="error", density="compact", closable=True,
+                       classes="ma-2 swinssl-error", click_close="error_message = ''")
+                with html.Div(v_show="page === 'segment'", classes="swinssl-segment-page"):
+                    self.segment_page()
+                with html.Div(v_show="page === 'train'", classes="swinssl-train-page"):
+                    self.train_page()
+            with self.layout.toolbar:
+                self.layout_button = LayoutButton(classes="mt-1")
+            with self.layout.undo_redo:
+                SegmentEditorUndoRedoUI(editor_ui=self.editor, v_if="page === 'segment'")
+            with self.layout.content:
+                app.layout_logic.layout_manager.initialize_layout_grid(self.layout)
+
+    def register_triggers(self) -> None:
+        app, trigger = self.app, self.app.server.trigger
+        actions = {
+            "swinssl_browse": app.browse, "swinssl_open": app.open_server_path, "swinssl_upload_chunk": app.on_upload_chunk,
+            "swinssl_segment": app.segment.segment, "swinssl_cancel": app.segment.cancel, "swinssl_download": app.download,
+            "swinssl_add_case": app.segment.add_to_training_set, "swinssl_finetune_current": app.finetune_current_model,
+            "swinssl_use_folder": app.train.add_data_folder, "swinssl_drop_folder": app.train.remove_data_folder,
+            "swinssl_pretrain": app.train.start_pretraining, "swinssl_finetune": app.train.start_finetuning,
+            "swinssl_stop": app.train.stop,
+        }
+        for name, action in actions.items():
+            trigger(name)(lambda *args, action=action: app.report(action, *args))
+
+    # --- shared pieces -----------------------------------------------------------------------------
+    def data_browser(self, action: str, label: str, folders_only: bool) -> None:
+        """The server's data folders: click a folder to go in; ``label`` runs ``action`` on an entry."""
+        with VCard(variant="outlined", classes="ma-2"):
+            VCardTitle("Server data", classes="text-subtitle-2")
+            with VList(density="compact", max_height=220, classes="swinssl-browser"):
+                VListItem(v_if=("browse_folder",), prepend_icon="mdi-arrow-up", title="..",
+                          click="trigger('swinssl_browse', [browse_parent])")
+                VListItem(v_if=("!browse_entries.length",), title="Nothing here (swinssl web --data FOLDER adds folders)")
+                with VListItem(v_for="entry in browse_entries", key="entry.path", title=("entry.name",),
+                               prepend_icon=("entry.is_folder ? 'mdi-folder' : 'mdi-file'",),
+                               click="entry.is_folder && trigger('swinssl_browse', [entry.path])",
+                               classes="swinssl-entry"):
+                    with html.Template(v_slot_append=True):
+                        VBtn(label, size="small", variant="tonal", classes=f"swinssl-{action}",
+                             v_if=("entry.is_folder" if folders_only else "true",),
+                             click_stop=f"trigger('swinssl_{action}', [entry.path])")
+
+    # --- Segment page ------------------------------------------------------------------------------
+    def segment_page(self) -> None:
+        with VCard(variant="outlined", classes="ma-2"):
+            VCardTitle("1. Open a volume", classes="text-subtitle-2")
+            with VCardText():
+                VFileInput(label="Upload NIfTI / NRRD / DICOM files", multiple=True, density="compact",
+                           loading=("seg_uploading", False), disabled=("seg_uploading",), hide_details=True,
+                           classes="swinssl-upload", change=UPLOAD_JS)
+                html.Div("{{ seg_case_name ? 'Open: ' + seg_case_name : 'No volume open' }}", classes="text-caption mt-1 swinssl-case")
+        self.data_browser("open", "Open", folders_only=False)
+        with VCard(variant="outlined", classes="ma-2"):
+            VCardTitle("2. Segment", classes="text-subtitle-2")
+            with VCardText():
+                VSelect(label="Model", items=("seg_models",), v_model=("seg_model",), density="compact", hide_details=True,
+                        classes="swinssl-model")
+                html.Div("{{ seg_model_info }}", classes="text-caption my-1 swinssl-model-info")
+                VSelect(v_for="(modality, index) in seg_channels", key="index", label=("'Input ' + (index + 1) + ': ' + modality",),
+                        items=("seg_volumes",), v_model=("seg_inputs[index]",), density="compact", hide_details=True, classes="mb-1")
+                VBtn("Segment", v_if=("!seg_running",), color="primary", block=True, classes="swinssl-segment",
+                     disabled=("!seg_model || !seg_volumes.length",), click="trigger('swinssl_segment')")
+                VBtn("Cancel", v_else=True, color="error", block=True, classes="swinssl-cancel", click="trigger('swinssl_cancel')")
+                VProgressLinear(model_value=("seg_progress",), height=6, classes="my-2 swinssl-progress", color="primary")
+                html.Div("{{ seg_message }}", classes="text-caption swinssl-message")
+        with VCard(variant="outlined", classes="ma-2"):
+            VCardTitle("3. Correct", classes="text-subtitle-2")
+            with html.Div(style="height: 480px;", classes="swinssl-editor"):
+                self.editor = SegmentEditorUI()
+        with VCard(variant="outlined", classes="ma-2"):
+            VCardTitle("4. Save and retrain", classes="text-subtitle-2")
+            with VCardText():
+                VBtn("Download .seg.nrrd", prepend_icon="mdi-download", variant="tonal", block=True, classes="mb-1 swinssl-download-seg",
+                     click="utils.download((seg_download_stem || 'segmentation') + '.seg.nrrd', "
+                           "trigger('swinssl_download', ['segmentation']), 'application/octet-stream')")
+                VBtn("Download scene .mrb", prepend_icon="mdi-download", variant="tonal", block=True, classes="mb-1 swinssl-download-mrb",
+                     click="utils.download((seg_download_stem || 'scene') + '.mrb', "
+                           "trigger('swinssl_download', ['scene']), 'application/octet-stream')")
+                VBtn("Add to training set", prepend_icon="mdi-plus", variant="tonal", block=True, classes="mb-1 swinssl-add-case",
+                     click="trigger('swinssl_add_case')")
+                VBtn("Fine-tune this model on the training set", prepend_icon="mdi-school", variant="tonal", block=True,
+                     classes="swinssl-finetune-current", disabled=("!seg_cases",), click="trigger('swinssl_finetune_current')")
+                html.Div("{{ seg_cases }} case(s) in the training set", classes="text-caption mt-1 swinssl-cases")
+
+    # --- Train page --------------------------------------------------------------------------------
+    def train_page(self) -> None:
+        with VCard(variant="outlined", classes="ma-2"):
+            with VCardText():
+                with VRadioGroup(v_model=("train_kind",), inline=True, hide_details=True, density="compact"):
+                    VRadio(label="Pretrain (self-supervised)", value="pretrain", classes="swinssl-kind-pretrain")
+                    VRadio(label="Fine-tune", value="finetune", classes="swinssl-kind-finetune")
+        self.data_browser("use_folder", "Use", folders_only=True)
+        with VCard(variant="outlined", classes="ma-2"):
+            VCardTitle("Training data", classes="text-subtitle-2")
+            with VList(density="compact", classes="swinssl-train-data"):
+                VListItem(v_if=("!train_data.length",), title="No folder chosen: 'Use' a folder above")
+                with VListItem(v_for="entry in train_data", key="entry.path", title=("entry.name",)):
+                    with html.Template(v_slot_append=True):
+                        VSelect(v_if=("train_swinfuse",), items=("['ct', 'mr', 'pet']",), v_model=("entry.modality",),
+                                density="compact", hide_details=True, style="width: 90px;")
+                        VBtn(icon="mdi-close", size="small", variant="text", click_stop="trigger('swinssl_drop_folder', [entry.path])")
+            VCheckbox(v_if=("train_kind === 'finetune'",), v_model=("train_use_cases",), density="compact", hide_details=True,
+                      label=("'Include the training set (' + seg_cases + ' corrected case(s))'",), classes="mx-2")
+        with VCard(variant="outlined", classes="ma-2"):
+            VCardTitle("Settings", classes="text-subtitle-2")
+            with VCardText():
+                with html.Div(v_if=("train_kind === 'pretrain'",)):
+                    VTextField(label="Run name", v_model=("train_run_name",), density="compact", hide_details=True, classes="mb-2 swinssl-run-name")
+                    VSelect(label="Intensity preset", items=("['ct', 'mr', 'pet', 'none']",), v_model=("train_preset",),
+                            density="compact", hide_details=True, classes="mb-2")
+                    with html.Div(style="display: flex; gap: 6px;"):
+                        VTextField(label="Rotation", v_model_number=("train_weights[0]",), type="number", density="compact", hide_details=True)
+                        VTextField(label="Contrastive", v_model_number=("train_weights[1]",), type="number", density="compact", hide_details=True)
+                        VTextField(label="Inpainting", v_model_number=("train_weights[2]",), type="number", density="compact", hide_details=True)
+                    with html.Div(style="display: flex; gap: 6px;", classes="mt-2"):
+                        VTextField(label="Batch size", v_model_number=("train_batch_size",), type="number", density="compact", hide_details=True)
+                        VTextField(label="Preview every", v_model_number=("train_preview_every",), type="number", density="compact",
+                                   hide_details=True, classes="swinssl-preview-every")
+                    VSwitch(label="CT+PET channels (volumes from swinssl align)", v_model=("train_ct_pet",), density="compact", hide_details=True)
+                    VSwitch(label="SwinFUSE (modality per folder)", v_model=("train_swinfuse",), density="compact", hide_details=True)
+                with html.Div(v_if=("train_kind === 'finetune'",)):
+                    VTextField(label="Model name", v_model=("train_model_name",), density="compact", hide_details=True, classes="mb-2 swinssl-model-name")
+                    VSelect(label="Start from", items=("train_inits",), v_model=("train_init",), density="compact", hide_details=True, classes="mb-2")
+                    VTextField(label="Classes (comma-separated; empty: all segments)", v_model=("train_classes",), density="compact",
+                               hide_details=True, classes="mb-2")
+                with html.Div(style="display: flex; gap: 6px;", classes="mt-2"):
+                    VTextField(label="ROI", v_model_number=("train_roi",), type="number", density="compact", hide_details=True, classes="swinssl-roi")
+                    VTextField(label="Feature size", v_model_number=("train_feature_size",), type="number", density="compact",
+                               hide_details=True, classes="swinssl-feature-size")
+                    VTextField(label="Steps", v_model_number=("train_steps",), type="number", density="compact", hide_details=True,
+                               classes="swinssl-steps")
+                VSelect(label="Device", items=("['auto', 'cpu', 'cuda']",), v_model=("train_device",), density="compact",
+                        hide_details=True, classes="mt-2")
+        with VCard(variant="outlined", classes="ma-2"):
+            with VCardText():
+                with html.Div(v_if=("!train_running",), style="display: flex; gap: 6px;"):
+                    VBtn("Start", color="primary", classes="swinssl-start",
+                         click="trigger(train_kind === 'pretrain' ? 'swinssl_pretrain' : 'swinssl_finetune')")
+                    VBtn("Resume", v_if=("train_can_resume",), variant="tonal", classes="swinssl-resume", click="trigger('swinssl_pretrain', [true])")
+                VBtn("Stop", v_else=True, color="error", classes="swinssl-stop", click="trigger('swinssl_stop')")
+                VProgressLinear(model_value=("train_total ? 100 * train_step / train_total : 0",), height=6, classes="my-2", color="primary")
+                html.Div("{{ train_status }}", classes="text-caption swinssl-train-status")
+                html.Div("{{ train_step }}", classes="swinssl-train-step", style="display: none;")
+        with VCard(variant="outlined", classes="ma-2"):
+            VCardTitle("Losses", classes="text-subtitle-2")
+            with html.Div(classes="pa-2") as chart:
+                chart.add_child(CHART_SVG)
+            html.Div("Previews (original / masked / reconstruction) appear in the three views as they arrive.",
+                     v_if=("train_kind === 'pretrain'",), classes="text-caption px-2 pb-2")
+        with VCard(variant="outlined", classes="ma-2"):
+            VCardTitle("Events", classes="text-subtitle-2")
+            VDataTable(headers=("swinssl_event_headers", EVENT_HEADERS), items=("train_events",), density="compact",
+                       items_per_page=8, classes="swinssl-events")
