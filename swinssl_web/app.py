@@ -25,7 +25,7 @@ from trame.app import TrameApp  # noqa: E402
 from trame_slicer import module as trame_slicer_module  # noqa: E402
 from trame_slicer.app.logic import LayoutButtonLogic  # noqa: E402
 from trame_slicer.app.logic.segmentation import SegmentEditorLogic  # noqa: E402
-from trame_slicer.core import SlicerApp  # noqa: E402
+from trame_slicer.core import SegmentationEditor, SlicerApp  # noqa: E402
 from trame_slicer.rca_view import register_rca_factories  # noqa: E402
 from trame_slicer.views import Layout, LayoutDirection, ViewLayoutDefinition, ViewProps, ViewType  # noqa: E402
 
@@ -35,6 +35,7 @@ from swinssl_web.ui import SwinSSLWebUI  # noqa: E402
 
 log = logging.getLogger("swinssl.web")
 POLL_SECONDS = 0.5
+VIEW_SIZE_SETTLE_SECONDS = 1.5
 SEGMENT_LAYOUT, PREVIEW_LAYOUT = "Axial Primary", "SwinSSL previews"
 
 
@@ -59,6 +60,17 @@ def preview_layout() -> Layout:
     return Layout(LayoutDirection.Horizontal, views)
 
 
+def attach_effect_pipelines_to_views(slicer_app: SlicerApp) -> None:
+    """Gives every segment-editor effect pipeline its view. trame-slicer 2.0.0 creates a view's effect pipelines
+    while the view is being built, before the view manager lists it, so they get no view and activating Paint
+    fails ('NoneType' object has no attribute 'paint_interaction_stopped'). Call once all views exist."""
+    views = slicer_app.view_manager
+    for effect_type in SegmentationEditor.builtin_effects:
+        for reference in slicer_app.segmentation_editor.get_effect(effect_type).pipelines:
+            if (pipeline := reference()) is not None:
+                pipeline.SetView(views.get_view(pipeline.GetViewNode()))
+
+
 class SwinSSLWebApp(TrameApp):
     def __init__(self, settings: WebSettings, server=None) -> None:
         super().__init__(server)
@@ -69,6 +81,7 @@ class SwinSSLWebApp(TrameApp):
         self.editor_logic = SegmentEditorLogic(self.server, self.slicer_app)
         self.layout_logic = LayoutButtonLogic(self.server, self.slicer_app)
         self.layout_logic.layout_manager.register_layout(PREVIEW_LAYOUT, preview_layout())
+        attach_effect_pipelines_to_views(self.slicer_app)
 
         from swinssl.models import models_dir
 
@@ -92,6 +105,7 @@ class SwinSSLWebApp(TrameApp):
         self.layout_logic.set_ui(self.ui.layout_button)
         self.browse(None)
         self.server.controller.on_server_ready.add(self.on_ready)
+        self.server.controller.on_client_connected.add(self.on_client_connected)
         if settings.token:
             self.server.controller.on_server_bind.add(lambda wslink_server: wslink_server.app.middlewares.append(token_middleware(settings.token)))
 
@@ -164,6 +178,10 @@ class SwinSSLWebApp(TrameApp):
             address += f"?token={self.settings.token}"
         print(f"SwinSSL Web: open {address} in a browser (Ctrl+C stops the server)", flush=True)
         asyncio.get_event_loop().create_task(self.poll_forever())
+
+    def on_client_connected(self, **_) -> None:
+        """Fits the views once the page has sized them (a case opened at start was fitted to a default size)."""
+        asyncio.get_event_loop().call_later(VIEW_SIZE_SETTLE_SECONDS, self.slicer_app.display_manager.reset_views)
 
     async def poll_forever(self) -> None:
         while True:

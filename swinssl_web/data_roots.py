@@ -9,7 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-VOLUME_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd", ".dcm")
+from swinssl.io.discovery import VOLUME_SUFFIXES
+
+LISTED_SUFFIXES = (*VOLUME_SUFFIXES, ".dcm")
 
 
 class OutsideDataRoots(PermissionError):
@@ -54,7 +56,7 @@ class DataRoots:
                 real = self.resolve(child)
             except (OutsideDataRoots, FileNotFoundError):
                 continue
-            if real.is_dir() or child.name.lower().endswith(VOLUME_SUFFIXES):
+            if real.is_dir() or child.name.lower().endswith(LISTED_SUFFIXES):
                 entries.append(Entry(child.name, str(real), real.is_dir()))
         return entries
 

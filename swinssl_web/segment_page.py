@@ -16,6 +16,7 @@ from swinssl_slicer.mrml_io import nodes_by_class, write_segmentation
 from swinssl_slicer.segment_logic import SegmentationLogic, SegmentRun
 from swinssl_slicer.training_logic import PREVIEW_ATTRIBUTE, TrainingLogic
 
+from swinssl.io.discovery import VOLUME_SUFFIXES, volume_stem
 from swinssl.package import load_package
 
 CASE_VIEW_GROUP = 0  # the Segment layout's views; previews live in group 1
@@ -117,6 +118,9 @@ class SegmentPage:
             for node in volumes:
                 self.scene.RemoveNode(node)
             raise ValueError(f"{name}: a 2-D image ({dimensions[0]}x{dimensions[1]}), not a volume")
+        for node in volumes:  # named as the Slicer GUI names them: the file name without its extension
+            if node.GetName().lower().endswith(VOLUME_SUFFIXES):
+                node.SetName(volume_stem(Path(node.GetName())))
         self.server.state.seg_case_name, self.server.state.seg_download_stem = name, volumes[0].GetName()
         self.show_case(volumes[0])
         self.choose_inputs()
@@ -178,8 +182,10 @@ class SegmentPage:
         editor.set_active_segmentation(node, volume)
         if previous is not None and previous is not node and previous.GetSegmentation().GetNumberOfSegments() == 0:
             self.scene.RemoveNode(previous)
-        editor.trigger_all_signals()  # the segment list reads the new node's segments
+        editor.set_surface_representation_enabled(True)  # the organs in the 3-D view (no volume rendering: slow on CPUs)
+        editor.trigger_all_signals()  # the segment list and display options read the new node
         self.result_node_id = node.GetID()
+        self.slicer_app.display_manager.reset_views(CASE_VIEW_GROUP)
 
     def run_reference(self, node) -> str:
         role = node.GetReferenceImageGeometryReferenceRole()
