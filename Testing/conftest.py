@@ -89,3 +89,31 @@ def mrml_scene():
     yield scene
     scene.Clear(True)
     slicer.mrmlScene, slicer.modules = previous
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Debian's headless Chromium under Playwright (the web app's tests); see web_harness.require_browser."""
+    from web_harness import CHROMIUM, require_browser
+
+    require_browser()
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser):
+    """A fresh browser page whose requests may only go to 127.0.0.1; the test fails if the app asked elsewhere."""
+    from web_harness import block_outside_requests
+
+    context = browser.new_context(viewport={"width": 1400, "height": 900}, accept_downloads=True)
+    page = context.new_page()
+    blocked = block_outside_requests(page)
+    page.set_default_timeout(30_000)
+    yield page
+    context.close()
+    assert blocked == [], blocked

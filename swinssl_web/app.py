@@ -110,16 +110,21 @@ class SwinSSLWebApp(TrameApp):
             self.server.controller.on_server_bind.add(lambda wslink_server: wslink_server.app.middlewares.append(token_middleware(settings.token)))
 
     # --- errors shown in the page --------------------------------------------------------------------
+    def act(self, action, *args) -> object:
+        """A user's action: clears the last error message, then runs ``action`` as :meth:`report` does."""
+        self.server.state.error_message = ""
+        return self.report(action, *args)
+
     def report(self, action, *args) -> object:
         """Runs ``action``; a failure becomes the page's error message (the file and the problem), not a traceback."""
-        self.server.state.error_message = ""
-        try:
-            return action(*args)
-        except Exception as error:  # noqa: BLE001 (every failure must reach the user)
-            text = str(error) if isinstance(error, (OSError, ValueError, RuntimeError)) else f"{type(error).__name__}: {error}"
-            self.server.state.error_message = text.strip().splitlines()[0][:400] if text.strip() else type(error).__name__
-            log.debug("action failed", exc_info=True)
-            return None
+        with self.server.state:  # pushed to the page when the action ends
+            try:
+                return action(*args)
+            except Exception as error:  # noqa: BLE001 (every failure must reach the user)
+                text = str(error) if isinstance(error, (OSError, ValueError, RuntimeError)) else f"{type(error).__name__}: {error}"
+                self.server.state.error_message = text.strip().splitlines()[0][:400] if text.strip() else type(error).__name__
+                log.debug("action failed", exc_info=True)
+                return None
 
     # --- pages -------------------------------------------------------------------------------------
     def on_page_changed(self, page: str, **_) -> None:
@@ -172,7 +177,7 @@ class SwinSSLWebApp(TrameApp):
     def on_ready(self, **_) -> None:
         if self.settings.open_file is not None:
             with self.server.state:
-                self.report(self.open_server_path, str(self.settings.open_file))
+                self.act(self.open_server_path, str(self.settings.open_file))
         address = f"http://{self.settings.host if ':' not in self.settings.host else f'[{self.settings.host}]'}:{self.server.port}/"
         if self.settings.token:
             address += f"?token={self.settings.token}"
@@ -180,7 +185,10 @@ class SwinSSLWebApp(TrameApp):
         asyncio.get_event_loop().create_task(self.poll_forever())
 
     def on_client_connected(self, **_) -> None:
-        """Fits the views once the page has sized them (a case opened at start was fitted to a default size)."""
+        """A page (re)loaded: lists the models installed since, and fits the views once the page has sized them."""
+        with self.server.state:
+            self.report(self.segment.refresh_models)
+            self.report(self.train.refresh_inits)
         asyncio.get_event_loop().call_later(VIEW_SIZE_SETTLE_SECONDS, self.slicer_app.display_manager.reset_views)
 
     async def poll_forever(self) -> None:
@@ -204,6 +212,9 @@ def serve(settings: WebSettings) -> int:
     os.environ["SWINSSL_MODELS"] = str(settings.models) if settings.models else os.environ.get("SWINSSL_MODELS", "")
     if not os.environ["SWINSSL_MODELS"]:
         del os.environ["SWINSSL_MODELS"]
+    from vtkmodules.vtkCommonCore import vtkObject
+
+    vtkObject.GlobalWarningDisplayOff()  # views without a volume warn at every render: they would flood the server log
     app = SwinSSLWebApp(settings)
     try:
         app.server.start(host=settings.host, port=settings.port, open_browser=False, show_connection_info=False,

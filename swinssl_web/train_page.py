@@ -54,7 +54,6 @@ class TrainPage:
         self.data_roots, self.runs_folder, self.cases_folder = data_roots, runs_folder, cases_folder
         self.run: TrainingRun | None = None
         self.last_kind = "pretrain"
-        self.shown_preview_step: int | None = None
         state = server.state
         state.train_kind, state.train_data, state.train_run_name = "pretrain", [], "my-pretraining"
         state.train_preset, state.train_roi, state.train_feature_size = "ct", 96, 48
@@ -64,7 +63,7 @@ class TrainPage:
         state.train_init, state.train_inits, state.train_classes, state.train_model_name = "random", [], "", "my-model"
         state.train_use_cases = True
         state.train_running, state.train_can_resume, state.train_step, state.train_total = False, False, 0, 0
-        state.train_status, state.train_chart, state.train_events, state.train_previews = "", dict(EMPTY_CHART), [], False
+        state.train_status, state.train_chart, state.train_events, state.train_preview_step = "", dict(EMPTY_CHART), [], None
         self.refresh_inits()
 
     # --- choices -----------------------------------------------------------------------------------
@@ -169,14 +168,13 @@ class TrainPage:
             state.train_events = ([event_row(event) for event in reversed(events)] + list(state.train_events))[:EVENT_ROWS]
         if run.total:
             state.train_step, state.train_total = run.step, run.total
-            eta = f", about {run.eta_s / 60:.0f} min left" if run.eta_s else ""
+            eta = "" if not run.eta_s else f", about {run.eta_s:.0f} s left" if run.eta_s < 90 else f", about {run.eta_s / 60:.0f} min left"
             state.train_status = f"{'Pretraining' if run.kind == 'pretrain' else 'Fine-tuning'}: step {run.step} of {run.total}{eta}"
         if run.table_node_id:
             table = self.slicer_app.scene.GetNodeByID(run.table_node_id)
             state.train_chart = chart_from_table(table.GetTable()) if table else dict(EMPTY_CHART)
-        if run.preview_step is not None and run.preview_step != self.shown_preview_step:
-            self.show_previews()
-            self.shown_preview_step = run.preview_step
+        if run.preview_step is not None and run.preview_step != state.train_preview_step:
+            self.show_previews(run.preview_step)
         outcome = run.status()
         if outcome is not None:
             state.train_running = False
@@ -185,7 +183,7 @@ class TrainPage:
             self.refresh_inits()
             self.run = None
 
-    def show_previews(self) -> None:
+    def show_previews(self, step: int) -> None:
         """Each preview volume in its own axial view (group 1), centred on it: original / masked / reconstruction."""
         nodes = self.training.preview_nodes()
         views = self.slicer_app.view_manager
@@ -194,4 +192,4 @@ class TrainPage:
             if view is not None and kind in nodes:
                 view.set_background_volume_id(nodes[kind].GetID())
                 view.reset_view()
-        self.server.state.train_previews = len(nodes) == len(PREVIEW_KINDS)
+        self.server.state.train_preview_step = step if len(nodes) == len(PREVIEW_KINDS) else None

@@ -102,7 +102,7 @@ class SwinSSLWebUI:
             "swinssl_stop": app.train.stop,
         }
         for name, action in actions.items():
-            trigger(name)(lambda *args, action=action: app.report(action, *args))
+            trigger(name)(lambda *args, action=action: app.act(action, *args))
 
     # --- shared pieces -----------------------------------------------------------------------------
     def data_browser(self, action: str, label: str, folders_only: bool) -> None:
@@ -120,7 +120,7 @@ class SwinSSLWebUI:
                     with html.Template(v_slot_append=True):
                         VBtn(label, size="small", variant="tonal", classes=f"swinssl-{action}",
                              v_if=("entry.is_folder" if folders_only else "true",),
-                             click_stop=f"trigger('swinssl_{action}', [entry.path])")
+                             raw_attrs=[f'@click.stop="trigger(\'swinssl_{action}\', [entry.path])"'])
 
     # --- Segment page ------------------------------------------------------------------------------
     def segment_page(self) -> None:
@@ -182,7 +182,7 @@ class SwinSSLWebUI:
                     with html.Template(v_slot_append=True):
                         VSelect(v_if=("train_swinfuse",), items=("['ct', 'mr', 'pet']",), v_model=("entry.modality",),
                                 density="compact", hide_details=True, style="width: 90px;")
-                        VBtn(icon="mdi-close", size="small", variant="text", click_stop="trigger('swinssl_drop_folder', [entry.path])")
+                        VBtn(icon="mdi-close", size="small", variant="text", raw_attrs=['@click.stop="trigger(\'swinssl_drop_folder\', [entry.path])"'])
             VCheckbox(v_if=("train_kind === 'finetune'",), v_model=("train_use_cases",), density="compact", hide_details=True,
                       label=("'Include the training set (' + seg_cases + ' corrected case(s))'",), classes="mx-2")
         with VCard(variant="outlined", classes="ma-2"):
@@ -229,8 +229,9 @@ class SwinSSLWebUI:
             VCardTitle("Losses", classes="text-subtitle-2")
             with html.Div(classes="pa-2") as chart:
                 chart.add_child(CHART_SVG)
-            html.Div("Previews (original / masked / reconstruction) appear in the three views as they arrive.",
-                     v_if=("train_kind === 'pretrain'",), classes="text-caption px-2 pb-2")
+            html.Div("{{ train_preview_step === null ? 'Previews (original / masked / reconstruction) appear in the three views as they arrive.'"
+                     " : 'Views: original / masked / reconstruction of step ' + train_preview_step }}",
+                     v_if=("train_kind === 'pretrain'",), classes="text-caption px-2 pb-2 swinssl-preview-caption")
         with VCard(variant="outlined", classes="ma-2"):
             VCardTitle("Events", classes="text-subtitle-2")
             VDataTable(headers=("swinssl_event_headers", EVENT_HEADERS), items=("train_events",), density="compact",
