@@ -15,10 +15,12 @@ import slicerio
 import SimpleITK as sitk
 
 from conftest import run_cli
-from test_segmentation import ORGANS, make_package
-from web_harness import WebServer, block_outside_requests, fill, require_browser, screenshot, text_of, wait_for_text
+from test_segmentation import make_package
+from web_harness import WebServer, fill, screenshot, text_of, wait_for_text
 
 CT_NAME = "abdomen_ct_small_3mm.nii.gz"
+DEMO_MODEL = Path(__file__).resolve().parents[1] / "swinssl" / "resources" / "demo_organs"
+DEMO_ORGANS = ["liver", "spleen", "kidney_right", "kidney_left", "stomach", "aorta"]  # its model.json, in order
 
 
 @pytest.fixture
@@ -76,15 +78,16 @@ def segment_masks(path: Path, names: list[str]) -> dict[str, np.ndarray]:
 
 
 def test_upload_segment_and_download_match_the_engine(page, server, site, shared_data, tmp_path):
-    """Journey 1: upload the real CT, segment with a tiny package, see its segment names, download the
-    .seg.nrrd: the server's segmentation has the input's geometry and the engine's own voxels."""
-    package = make_package(site / "models" / "tiny", spacing=(6.0, 6.0, 6.0))
+    """Journey 1: upload the real CT, segment it with the bundled organ model (tiny: feature size 12, 3 mm),
+    see its segment names, download the .seg.nrrd: the server's segmentation has the input's geometry and
+    the engine's own voxels."""
+    package = Path(shutil.copytree(DEMO_MODEL, site / "models" / "demo_organs"))
     upload_ct(page, server, shared_data)
     page.reload()  # the model list is read when the page is (re)loaded
-    wait_for_text(page, ".swinssl-model-info", "3 segments")
+    wait_for_text(page, ".swinssl-model-info", "6 segments")
     segment(page)
     shown = page.locator(".swinssl-editor .v-list input").evaluate_all("fields => fields.map(field => field.value)")
-    assert shown == ORGANS  # the segment list's (editable) names, in the model's order
+    assert shown == DEMO_ORGANS  # the segment list's (editable) names, in the model's order
     screenshot(page, "web-segment-result")
 
     downloaded = download(page, ".swinssl-download-seg", tmp_path)
@@ -95,13 +98,13 @@ def test_upload_segment_and_download_match_the_engine(page, server, site, shared
     assert np.allclose(result.GetDirection(), ct.GetDirection(), atol=1e-5)
 
     reference = tmp_path / "cli.seg.nrrd"  # the same model on the same file through the command line
-    completed = run_cli("segment", "--model", str(package.path), "--input", str(shared_data / "ct" / CT_NAME), "--output", str(reference),
+    completed = run_cli("segment", "--model", str(package), "--input", str(shared_data / "ct" / CT_NAME), "--output", str(reference),
                         "--device", "cpu")
     assert completed.returncode == 0, completed.stderr
-    ours, theirs = segment_masks(downloaded, ORGANS), segment_masks(reference, ORGANS)
-    assert sorted(ours) == sorted(ORGANS)
-    assert sum(mask.sum() for mask in ours.values()) > 0
-    for name in ORGANS:
+    ours, theirs = segment_masks(downloaded, DEMO_ORGANS), segment_masks(reference, DEMO_ORGANS)
+    assert sorted(ours) == sorted(DEMO_ORGANS)
+    assert ours["liver"].sum() > 1000  # real anatomy: the liver is found
+    for name in DEMO_ORGANS:
         assert np.array_equal(ours[name], theirs[name]), name
 
     scene = download(page, ".swinssl-download-mrb", tmp_path)
@@ -113,12 +116,12 @@ def test_upload_segment_and_download_match_the_engine(page, server, site, shared
 def test_paint_add_to_training_set_and_fine_tune(page, server, site, shared_data, tmp_path):
     """Journey 2: correct the result with Paint (undo becomes possible), add the case to the training set,
     fine-tune the current model on it and follow the run to a new installed model."""
-    make_package(site / "models" / "tiny", spacing=(6.0, 6.0, 6.0))
+    shutil.copytree(DEMO_MODEL, site / "models" / "demo_organs")
     upload_ct(page, server, shared_data)
     page.reload()
-    wait_for_text(page, ".swinssl-model-info", "3 segments")
+    wait_for_text(page, ".swinssl-model-info", "6 segments")
     segment(page)
-    before = segment_masks(download(page, ".swinssl-download-seg", tmp_path), ORGANS)
+    before = segment_masks(download(page, ".swinssl-download-seg", tmp_path), DEMO_ORGANS)
 
     page.locator(".swinssl-editor button:has(.mdi-brush)").click()
     view = page.locator("img.image-display-area").first.bounding_box()
@@ -130,6 +133,7 @@ def test_paint_add_to_training_set_and_fine_tune(page, server, site, shared_data
         time.sleep(0.03)
     page.mouse.up()
     page.wait_for_function("!document.querySelector('button:has(.mdi-undo)').disabled", timeout=30_000)
+    page.wait_for_timeout(2000)  # the views re-render with the painted voxels
     screenshot(page, "web-paint-correction")
 
     page.locator(".swinssl-add-case").click()
@@ -137,8 +141,8 @@ def test_paint_add_to_training_set_and_fine_tune(page, server, site, shared_data
     cases = sorted((site / "cases").glob("*.seg.nrrd"))
     assert [case.name for case in cases] == ["abdomen_ct_small_3mm.seg.nrrd"]
     assert (site / "cases" / "abdomen_ct_small_3mm.nrrd").is_file()
-    after = segment_masks(cases[0], ORGANS)
-    painted = ORGANS[0]  # the editor's active segment is the first
+    after = segment_masks(cases[0], DEMO_ORGANS)
+    painted = DEMO_ORGANS[0]  # the editor's active segment is the first
     assert after[painted].sum() > before[painted].sum()
 
     fill(page, ".swinssl-finetune-steps", 2)
@@ -146,17 +150,18 @@ def test_paint_add_to_training_set_and_fine_tune(page, server, site, shared_data
     wait_for_text(page, ".swinssl-train-status", r"Fine-tuning: step [12] of 2", 240)
     screenshot(page, "web-finetune-progress")
     wait_for_text(page, ".swinssl-train-status", "^Finished", 300)
-    tuned = site / "models" / "tiny-abdomen-tuned"
+    tuned = site / "models" / "demo-organs-tuned"
     assert (tuned / "model.json").is_file() and (tuned / "model.safetensors").is_file()
     page.locator(".swinssl-tab-segment").click()
-    page.wait_for_function("window.trame.state.get('seg_models').some(model => model.title === 'tiny-abdomen-tuned')", timeout=10_000)
+    page.wait_for_function("window.trame.state.get('seg_models').some(model => model.title === 'demo-organs-tuned')", timeout=10_000)
     page.locator(".swinssl-model").click()
-    page.locator(".v-overlay .v-list-item-title", has_text="tiny-abdomen-tuned").wait_for()  # the new model is offered
+    page.locator(".v-overlay .v-list-item-title", has_text="demo-organs-tuned").wait_for()  # the new model is offered
 
 
-def test_pretraining_chart_previews_stop_and_resume(page, server, site):
+def test_pretraining_chart_previews_stop_and_resume(page, server, site, shared_data):
     """Journey 3: pretraining over a server folder draws the loss chart and shows the three preview volumes;
     Stop writes a checkpoint and Resume continues the step count to the end."""
+    shutil.copy(shared_data / "ct" / "abdomen_ct_3mm.nii.gz", site / "data" / "ct")  # 336 mm long: crops hold anatomy
     page.goto(server.url)
     page.locator(".swinssl-tab-train").click()
     page.locator(".swinssl-train-page .swinssl-use_folder").first.click()
@@ -181,14 +186,22 @@ def test_pretraining_chart_previews_stop_and_resume(page, server, site):
     steps = [int(cell) for cell in page.locator(".swinssl-events tbody tr td:first-child").all_inner_texts() if cell.strip().isdigit()]
     assert max(steps) == 4 and stopped_at + 1 in steps
     assert text_of(page, ".swinssl-preview-caption").endswith("of step 4")
+    page.locator(".swinssl-loss-chart").scroll_into_view_if_needed()
     screenshot(page, "web-pretraining-finished")
 
 
 def test_cancel_leaves_no_process_behind(page, server, site, shared_data):
-    """Journey 4: Cancel during segmentation ends the engine's whole process tree and says so."""
+    """Journey 4: open a DICOM series from the server's data folders, Segment, then Cancel: the engine's whole
+    process tree ends and the page says so."""
     make_package(site / "models" / "slow", spacing=(1.5, 1.5, 1.5))  # many windows: still running when cancelled
-    upload_ct(page, server, shared_data)
-    page.reload()
+    shutil.copytree(shared_data / "ct" / "abdomen_ct_dicom_series", site / "data" / "ct" / "abdomen_ct_dicom_series")
+    page.goto(server.url)
+    browser = page.locator(".swinssl-segment-page .swinssl-browser")
+    browser.locator(".swinssl-entry", has_text="data").click()
+    browser.locator(".swinssl-entry", has_text="ct").click()
+    browser.locator(".swinssl-entry", has_text="abdomen_ct_dicom_series").locator(".swinssl-open").click()
+    wait_for_text(page, ".swinssl-case", "abdomen_ct_dicom_series", 60)
+    assert page.locator(".swinssl-segment-page .v-select", has_text="CT Body 3.0").count() == 1  # the series, as input 1
     wait_for_text(page, ".swinssl-model-info", "3 segments")
     page.locator(".swinssl-segment").click()
     wait_for_text(page, ".swinssl-message", r"window \d+ of \d+", 120)
@@ -203,8 +216,18 @@ def test_cancel_leaves_no_process_behind(page, server, site, shared_data):
     screenshot(page, "web-cancelled")
 
 
-def test_corrupt_and_oversized_uploads_get_a_clear_message(page, site, tmp_path):
-    """Journey 5: an unreadable upload and one over the size limit each get a message naming the file."""
+def test_bad_input_gets_a_clear_message(page, site, shared_data, tmp_path):
+    """Journey 5: an unreadable upload, one over the size limit, a model that needs two inputs for one volume
+    and an engine that fails (corrupt weights) each get a message in the page, never a hang or a traceback."""
+    from swinssl.labels.table import LabelTable
+    from swinssl.network import build_swin_unetr
+    from swinssl.package import InputChannel, ModelPackage
+
+    two_inputs = ModelPackage("ct-pet", LabelTable.from_names(["lesion"]), [InputChannel("CT", "ct"), InputChannel("PET", "pet")],
+                              (6.0, 6.0, 6.0), 64, 12)
+    two_inputs.save(site / "models" / "ct-pet", build_swin_unetr(2, 2, 12).state_dict())
+    broken_model = Path(shutil.copytree(DEMO_MODEL, site / "models" / "broken"))
+    (broken_model / "model.safetensors").write_bytes(b"not safetensors" * 64)
     server = start(site, "--upload-limit-mb", "1")
     try:
         page.goto(server.url)
@@ -220,6 +243,23 @@ def test_corrupt_and_oversized_uploads_get_a_clear_message(page, site, tmp_path)
         error = wait_for_text(page, ".swinssl-error", "large.nrrd", 30)
         assert "more than the server accepts (1 MB)" in error
         assert "No volume open" in text_of(page, ".swinssl-case")
+
+        page.locator(".swinssl-upload input[type=file]").set_input_files(str(shared_data / "ct" / CT_NAME))
+        wait_for_text(page, ".swinssl-case", CT_NAME, 60)
+        choose_model(page, "ct-pet")
+        page.locator(".swinssl-segment").click()
+        wait_for_text(page, ".swinssl-error", r"model 'ct-pet' needs 2 input volume\(s\): CT, PET", 30)
+        choose_model(page, "demo-organs")  # the copy with corrupt weights
+        page.locator(".swinssl-segment").click()
+        error = wait_for_text(page, ".swinssl-error", "model.safetensors", 120)
+        assert "Traceback" not in error
+        assert page.locator(".swinssl-segment").is_visible()  # ready for the next try
     finally:
         server.stop()
     assert "Traceback" not in server.log.read_text()
+
+
+def choose_model(page, name: str) -> None:
+    page.locator(".swinssl-model").click()
+    page.locator(".v-overlay .v-list-item-title", has_text=name).click()
+    wait_for_text(page, ".swinssl-model", name)

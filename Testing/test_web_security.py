@@ -9,11 +9,10 @@ import http.client
 import os
 import urllib.error
 import urllib.request
-from pathlib import Path
 
 import pytest
 
-from web_harness import WebServer, require_browser, wait_for_text
+from web_harness import WebServer, wait_for_text
 
 
 @pytest.fixture

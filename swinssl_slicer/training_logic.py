@@ -63,7 +63,8 @@ class TrainingRun:
         return f"Failed: {self.error or self.engine.log_tail(800) or f'the engine ended without reporting (exit {self.engine.exit_code})'}"
 
 
-def _safe_name(name: str) -> str:
+def safe_name(name: str) -> str:
+    """``name`` as a file or folder name: letters, digits, ``_ . -`` only ("case" when nothing is left)."""
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_") or "case"
 
 
@@ -117,7 +118,7 @@ class TrainingLogic:
         return self._start("finetune", arguments + list(extra or []), out)
 
     def default_model_folder(self, name: str) -> Path:
-        return models_dir() / _safe_name(name)
+        return models_dir() / safe_name(name)
 
     def start_finetuning_from_scene(self, model_name: str, pairs: list[tuple], sources: list[str], init: str | Path = "random",
                                     classes: list[str] | None = None, roi: int = 96, feature_size: int = 48, steps: int = 1000,
@@ -239,7 +240,7 @@ class TrainingLogic:
         written, used = [], set()
         for volume, segmentation in pairs:
             same_parent_transform([volume, segmentation])
-            stem = _safe_name(volume.GetName())
+            stem = safe_name(volume.GetName())
             while stem in used or (folder / f"{stem}.seg.nrrd").exists():  # never replaces a case saved before
                 stem += "_1"
             used.add(stem)

@@ -20,6 +20,7 @@ from swinssl.io.discovery import VOLUME_SUFFIXES, volume_stem
 from swinssl.package import load_package
 
 CASE_VIEW_GROUP = 0  # the Segment layout's views; previews live in group 1
+DICOM_NO_PATIENT = "None: "  # trame-slicer names a series "<patient>: <series description>"
 
 
 def describe_model(package) -> str:
@@ -121,6 +122,8 @@ class SegmentPage:
         for node in volumes:  # named as the Slicer GUI names them: the file name without its extension
             if node.GetName().lower().endswith(VOLUME_SUFFIXES):
                 node.SetName(volume_stem(Path(node.GetName())))
+            elif node.GetName().startswith(DICOM_NO_PATIENT):  # a series without a patient name
+                node.SetName(node.GetName().removeprefix(DICOM_NO_PATIENT))
         self.server.state.seg_case_name, self.server.state.seg_download_stem = name, volumes[0].GetName()
         self.show_case(volumes[0])
         self.choose_inputs()

@@ -8,10 +8,9 @@ models folder; data folders must lie inside the ``--data`` roots.
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
-from swinssl_slicer.training_logic import PREVIEW_KINDS, TrainingLogic, TrainingRun
+from swinssl_slicer.training_logic import PREVIEW_KINDS, TrainingLogic, TrainingRun, safe_name
 
 from swinssl.package import load_package
 from swinssl_web.data_roots import DataRoots
@@ -22,11 +21,10 @@ PREVIEW_VIEWS = {"original": "Original", "masked": "Masked", "reconstruction": "
 EVENT_ROWS = 200
 
 
-def safe_run_name(name: str) -> str:
-    cleaned = re.sub(r"[^A-Za-z0-9_.-]+", "_", name.strip()).strip("._")
-    if not cleaned:
-        raise ValueError("give the run a name (letters, digits, - and _)")
-    return cleaned
+def folder_name(name: str, what: str) -> str:
+    if not name.strip():
+        raise ValueError(f"give the {what} a name")
+    return safe_name(name)
 
 
 def event_row(event: dict) -> dict:
@@ -93,7 +91,7 @@ class TrainPage:
 
     # --- starting ----------------------------------------------------------------------------------
     def run_folder(self) -> Path:
-        return self.runs_folder / safe_run_name(self.server.state.train_run_name)
+        return self.runs_folder / folder_name(self.server.state.train_run_name, "run")
 
     def start_pretraining(self, resume: bool = False) -> None:
         state = self.server.state
@@ -112,22 +110,19 @@ class TrainPage:
             state.train_device, resume=resume, extra=extra, overwrite=not resume and self.training.holds_run(out, "pretrain"))
         self.started("pretrain", f"{'Resuming' if resume else 'Starting'} pretraining in {out.name} ...")
 
-    def start_finetuning(self, init: str | None = None, model_name: str | None = None, classes: list[str] | None = None,
-                         roi: int | None = None, feature_size: int | None = None) -> None:
+    def start_finetuning(self) -> None:
         """Fine-tunes into the models folder from the chosen folders and, when ticked, the training set."""
         state = self.server.state
         self.require_idle()
         sources = [str(self.data_roots.resolve(entry["path"])) for entry in state.train_data]
         if state.train_use_cases and any(self.cases_folder.glob("*.seg.nrrd")):
             sources.append(str(self.cases_folder))
-        name = safe_run_name(model_name or state.train_model_name)
-        if classes is None and state.train_classes.strip():
-            classes = [c.strip() for c in state.train_classes.split(",") if c.strip()]
+        name = folder_name(state.train_model_name, "model")
+        classes = [c.strip() for c in state.train_classes.split(",") if c.strip()] or None
         out = self.training.default_model_folder(name)
         self.run = self.training.start_finetuning_from_scene(
-            name, [], sources, init or state.train_init, classes, int(roi or state.train_roi),
-            int(feature_size or state.train_feature_size), int(state.train_steps), state.train_device,
-            overwrite=self.training.holds_run(out, "finetune"))
+            name, [], sources, state.train_init, classes, int(state.train_roi), int(state.train_feature_size),
+            int(state.train_steps), state.train_device, overwrite=self.training.holds_run(out, "finetune"))
         self.started("finetune", f"Fine-tuning model {name} ...")
 
     def finetune_from_model(self, model: str) -> None:
@@ -136,12 +131,14 @@ class TrainPage:
         if not any(self.cases_folder.glob("*.seg.nrrd")):
             raise ValueError("the training set is empty: correct a segmentation and click 'Add to training set' first")
         package = load_package(model)
-        state = self.server.state
-        state.train_kind, state.train_use_cases = "finetune", True
-        state.train_model_name = f"{package.name}-tuned"
-        self.start_finetuning(init=str(package.path), model_name=state.train_model_name,
-                              classes=[label.name for label in package.labels.labels], roi=package.roi,
-                              feature_size=package.feature_size)
+        state = self.server.state  # the Train page shows the settings the run uses
+        state.train_kind, state.train_use_cases, state.train_data = "finetune", True, []
+        state.train_model_name, state.train_init = f"{package.name}-tuned", str(package.path)
+        state.train_classes = ", ".join(label.name for label in package.labels.labels)
+        state.train_roi, state.train_feature_size = package.roi, package.feature_size
+        if str(package.path) not in [choice["value"] for choice in state.train_inits]:
+            state.train_inits = state.train_inits + [{"title": f"Model: {package.name}", "value": str(package.path)}]
+        self.start_finetuning()
 
     def require_idle(self) -> None:
         if self.run is not None and self.run.engine.running:

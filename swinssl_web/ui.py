@@ -162,7 +162,7 @@ class SwinSSLWebUI:
                      click="trigger('swinssl_add_case')")
                 VTextField(label="Fine-tuning steps", v_model_number=("train_steps",), type="number", density="compact",
                            hide_details=True, classes="mb-1 swinssl-finetune-steps")
-                VBtn("Fine-tune this model on the training set", prepend_icon="mdi-school", variant="tonal", block=True,
+                VBtn("Fine-tune on the training set", prepend_icon="mdi-school", variant="tonal", block=True,
                      classes="swinssl-finetune-current", disabled=("!seg_cases",), click="trigger('swinssl_finetune_current')")
                 html.Div("{{ seg_cases }} case(s) in the training set", classes="text-caption mt-1 swinssl-cases")
 
