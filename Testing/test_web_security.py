@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import http.client
 import os
+import socket
 import urllib.error
 import urllib.request
 
@@ -81,7 +82,7 @@ def test_a_page_cannot_browse_outside_the_data_roots(page, data_root, tmp_path):
 def test_off_loopback_every_request_needs_the_token(page, data_root, tmp_path):
     server = WebServer(tmp_path, "--host", "0.0.0.0", "--token", "s3cret-token", "--data", str(data_root))
     try:
-        assert server.url.endswith("/?token=s3cret-token")
+        assert server.url.endswith("/?token=s3cret-token") and socket.gethostname() in server.url  # a name others can reach
         port = server.url.split(":")[2].split("/")[0]
         base = f"http://127.0.0.1:{port}"
         for path in ("/", "/index.html", "/?token=wrong"):

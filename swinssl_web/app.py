@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -178,7 +179,8 @@ class SwinSSLWebApp(TrameApp):
         if self.settings.open_file is not None:
             with self.server.state:
                 self.act(self.open_server_path, str(self.settings.open_file))
-        address = f"http://{self.settings.host if ':' not in self.settings.host else f'[{self.settings.host}]'}:{self.server.port}/"
+        host = socket.gethostname() if self.settings.host in ("0.0.0.0", "::") else self.settings.host  # every interface: name one
+        address = f"http://{host if ':' not in host else f'[{host}]'}:{self.server.port}/"
         if self.settings.token:
             address += f"?token={self.settings.token}"
         print(f"SwinSSL Web: open {address} in a browser (Ctrl+C stops the server)", flush=True)
