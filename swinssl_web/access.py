@@ -30,25 +30,57 @@ def is_loopback(host: str) -> bool:
         return bool(addresses) and all(ipaddress.ip_address(address.split("%")[0]).is_loopback for address in addresses)
 
 
+def names_loopback(host: str) -> bool:
+    """A Host header naming this machine's loopback literally: no name lookup, which a rebinding domain controls."""
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
 def new_token() -> str:
     return secrets.token_urlsafe(24)
 
 
-def token_middleware(token: str):
-    """An aiohttp middleware that refuses (403) every request, page, file or websocket, without ``token``."""
+def cookie_name(port: int | None) -> str:
+    """One cookie per port: browsers send cookies to every port of a host, so two servers must not share one."""
+    return f"{TOKEN_COOKIE}_{port or 0}"
+
+
+def same_origin(request: web.Request) -> bool:
+    """False for a request another site's page made (its Origin is not this server): a page on any website
+    could otherwise open this server's websocket from the user's browser, even on 127.0.0.1."""
+    origin = request.headers.get("Origin")
+    return origin is None or origin in (f"http://{request.host}", f"https://{request.host}")
+
+
+def access_middleware(token: str | None):
+    """An aiohttp middleware for every request (pages, files, the websocket).
+
+    Always: refuses requests from another site's page (Origin) and, without a token, any Host header but a
+    loopback one (DNS rebinding: a foreign name that resolves to 127.0.0.1). With ``token``: refuses (403)
+    whatever does not present it, in the address once (traded for a cookie) or in the cookie.
+    """
 
     def presented(value: str | None) -> bool:
-        return value is not None and hmac.compare_digest(value.encode(), token.encode())
+        return value is not None and token is not None and hmac.compare_digest(value.encode(), token.encode())
 
     @web.middleware
-    async def require_token(request: web.Request, handler):
+    async def check_access(request: web.Request, handler):
+        if not same_origin(request):
+            return web.Response(status=403, text="SwinSSL Web: requests from other sites are refused.")
+        if token is None:
+            if not names_loopback(request.url.host or ""):
+                return web.Response(status=403, text="SwinSSL Web: this server answers on 127.0.0.1 only.")
+            return await handler(request)
+        name = cookie_name(request.url.port)
         if presented(request.query.get("token")):
             query = {key: value for key, value in request.query.items() if key != "token"}
             response = web.HTTPFound(request.rel_url.with_query(query))
-            response.set_cookie(TOKEN_COOKIE, token, httponly=True, samesite="Strict")
+            response.set_cookie(name, token, httponly=True, samesite="Strict")
             return response
-        if presented(request.cookies.get(TOKEN_COOKIE)):
+        if presented(request.cookies.get(name)):
             return await handler(request)
         return web.Response(status=403, text=REFUSAL)
 
-    return require_token
+    return check_access

@@ -13,10 +13,11 @@ import os
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
-from swinssl_web.access import is_loopback, token_middleware
+from swinssl_web.access import access_middleware, is_loopback
 from swinssl_web.data_roots import DataRoots
-from swinssl_web.uploads import UploadInbox, UploadTooLarge
+from swinssl_web.uploads import UploadInbox
 
 os.environ.setdefault("VTK_DEFAULT_OPENGL_WINDOW", "vtkEGLRenderWindow")  # off-screen rendering, no X server
 
@@ -42,6 +43,8 @@ SEGMENT_LAYOUT, PREVIEW_LAYOUT = "Axial Primary", "SwinSSL previews"
 
 @dataclass
 class WebSettings:
+    """What ``swinssl web`` was given (see its --help)."""
+
     host: str = "127.0.0.1"
     port: int = 8080
     data: list[Path] = field(default_factory=list)
@@ -93,30 +96,31 @@ class SwinSSLWebApp(TrameApp):
         segmentation, training = SegmentationLogic(scene), TrainingLogic(scene)
         cases = settings.cases or models_dir().parent / "training-set"
         self.segment = SegmentPage(self.server, self.slicer_app, segmentation, training, cases, settings.extra_models)
-        self.train = TrainPage(self.server, self.slicer_app, training, self.data_roots, settings.runs or models_dir().parent / "runs", cases)
+        self.train = TrainPage(self.server, self.slicer_app, training, self.data_roots, settings.runs or models_dir().parent / "runs", cases,
+                               self.segment.packages)
 
         state = self.server.state
         state.trame__title = "SwinSSL"
         state.trame__favicon = None  # trame's default points outside: a hospital server makes no outside requests
         state.page, state.error_message, state.upload_limit_mb = "segment", "", settings.upload_limit_mb
         state.browse_folder, state.browse_parent, state.browse_entries = None, None, []
-        state.change("page")(self.on_page_changed)
+        state.change("page")(lambda page, **_: self.report(self.on_page_changed, page))
+        state.change("seg_model")(lambda seg_model, **_: self.report(self.segment.on_model_changed, seg_model))
         self.ui = SwinSSLWebUI(self)
         self.editor_logic.set_ui(self.ui.editor)
         self.layout_logic.set_ui(self.ui.layout_button)
         self.browse(None)
         self.server.controller.on_server_ready.add(self.on_ready)
         self.server.controller.on_client_connected.add(self.on_client_connected)
-        if settings.token:
-            self.server.controller.on_server_bind.add(lambda wslink_server: wslink_server.app.middlewares.append(token_middleware(settings.token)))
+        self.server.controller.on_server_bind.add(lambda wslink_server: wslink_server.app.middlewares.append(access_middleware(settings.token)))
 
     # --- errors shown in the page --------------------------------------------------------------------
-    def act(self, action, *args) -> object:
+    def act(self, action: Callable, *args) -> object:
         """A user's action: clears the last error message, then runs ``action`` as :meth:`report` does."""
         self.server.state.error_message = ""
         return self.report(action, *args)
 
-    def report(self, action, *args) -> object:
+    def report(self, action: Callable, *args) -> object:
         """Runs ``action``; a failure becomes the page's error message (the file and the problem), not a traceback."""
         with self.server.state:  # pushed to the page when the action ends
             try:
@@ -128,7 +132,7 @@ class SwinSSLWebApp(TrameApp):
                 return None
 
     # --- pages -------------------------------------------------------------------------------------
-    def on_page_changed(self, page: str, **_) -> None:
+    def on_page_changed(self, page: str) -> None:
         self.layout_logic.data.current_layout_id = PREVIEW_LAYOUT if page == "train" else SEGMENT_LAYOUT
         if page == "train":
             self.train.refresh_inits()
@@ -145,13 +149,18 @@ class SwinSSLWebApp(TrameApp):
         files = self.data_roots.volume_files(path)
         self.segment.open_case(files, Path(path).name)
 
+    def on_upload_begin(self) -> None:
+        """A new upload: a fresh private folder (what an abandoned upload left is removed)."""
+        self.upload_error = None
+        self.uploads.begin()
+
     def on_upload_chunk(self, files: list[dict]) -> None:
         """Chunks of the browser's files; an empty list ends the upload, which is then opened as the case."""
         if files:
             if self.upload_error is None:
                 try:
                     self.uploads.add(files)
-                except UploadTooLarge as error:
+                except ValueError as error:  # over the limit, or not begun
                     self.upload_error = str(error)
             return
         error, self.upload_error = self.upload_error, None
@@ -166,9 +175,9 @@ class SwinSSLWebApp(TrameApp):
         finally:
             self.uploads.clear()
 
-    def download(self, what: str) -> object:
-        content = self.segment.segmentation_bytes() if what == "segmentation" else self.segment.scene_bytes()
-        return self.server.protocol.addAttachment(content)
+    def download(self, what: str) -> bytes:
+        """The edited segmentation (``what`` "segmentation") or the case's scene, sent to the page as binary."""
+        return self.segment.segmentation_bytes() if what == "segmentation" else self.segment.scene_bytes()
 
     def finetune_current_model(self) -> None:
         self.train.finetune_from_model(self.server.state.seg_model)
@@ -177,28 +186,29 @@ class SwinSSLWebApp(TrameApp):
     # --- engine polling ------------------------------------------------------------------------------
     def on_ready(self, **_) -> None:
         if self.settings.open_file is not None:
-            with self.server.state:
-                self.act(self.open_server_path, str(self.settings.open_file))
+            self.act(self.open_server_path, str(self.settings.open_file))
         host = socket.gethostname() if self.settings.host in ("0.0.0.0", "::") else self.settings.host  # every interface: name one
         address = f"http://{host if ':' not in host else f'[{host}]'}:{self.server.port}/"
         if self.settings.token:
             address += f"?token={self.settings.token}"
         print(f"SwinSSL Web: open {address} in a browser (Ctrl+C stops the server)", flush=True)
-        asyncio.get_event_loop().create_task(self.poll_forever())
+        self.polling = asyncio.get_event_loop().create_task(self.poll_forever())  # kept: asyncio holds tasks weakly
 
     def on_client_connected(self, **_) -> None:
         """A page (re)loaded: lists the models installed since, and fits the views once the page has sized them."""
-        with self.server.state:
-            self.report(self.segment.refresh_models)
-            self.report(self.train.refresh_inits)
+        self.report(self.segment.refresh_models)
+        self.report(self.train.refresh_inits)
         asyncio.get_event_loop().call_later(VIEW_SIZE_SETTLE_SECONDS, self.slicer_app.display_manager.reset_views)
 
     async def poll_forever(self) -> None:
+        """Follows the engine processes twice a second; a failure is reported and polling goes on."""
         while True:
             await asyncio.sleep(POLL_SECONDS)
-            with self.server.state:
+            try:
                 self.report(self.segment.poll)
                 self.report(self.train.poll)
+            except Exception as error:  # noqa: BLE001 (a failed flush must not end polling)
+                log.error("polling failed: %s", type(error).__name__)
 
     def close(self) -> None:
         """Cancels a running segmentation and removes uploads (a training run is stopped with a checkpoint)."""
@@ -220,7 +230,7 @@ def serve(settings: WebSettings) -> int:
     app = SwinSSLWebApp(settings)
     try:
         app.server.start(host=settings.host, port=settings.port, open_browser=False, show_connection_info=False,
-                         disable_logging=True)
+                         disable_logging=True, timeout=0)  # wslink's default stops an idle server after 5 minutes, runs and all
     finally:
         app.close()
     return 0

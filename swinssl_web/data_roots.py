@@ -6,6 +6,7 @@ result is outside every root, so neither ``../`` nor a symlink planted in a root
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +30,8 @@ class Entry:
 
 
 class DataRoots:
+    """The ``--data`` folders (resolved once) and the only paths the page may use: inside them."""
+
     def __init__(self, roots: list[Path]) -> None:
         self.roots = [Path(root).resolve(strict=True) for root in roots]
 
@@ -64,6 +67,19 @@ class DataRoots:
         """The folder above ``folder`` while it is still inside a root; None at a root (go back to the list)."""
         real = self.resolve(folder)
         return None if real in self.roots else str(real.parent)
+
+    def check_tree(self, folder: Path) -> None:
+        """Refuses a folder (OutsideDataRoots) in which a symbolic link leads outside the roots: the engine reads
+        every volume under it, links to files included."""
+        for parent, folders, files in os.walk(folder):
+            for name in folders + files:
+                path = Path(parent) / name
+                if path.is_symlink():
+                    try:
+                        self.resolve(path)
+                    except (OutsideDataRoots, FileNotFoundError):
+                        raise OutsideDataRoots(f"{path.relative_to(folder)} in {folder.name}: a link that leads outside "
+                                               "the server's data folders (refused)") from None
 
     def volume_files(self, path: str | Path) -> list[Path]:
         """What to load for ``path``: the file itself, or every file of a folder (a DICOM series)."""

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import math
 
+from vtkmodules.vtkCommonDataModel import vtkTable
+
 WIDTH, HEIGHT = 400.0, 200.0
 COLOURS = ("#4fc3f7", "#ffb74d", "#81c784", "#e57373", "#ba68c8", "#fff176")
 EMPTY_CHART = {"series": [], "x_min": 0, "x_max": 0, "y_min": 0, "y_max": 0}
 
 
-def chart_from_table(table) -> dict:
+def chart_from_table(table: vtkTable) -> dict:
     """``table``: a vtkTable whose first column is the step. Returns the series (name, colour, points),
     the step range and the value range; empty series when fewer than one finite row."""
     columns = [table.GetColumn(index) for index in range(table.GetNumberOfColumns())]

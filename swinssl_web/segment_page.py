@@ -12,18 +12,26 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
+from trame_server import Server
+from trame_slicer.core import SlicerApp
+
 from swinssl_slicer.mrml_io import nodes_by_class, write_segmentation
 from swinssl_slicer.segment_logic import SegmentationLogic, SegmentRun
-from swinssl_slicer.training_logic import PREVIEW_ATTRIBUTE, TrainingLogic
+from swinssl_slicer.training_logic import PREVIEW_ATTRIBUTE, RUN_ATTRIBUTE, TrainingLogic
 
 from swinssl.io.discovery import VOLUME_SUFFIXES, volume_stem
-from swinssl.package import load_package
+from swinssl.package import ModelPackage, load_package
 
 CASE_VIEW_GROUP = 0  # the Segment layout's views; previews live in group 1
-DICOM_NO_PATIENT = "None: "  # trame-slicer names a series "<patient>: <series description>"
+DICOM_NO_SERIES_NUMBER = "None: "  # trame-slicer names a series "<series number>: <series description>"
 
 
-def describe_model(package) -> str:
+def count_cases(folder: Path) -> int:
+    """Cases (``.seg.nrrd`` files) in a training-set folder; 0 when it does not exist yet."""
+    return len(list(folder.glob("*.seg.nrrd"))) if folder.is_dir() else 0
+
+
+def describe_model(package: ModelPackage) -> str:
     names = [label.name for label in package.labels.labels]
     shown = ", ".join(names[:6]) + (f" and {len(names) - 6} more" if len(names) > 6 else "")
     return f"{' + '.join(c.modality for c in package.channels)} · {len(names)} segments: {shown}"
@@ -32,21 +40,18 @@ def describe_model(package) -> str:
 class SegmentPage:
     """Holds the open case and the running segmentation of one app (one scene)."""
 
-    def __init__(self, server, slicer_app, segmentation: SegmentationLogic, training: TrainingLogic, cases_folder: Path,
-                 extra_models: list[Path] = ()) -> None:
+    def __init__(self, server: Server, slicer_app: SlicerApp, segmentation: SegmentationLogic, training: TrainingLogic,
+                 cases_folder: Path, extra_models: list[Path] = ()) -> None:
         self.server, self.slicer_app = server, slicer_app
         self.segmentation, self.training = segmentation, training
         self.cases_folder = cases_folder
         self.extra_models = list(extra_models)
         self.run: SegmentRun | None = None
-        self.result_node_id: str | None = None
         state = server.state
         state.seg_models, state.seg_model, state.seg_model_info, state.seg_channels = [], "", "", []
         state.seg_volumes, state.seg_inputs, state.seg_case_name, state.seg_download_stem = [], [], "", ""
         state.seg_uploading = False
-        state.seg_running, state.seg_progress, state.seg_message, state.seg_has_result = False, 0, "", False
-        state.seg_cases_folder, state.seg_cases = str(cases_folder), self.count_cases()
-        state.change("seg_model")(self.on_model_changed)
+        state.seg_running, state.seg_progress, state.seg_message, state.seg_cases = False, 0, "", self.count_cases()
         self.refresh_models()
 
     @property
@@ -60,6 +65,7 @@ class SegmentPage:
         return listed + [load_package(path) for path in self.extra_models if Path(path).resolve() not in paths]
 
     def refresh_models(self) -> None:
+        """Lists the installed models (and keeps the chosen one while it is installed)."""
         packages = self.packages()
         self.server.state.seg_models = [{"title": package.name, "value": str(package.path)} for package in packages]
         current = self.server.state.seg_model
@@ -67,12 +73,18 @@ class SegmentPage:
             self.server.state.seg_model = str(packages[0].path) if packages else ""
         self.on_model_changed(self.server.state.seg_model)
 
-    def on_model_changed(self, seg_model: str = "", **_) -> None:
+    def listed_model(self, seg_model: str) -> str:
+        """``seg_model`` when it is one of the listed models: the page's state is the browser's to change."""
+        if seg_model not in [choice["value"] for choice in self.server.state.seg_models]:
+            raise ValueError("choose one of the listed models")
+        return seg_model
+
+    def on_model_changed(self, seg_model: str) -> None:
         state = self.server.state
         if not seg_model:
             state.seg_model_info, state.seg_channels = "No model installed: swinssl models import ..., or fine-tune one on the Train page.", []
             return
-        package = load_package(seg_model)
+        package = load_package(self.listed_model(seg_model))
         state.seg_model_info = describe_model(package)
         state.seg_channels = [channel.modality for channel in package.channels]
         self.choose_inputs()
@@ -96,12 +108,14 @@ class SegmentPage:
         state.seg_inputs = chosen[: len(state.seg_channels)]
 
     def close_case(self) -> None:
+        """Cancels a running segmentation and removes the case's volumes and segmentations (and the editor's hold on them)."""
         if self.run is not None:
             self.cancel()
+        self.slicer_app.segmentation_editor.clear()  # it keeps the active segmentation until told
         for node in self.case_volumes() + nodes_by_class(self.scene, "vtkMRMLSegmentationNode"):
             self.scene.RemoveNode(node)
-        self.result_node_id = None
-        self.server.state.seg_has_result = False
+        state = self.server.state
+        state.seg_case_name, state.seg_download_stem, state.seg_volumes, state.seg_inputs = "", "", [], []
 
     def open_case(self, files: list[Path], name: str) -> list:
         """Loads ``files`` (volume files, or the files of one DICOM series) as the new case; ValueError naming
@@ -122,8 +136,8 @@ class SegmentPage:
         for node in volumes:  # named as the Slicer GUI names them: the file name without its extension
             if node.GetName().lower().endswith(VOLUME_SUFFIXES):
                 node.SetName(volume_stem(Path(node.GetName())))
-            elif node.GetName().startswith(DICOM_NO_PATIENT):  # a series without a patient name
-                node.SetName(node.GetName().removeprefix(DICOM_NO_PATIENT))
+            elif node.GetName().startswith(DICOM_NO_SERIES_NUMBER):
+                node.SetName(node.GetName().removeprefix(DICOM_NO_SERIES_NUMBER))
         self.server.state.seg_case_name, self.server.state.seg_download_stem = name, volumes[0].GetName()
         self.show_case(volumes[0])
         self.choose_inputs()
@@ -131,6 +145,9 @@ class SegmentPage:
         return volumes
 
     def show_case(self, volume) -> None:
+        """Shows ``volume`` in the case's views and gives the editor an empty segmentation on it (to paint from scratch)."""
+        editor = self.slicer_app.segmentation_editor
+        editor.set_active_segmentation(editor.create_empty_segmentation_node(), volume)
         display = self.slicer_app.display_manager
         display.show_volume_in_slice_background(volume, CASE_VIEW_GROUP)
         display.show_volume_in_slice_foreground(None, CASE_VIEW_GROUP)
@@ -140,17 +157,20 @@ class SegmentPage:
     # --- segmenting --------------------------------------------------------------------------------
     def segment(self) -> None:
         state = self.server.state
+        if self.run is not None:
+            raise ValueError("a segmentation is running: wait for it or cancel it")
         if not self.case_volumes():
-            raise ValueError("open a volume first (Open file, or a server folder)")
+            raise ValueError("open a volume first (upload, or a server folder)")
         nodes = [self.scene.GetNodeByID(node_id) for node_id in state.seg_inputs]
-        self.run = self.segmentation.start(nodes, state.seg_model, device="auto")
+        self.run = self.segmentation.start(nodes, self.listed_model(state.seg_model), device="auto")
         state.seg_running, state.seg_progress = True, 0
         state.seg_message = f"Segmenting {state.seg_case_name} ..."
 
     def cancel(self) -> None:
-        if self.run is not None:
-            self.segmentation.cancel(self.run)
-            self.run = None
+        if self.run is None:
+            return  # it ended (and its result was loaded) before the click arrived
+        self.segmentation.cancel(self.run)
+        self.run = None
         state = self.server.state
         state.seg_running, state.seg_progress, state.seg_message = False, 0, "Cancelled; the case is as it was."
 
@@ -173,7 +193,6 @@ class SegmentPage:
             state.seg_message = f"Segmentation failed: {error}"
             raise
         self.edit(node)
-        state.seg_has_result = True
         state.seg_message = f"Done: {node.GetSegmentation().GetNumberOfSegments()} segments. Correct them with the segment editor."
 
     def edit(self, node) -> None:
@@ -181,13 +200,11 @@ class SegmentPage:
         editor = self.slicer_app.segmentation_editor
         previous = editor.active_segmentation_node
         volume = self.scene.GetNodeByID(self.run_reference(node))
-        editor.deactivate_effect()
         editor.set_active_segmentation(node, volume)
         if previous is not None and previous is not node and previous.GetSegmentation().GetNumberOfSegments() == 0:
             self.scene.RemoveNode(previous)
         editor.set_surface_representation_enabled(True)  # the organs in the 3-D view (no volume rendering: slow on CPUs)
-        editor.trigger_all_signals()  # the segment list and display options read the new node
-        self.result_node_id = node.GetID()
+        editor.trigger_all_signals()  # the display options in the page read the surface setting
         self.slicer_app.display_manager.reset_views(CASE_VIEW_GROUP)
 
     def run_reference(self, node) -> str:
@@ -209,15 +226,30 @@ class SegmentPage:
             return write_segmentation(node, Path(folder) / "segmentation.seg.nrrd", reference_volume=volume).read_bytes()
 
     def scene_bytes(self) -> bytes:
-        """The whole scene (volumes, segmentation, views) as a Slicer .mrb."""
-        with tempfile.TemporaryDirectory(prefix="swinssl-web-") as folder:
-            path = Path(folder) / "scene.mrb"
-            if not self.slicer_app.io_manager.write_scene(path):
-                raise OSError("the scene could not be written as .mrb")
-            return path.read_bytes()
+        """The case (volumes, segmentation, views) as a Slicer .mrb; training previews and loss tables, which may
+        come from other patients, are left out."""
+        scene = self.scene
+        training_nodes = [node for node in nodes_by_class(scene, "vtkMRMLNode")
+                          if node.GetAttribute(PREVIEW_ATTRIBUTE) or node.GetAttribute(RUN_ATTRIBUTE) or node.IsA("vtkMRMLPlotSeriesNode")]
+        left_out = training_nodes + [display for node in training_nodes if node.IsA("vtkMRMLDisplayableNode")
+                                     for display in (node.GetNthDisplayNode(i) for i in range(node.GetNumberOfDisplayNodes())) if display]
+        url, root = scene.GetURL(), scene.GetRootDirectory()
+        try:
+            for node in left_out:
+                node.SaveWithSceneOff()
+            with tempfile.TemporaryDirectory(prefix="swinssl-web-") as folder:
+                path = Path(folder) / "scene.mrb"
+                if not self.slicer_app.io_manager.write_scene(path):
+                    raise OSError("the scene could not be written as .mrb")
+                return path.read_bytes()
+        finally:
+            for node in left_out:
+                node.SaveWithSceneOn()
+            scene.SetURL(url)
+            scene.SetRootDirectory(root)
 
     def count_cases(self) -> int:
-        return len(list(self.cases_folder.glob("*.seg.nrrd"))) if self.cases_folder.is_dir() else 0
+        return count_cases(self.cases_folder)
 
     def add_to_training_set(self) -> Path:
         """Saves the case (volume + corrected segmentation) into the training-set folder."""

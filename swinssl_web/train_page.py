@@ -9,16 +9,37 @@ models folder; data folders must lie inside the ``--data`` roots.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable
+
+from trame_server import Server
+from trame_slicer.core import SlicerApp
 
 from swinssl_slicer.training_logic import PREVIEW_KINDS, TrainingLogic, TrainingRun, safe_name
 
-from swinssl.package import load_package
+from swinssl.package import ModelPackage, load_package
 from swinssl_web.data_roots import DataRoots
 from swinssl_web.loss_chart import EMPTY_CHART, chart_from_table
+from swinssl_web.segment_page import count_cases
 
 PREVIEW_VIEW_GROUP = 1
 PREVIEW_VIEWS = {"original": "Original", "masked": "Masked", "reconstruction": "Reconstruction"}  # kind -> view tag
 EVENT_ROWS = 200
+
+
+PRESETS, MODALITIES, DEVICES = ("ct", "mr", "pet", "none"), ("ct", "mr", "pet"), ("auto", "cpu", "cuda")
+
+
+def one_of(value: str, allowed, what: str) -> str:
+    """``value`` when it is allowed: the page's state is the browser's to change, and reaches a command line."""
+    if value not in allowed:
+        raise ValueError(f"{what} {value!r} is not one of the choices offered")
+    return value
+
+
+def safe_class_name(name: str) -> str:
+    if name.startswith("-"):
+        raise ValueError(f"class {name!r}: a class name cannot start with '-'")
+    return name
 
 
 def folder_name(name: str, what: str) -> str:
@@ -46,17 +67,18 @@ def event_row(event: dict) -> dict:
 
 
 class TrainPage:
-    def __init__(self, server, slicer_app, training: TrainingLogic, data_roots: DataRoots, runs_folder: Path,
-                 cases_folder: Path) -> None:
+    """The Train page of one app: its form (``train_*`` state), the run it started and what that run shows."""
+
+    def __init__(self, server: Server, slicer_app: SlicerApp, training: TrainingLogic, data_roots: DataRoots, runs_folder: Path,
+                 cases_folder: Path, models: Callable[[], list[ModelPackage]]) -> None:
         self.server, self.slicer_app, self.training = server, slicer_app, training
-        self.data_roots, self.runs_folder, self.cases_folder = data_roots, runs_folder, cases_folder
+        self.data_roots, self.runs_folder, self.cases_folder, self.models = data_roots, runs_folder, cases_folder, models
         self.run: TrainingRun | None = None
-        self.last_kind = "pretrain"
         state = server.state
         state.train_kind, state.train_data, state.train_run_name = "pretrain", [], "my-pretraining"
         state.train_preset, state.train_roi, state.train_feature_size = "ct", 96, 48
         state.train_steps, state.train_batch_size, state.train_preview_every, state.train_device = 1000, 2, 100, "auto"
-        state.train_weights = [1.0, 1.0, 1.0]  # rotation, contrastive, inpainting
+        state.train_weight_rotation, state.train_weight_contrastive, state.train_weight_inpainting = 1.0, 1.0, 1.0
         state.train_ct_pet, state.train_swinfuse = False, False
         state.train_init, state.train_inits, state.train_classes, state.train_model_name = "random", [], "", "my-model"
         state.train_use_cases = True
@@ -68,16 +90,11 @@ class TrainPage:
     def refresh_inits(self) -> None:
         """Initial weights a fine-tune may start from: random, installed models, pretraining runs."""
         choices = [{"title": "Random weights", "value": "random"}]
-        choices += [{"title": f"Model: {p.name}", "value": str(p.path)} for p in self.training_models()]
+        choices += [{"title": f"Model: {p.name}", "value": str(p.path)} for p in self.models()]
         if self.runs_folder.is_dir():
             choices += [{"title": f"Pretraining: {run.name}", "value": str(run)}
                         for run in sorted(self.runs_folder.iterdir()) if (run / "checkpoint.pt").is_file()]
         self.server.state.train_inits = choices
-
-    def training_models(self) -> list:
-        from swinssl.models import list_packages, models_dir
-
-        return list_packages(models_dir())
 
     def add_data_folder(self, path: str) -> None:
         real = str(self.data_roots.resolve(path))
@@ -93,42 +110,53 @@ class TrainPage:
     def run_folder(self) -> Path:
         return self.runs_folder / folder_name(self.server.state.train_run_name, "run")
 
+    def data_folders(self) -> list[str]:
+        """The chosen folders, checked again now: inside the roots, and holding no link that leads outside them."""
+        folders = [self.data_roots.resolve(entry["path"]) for entry in self.server.state.train_data]
+        for folder in folders:
+            self.data_roots.check_tree(folder)
+        return [str(folder) for folder in folders]
+
     def start_pretraining(self, resume: bool = False) -> None:
         state = self.server.state
         self.require_idle()
-        folders = [str(self.data_roots.resolve(entry["path"])) for entry in state.train_data]  # checked again at start
+        folders = self.data_folders()
         out = self.run_folder()
         extra = []
         if not resume:
             if state.train_ct_pet:
                 extra += ["--in-channels", "2", "--channel-presets", "ct", "pet"]
             if state.train_swinfuse:
-                extra += ["--swinfuse", "--modality", *[entry["modality"] for entry in state.train_data]]
+                extra += ["--swinfuse", "--modality", *[one_of(entry["modality"], MODALITIES, "modality") for entry in state.train_data]]
+        weights = (float(state.train_weight_rotation), float(state.train_weight_contrastive), float(state.train_weight_inpainting))
         self.run = self.training.start_pretraining(
-            folders, out, state.train_preset, int(state.train_roi), int(state.train_feature_size), int(state.train_steps),
-            int(state.train_batch_size), tuple(float(w) for w in state.train_weights), int(state.train_preview_every),
-            state.train_device, resume=resume, extra=extra, overwrite=not resume and self.training.holds_run(out, "pretrain"))
-        self.started("pretrain", f"{'Resuming' if resume else 'Starting'} pretraining in {out.name} ...")
+            folders, out, one_of(state.train_preset, PRESETS, "preset"), int(state.train_roi), int(state.train_feature_size),
+            int(state.train_steps), int(state.train_batch_size), weights, int(state.train_preview_every),
+            one_of(state.train_device, DEVICES, "device"), resume=resume, extra=extra,
+            overwrite=not resume and self.training.holds_run(out, "pretrain"))
+        self.started(f"{'Resuming' if resume else 'Starting'} pretraining in {out.name} ...")
 
     def start_finetuning(self) -> None:
         """Fine-tunes into the models folder from the chosen folders and, when ticked, the training set."""
         state = self.server.state
         self.require_idle()
-        sources = [str(self.data_roots.resolve(entry["path"])) for entry in state.train_data]
-        if state.train_use_cases and any(self.cases_folder.glob("*.seg.nrrd")):
+        sources = self.data_folders()
+        if state.train_use_cases and count_cases(self.cases_folder):
             sources.append(str(self.cases_folder))
         name = folder_name(state.train_model_name, "model")
-        classes = [c.strip() for c in state.train_classes.split(",") if c.strip()] or None
+        classes = [safe_class_name(c.strip()) for c in state.train_classes.split(",") if c.strip()] or None
+        init = one_of(state.train_init, [choice["value"] for choice in state.train_inits], "initial weights")
         out = self.training.default_model_folder(name)
         self.run = self.training.start_finetuning_from_scene(
-            name, [], sources, state.train_init, classes, int(state.train_roi), int(state.train_feature_size),
-            int(state.train_steps), state.train_device, overwrite=self.training.holds_run(out, "finetune"))
-        self.started("finetune", f"Fine-tuning model {name} ...")
+            name, [], sources, init, classes, int(state.train_roi), int(state.train_feature_size), int(state.train_steps),
+            one_of(state.train_device, DEVICES, "device"), overwrite=self.training.holds_run(out, "finetune"))
+        self.started(f"Fine-tuning model {name} ...")
 
     def finetune_from_model(self, model: str) -> None:
         """The Segment page's "Fine-tune": the current model on the training set, same architecture and classes,
         into a model named after it."""
-        if not any(self.cases_folder.glob("*.seg.nrrd")):
+        self.require_idle()
+        if not count_cases(self.cases_folder):
             raise ValueError("the training set is empty: correct a segmentation and click 'Add to training set' first")
         package = load_package(model)
         state = self.server.state  # the Train page shows the settings the run uses
@@ -144,11 +172,10 @@ class TrainPage:
         if self.run is not None and self.run.engine.running:
             raise ValueError("a run is in progress: stop it first")
 
-    def started(self, kind: str, message: str) -> None:
+    def started(self, message: str) -> None:
         state = self.server.state
-        self.last_kind = kind
         state.train_running, state.train_can_resume, state.train_status = True, False, message
-        state.train_step, state.train_total = 0, int(state.train_steps)
+        state.train_step, state.train_total, state.train_chart, state.train_preview_step = 0, int(state.train_steps), dict(EMPTY_CHART), None
 
     def stop(self) -> None:
         if self.run is not None:

@@ -41,8 +41,10 @@ if (!files.length) {
   error_message = `${files[0].name}: ${(total / 1e6).toFixed(0)} MB is more than the server accepts (${upload_limit_mb} MB)`;
 } else {
   error_message = ''; seg_uploading = true;
-  window.load_files_by_chunks($event.target.files, { trigger_name: 'swinssl_upload_chunk' })
-    .finally(() => { seg_uploading = false; });
+  const chosen = $event.target.files;
+  trigger('swinssl_upload_begin')
+    .then(() => window.load_files_by_chunks(chosen, { trigger_name: 'swinssl_upload_chunk' }))
+    .finally(() => { seg_uploading = false; $event.target.value = ''; });
 }
 """
 
@@ -63,6 +65,9 @@ CHART_SVG = """
 </div>
 """
 
+REPLACE_ITEM = "{key} = {key}.map((item, i) => i === index ? {value} : item)"  # a new array: the client sends whole keys only
+DOWNLOAD_JS = ("trigger('swinssl_download', ['{what}'])"
+               ".then(content => content && utils.download({name}, content, 'application/octet-stream'))")  # none: the error shows
 EVENT_HEADERS = [{"title": "Step", "key": "step"}, {"title": "Event", "key": "event"}, {"title": "Detail", "key": "detail"}]
 
 
@@ -94,7 +99,8 @@ class SwinSSLWebUI:
     def register_triggers(self) -> None:
         app, trigger = self.app, self.app.server.trigger
         actions = {
-            "swinssl_browse": app.browse, "swinssl_open": app.open_server_path, "swinssl_upload_chunk": app.on_upload_chunk,
+            "swinssl_browse": app.browse, "swinssl_open": app.open_server_path, "swinssl_upload_begin": app.on_upload_begin,
+            "swinssl_upload_chunk": app.on_upload_chunk,
             "swinssl_segment": app.segment.segment, "swinssl_cancel": app.segment.cancel, "swinssl_download": app.download,
             "swinssl_add_case": app.segment.add_to_training_set, "swinssl_finetune_current": app.finetune_current_model,
             "swinssl_use_folder": app.train.add_data_folder, "swinssl_drop_folder": app.train.remove_data_folder,
@@ -139,7 +145,8 @@ class SwinSSLWebUI:
                         classes="swinssl-model")
                 html.Div("{{ seg_model_info }}", classes="text-caption my-1 swinssl-model-info")
                 VSelect(v_for="(modality, index) in seg_channels", key="index", label=("'Input ' + (index + 1) + ': ' + modality",),
-                        items=("seg_volumes",), v_model=("seg_inputs[index]",), density="compact", hide_details=True, classes="mb-1")
+                        items=("seg_volumes",), model_value=("seg_inputs[index]",), density="compact", hide_details=True,
+                        update_modelValue=REPLACE_ITEM.format(key="seg_inputs", value="$event"), classes="mb-1 swinssl-input")
                 VBtn("Segment", v_if=("!seg_running",), color="primary", block=True, classes="swinssl-segment",
                      disabled=("!seg_model || !seg_volumes.length",), click="trigger('swinssl_segment')")
                 VBtn("Cancel", v_else=True, color="error", block=True, classes="swinssl-cancel", click="trigger('swinssl_cancel')")
@@ -153,11 +160,9 @@ class SwinSSLWebUI:
             VCardTitle("4. Save and retrain", classes="text-subtitle-2")
             with VCardText():
                 VBtn("Download .seg.nrrd", prepend_icon="mdi-download", variant="tonal", block=True, classes="mb-1 swinssl-download-seg",
-                     click="utils.download((seg_download_stem || 'segmentation') + '.seg.nrrd', "
-                           "trigger('swinssl_download', ['segmentation']), 'application/octet-stream')")
+                     click=DOWNLOAD_JS.format(what="segmentation", name="(seg_download_stem || 'segmentation') + '.seg.nrrd'"))
                 VBtn("Download scene .mrb", prepend_icon="mdi-download", variant="tonal", block=True, classes="mb-1 swinssl-download-mrb",
-                     click="utils.download((seg_download_stem || 'scene') + '.mrb', "
-                           "trigger('swinssl_download', ['scene']), 'application/octet-stream')")
+                     click=DOWNLOAD_JS.format(what="scene", name="(seg_download_stem || 'scene') + '.mrb'"))
                 VBtn("Add to training set", prepend_icon="mdi-plus", variant="tonal", block=True, classes="mb-1 swinssl-add-case",
                      click="trigger('swinssl_add_case')")
                 VTextField(label="Fine-tuning steps", v_model_number=("train_steps",), type="number", density="compact",
@@ -180,7 +185,8 @@ class SwinSSLWebUI:
                 VListItem(v_if=("!train_data.length",), title="No folder chosen: 'Use' a folder above")
                 with VListItem(v_for="entry in train_data", key="entry.path", title=("entry.name",)):
                     with html.Template(v_slot_append=True):
-                        VSelect(v_if=("train_swinfuse",), items=("['ct', 'mr', 'pet']",), v_model=("entry.modality",),
+                        VSelect(v_if=("train_swinfuse",), items=("['ct', 'mr', 'pet']",), model_value=("entry.modality",),
+                                update_modelValue="train_data = train_data.map(e => e.path === entry.path ? {...e, modality: $event} : e)",
                                 density="compact", hide_details=True, style="width: 90px;")
                         VBtn(icon="mdi-close", size="small", variant="text", raw_attrs=['@click.stop="trigger(\'swinssl_drop_folder\', [entry.path])"'])
             VCheckbox(v_if=("train_kind === 'finetune'",), v_model=("train_use_cases",), density="compact", hide_details=True,
@@ -193,9 +199,12 @@ class SwinSSLWebUI:
                     VSelect(label="Intensity preset", items=("['ct', 'mr', 'pet', 'none']",), v_model=("train_preset",),
                             density="compact", hide_details=True, classes="mb-2")
                     with html.Div(style="display: flex; gap: 6px;"):
-                        VTextField(label="Rotation", v_model_number=("train_weights[0]",), type="number", density="compact", hide_details=True)
-                        VTextField(label="Contrastive", v_model_number=("train_weights[1]",), type="number", density="compact", hide_details=True)
-                        VTextField(label="Inpainting", v_model_number=("train_weights[2]",), type="number", density="compact", hide_details=True)
+                        VTextField(label="Rotation", v_model_number=("train_weight_rotation",), type="number", density="compact",
+                                   hide_details=True, classes="swinssl-weight-rotation")
+                        VTextField(label="Contrastive", v_model_number=("train_weight_contrastive",), type="number", density="compact",
+                                   hide_details=True, classes="swinssl-weight-contrastive")
+                        VTextField(label="Inpainting", v_model_number=("train_weight_inpainting",), type="number", density="compact",
+                                   hide_details=True, classes="swinssl-weight-inpainting")
                     with html.Div(style="display: flex; gap: 6px;", classes="mt-2"):
                         VTextField(label="Batch size", v_model_number=("train_batch_size",), type="number", density="compact", hide_details=True)
                         VTextField(label="Preview every", v_model_number=("train_preview_every",), type="number", density="compact",
@@ -224,7 +233,6 @@ class SwinSSLWebUI:
                 VBtn("Stop", v_else=True, color="error", classes="swinssl-stop", click="trigger('swinssl_stop')")
                 VProgressLinear(model_value=("train_total ? 100 * train_step / train_total : 0",), height=6, classes="my-2", color="primary")
                 html.Div("{{ train_status }}", classes="text-caption swinssl-train-status")
-                html.Div("{{ train_step }}", classes="swinssl-train-step", style="display: none;")
         with VCard(variant="outlined", classes="ma-2"):
             VCardTitle("Losses", classes="text-subtitle-2")
             with html.Div(classes="pa-2") as chart:

@@ -1,5 +1,5 @@
 """Files uploaded from the browser: received in chunks into a private temporary folder (mode 0700),
-with a size limit, under their base names only; removed when the next upload starts and at exit."""
+with a size limit, under their base names only; removed once loaded, when the next upload starts and at exit."""
 
 from __future__ import annotations
 
@@ -13,6 +13,8 @@ class UploadTooLarge(ValueError):
 
 
 class UploadInbox:
+    """One upload at a time: :meth:`begin` (a fresh folder), :meth:`add` per chunk, :meth:`files`, :meth:`clear`."""
+
     def __init__(self, limit_bytes: int) -> None:
         self.limit_bytes = limit_bytes
         self.folder: Path | None = None
@@ -23,9 +25,9 @@ class UploadInbox:
         self.folder = Path(tempfile.mkdtemp(prefix="swinssl-web-upload-"))
 
     def add(self, files: list[dict]) -> None:
-        """Writes ``files`` (trame client files: name, size, content) into the folder."""
+        """Writes ``files`` (trame client files: name, size, content) into the folder :meth:`begin` made."""
         if self.folder is None:
-            self.begin()
+            raise ValueError("the upload was not started (reload the page and try again)")
         for file in files:
             content = file.get("content") or b""
             if isinstance(content, list):
