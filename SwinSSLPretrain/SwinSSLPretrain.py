@@ -227,7 +227,7 @@ class SwinSSLPretrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if run.total:
             self.ui.progressBar.value = int(100 * run.step / run.total)
             eta = f", about {run.eta_s / 60:.0f} min left" if run.eta_s else ""
-            self.ui.etaLabel.text = f"step {run.step} / {run.total}{eta}"
+            self.ui.etaLabel.text = f"step {run.step} / {run.total}{eta}" + (f", {run.validation}" if run.validation else "")
         if run.dice:
             self.ui.diceLabel.text = ", ".join(f"{name}: {value:.3f}" for name, value in run.dice.items())
         while run.messages:

@@ -228,6 +228,11 @@ def test_issue_must_show_finetune_on_real_ct_then_segment_the_dicom_series(tmp_p
                      "--roi", "64", "--feature-size", "12", "--steps", "3", "--val-every", "3", "--lr", "1e-3", "--device", "cpu",
                      "--events", str(tmp_path / "ft.jsonl"))
     assert result.returncode == 0, result.stderr
+    events = read_events(tmp_path / "ft.jsonl")
+    validating = [e for e in events if e["event"] == "progress" and e.get("stage") == "validation"]
+    assert validating and validating[-1]["window"] == validating[-1]["windows"] and all(e["step"] == 3 for e in validating)
+    done = events[-1]
+    assert done["event"] == "done" and 0 < done["validation_share"] < 1 and done["validation_s"] > 0
     package = load_package(tmp_path / "organs")
     assert package.labels.names == organs and package.channels[0].modality == "CT"
     assert package.channels[0].window == (-175.0, 250.0)  # the BTCV reference's a_min/a_max, recorded for segmentation
@@ -311,3 +316,15 @@ def test_class_balanced_crops_centre_small_structures_as_often_as_large_ones():
         centres = [sampler._centre(np.random.default_rng(step), 0) for step in range(400)]
         shares[sampling] = np.mean([label[tuple(c)] == 2 for c in centres])
     assert shares["posneg"] < 0.02 and 0.4 < shares["classes"] < 0.6, shares
+
+
+def test_validation_region_is_the_annotated_box_grown_by_the_margin():
+    from swinssl.finetune.validation import validation_region
+
+    label = np.zeros((50, 40, 30), np.uint8)  # (X, Y, Z)
+    label[10:20, 5:8, 12:13] = 2
+    label[30:32, 30:31, 0:1] = 1  # class 1 is not annotated in this case: its voxels do not count
+    present = np.array([True, False, True])
+    assert validation_region(label, present, margin=4) == (slice(6, 24), slice(1, 12), slice(8, 17))
+    assert validation_region(label, np.array([True, True, True]), margin=4) == (slice(6, 36), slice(1, 35), slice(0, 17))
+    assert validation_region(label, np.array([True, False, False]), margin=4) == (slice(0, 50), slice(0, 40), slice(0, 30))

@@ -46,6 +46,7 @@ class TrainingRun:
     table_node_id: str | None = None
     chart_node_id: str | None = None
     preview_step: int | None = None
+    validation: str | None = None  # "validating case 1 of 2: window 5 of 12" while a fine-tune validates, else None
     show_plot: bool = False  # set at the run's first progress event (Resume included); the face shows the chart and clears it
     show_previews: bool = False  # set at the run's first preview; the face arranges the views once and clears it
 
@@ -150,7 +151,11 @@ class TrainingLogic:
         events = run.engine.poll()
         for event in events:
             kind = event["event"]
-            if kind == "progress":
+            if kind == "progress" and event.get("stage") == "validation":
+                run.validation = (f"validating case {event['case']} of {event['cases']}: "
+                                  f"window {event['window']} of {event['windows']}")
+            elif kind == "progress":
+                run.validation = None
                 run.step, run.total, run.eta_s = event["step"], event["total"], event.get("eta_s")
                 run.show_plot = run.show_plot or run.chart_node_id is None or self.scene.GetNodeByID(run.chart_node_id) is None
                 self._append_losses(run, event)

@@ -20,7 +20,7 @@ from swinssl.finetune.config import FinetuneConfig
 from swinssl.finetune.dataset import UNNAMED_PREFIX, PreparedCase, build_label_table, prepare_case, read_case_labels
 from swinssl.finetune.loss import partial_dice_ce
 from swinssl.finetune.sampler import LabelledCropSampler, SegmentationBatch
-from swinssl.inference.sliding_window import sliding_window_labels
+from swinssl.finetune.validation import validate
 from swinssl.io.reader import VolumeError
 from swinssl.labels.table import LabelTable
 from swinssl.network import build_swin_unetr
@@ -94,34 +94,6 @@ def split_cases(cases: list[PreparedCase], config: FinetuneConfig) -> tuple[list
     if 0 < count < len(cases):
         return cases[:-count], cases[-count:], "held-out cases"
     return cases, cases, "training cases (too few cases to hold any out)"
-
-
-def dice_scores(predicted: np.ndarray, reference: np.ndarray, present: np.ndarray, table: LabelTable) -> dict[str, float]:
-    """Dice per annotated class; classes absent from both maps are left out (undefined)."""
-    scores = {}
-    for label in table.labels:
-        if not present[label.value]:
-            continue
-        a, b = predicted == label.value, reference == label.value
-        total = int(a.sum()) + int(b.sum())
-        if total:
-            scores[label.name] = 2.0 * int((a & b).sum()) / total
-    return scores
-
-
-def validate(network: torch.nn.Module, cases: list[PreparedCase], table: LabelTable, config: FinetuneConfig, device: torch.device) -> dict[str, float]:
-    """Mean Dice per class over the validation cases (sliding window, as at inference)."""
-    was_training = network.training
-    network.eval()
-    per_class: dict[str, list[float]] = {}
-    for case in cases:
-        image = torch.from_numpy(np.asarray(case.image, dtype=np.float32))
-        predicted = sliding_window_labels(image, network, config.roi, table.num_classes, config.overlap, device=device,
-                                          channels_last=False).numpy()  # the training weights keep their layout
-        for name, score in dice_scores(predicted, case.label, case.present, table).items():
-            per_class.setdefault(name, []).append(score)
-    network.train(was_training)
-    return {name: float(np.mean(scores)) for name, scores in per_class.items()}
 
 
 def resumed_patch_merging(config: FinetuneConfig, checkpoint: dict) -> tuple[str, str]:
@@ -223,6 +195,12 @@ def _finetune(config: FinetuneConfig, resume: bool, show_progress: bool, events:
     prefetcher: Prefetcher[SegmentationBatch] = Prefetcher(sampler.batch)
     bar = tqdm(total=config.steps, initial=state.step, disable=not show_progress, unit="step", dynamic_ncols=True)
     clock = StepClock()
+    loop_started, validation_s = time.monotonic(), 0.0
+
+    def report_validation(case: int, cases: int, window: int, windows: int) -> None:
+        events.emit("progress", stage="validation", step=state.step, total=config.steps, case=case, cases=cases, window=window, windows=windows)
+        bar.set_postfix_str(f"validating case {case}/{cases}, window {window}/{windows}")
+
     try:
         with StopRequest(config.stop_file) as stop:
             while state.step < config.steps:
@@ -246,7 +224,9 @@ def _finetune(config: FinetuneConfig, resume: bool, show_progress: bool, events:
                               samples_per_s=config.batch_size / clock.average, eta_s=clock.eta(config.steps - state.step),
                               data_wait_s=clock.data_wait, step_s=clock.last)
                 if state.step % config.val_every == 0 or state.step == config.steps:
-                    dice = validate(network, validation_cases, table, config, device)
+                    started = time.monotonic()
+                    dice = validate(network, validation_cases, table, config, device, progress=report_validation)
+                    validation_s += time.monotonic() - started
                     mean = float(np.mean(list(dice.values()))) if dice else 0.0
                     fields.update(val_dice=dice, val_mean_dice=mean)
                     if mean > state.extra["best_dice"]:
@@ -269,6 +249,8 @@ def _finetune(config: FinetuneConfig, resume: bool, show_progress: bool, events:
     finally:
         bar.close()
         prefetcher.close()
+    loop_s = time.monotonic() - loop_started
     events.emit("done", step=state.step, outputs={"model": out, "checkpoint": training_dir / CHECKPOINT_NAME},
-                best_mean_dice=state.extra["best_dice"], best_step=state.extra["best_step"])
+                best_mean_dice=state.extra["best_dice"], best_step=state.extra["best_step"],
+                validation_s=round(validation_s, 2), validation_share=round(validation_s / loop_s, 3) if loop_s else 0.0)
     return EXIT_OK, state
