@@ -36,6 +36,30 @@ def load_volume(quick: bool) -> tuple[torch.Tensor, str]:
     return torch.from_numpy(volume.copy()), description
 
 
+def reference_pipeline(volume: torch.Tensor, network: torch.nn.Module, roi: int) -> torch.Tensor:
+    """MONAI's tutorial inference: ``sliding_window_inference`` (Gaussian, 4 windows a batch), softmax, arg-max.
+    ``volume``: (1, X, Y, Z); returns (X, Y, Z) labels."""
+    with torch.no_grad():
+        logits = sliding_window_inference(volume[None], roi, 4, network, overlap=0.5, mode="gaussian")
+        return torch.softmax(logits, 1).argmax(1)[0]
+
+
+def our_pipeline(volume: torch.Tensor, network: torch.nn.Module, roi: int) -> torch.Tensor:
+    """Ours: foreground crop, air windows skipped, fused attention, channels-last, float16 sums. (X, Y, Z) labels."""
+    start, end = foreground_box(volume.numpy(), margin=4)
+    box = tuple(slice(s, e) for s, e in zip(start, end))
+    labels = torch.zeros(volume.shape[1:], dtype=torch.uint8)
+    labels[box] = sliding_window_labels(volume[(slice(None), *box)].contiguous(), network, roi, CLASSES, 0.5, body_threshold=AIR_THRESHOLD)
+    return labels
+
+
+def warm_up(plain: torch.nn.Module, fast: torch.nn.Module, roi: int) -> None:
+    """One window through each network, in the memory layout each will use."""
+    with torch.no_grad():
+        plain(torch.zeros(1, 1, roi, roi, roi))
+        fast.to(memory_format=torch.channels_last_3d)(torch.zeros(1, 1, roi, roi, roi).contiguous(memory_format=torch.channels_last_3d))
+
+
 def peak_flops(seconds: float = 1.0) -> float:
     """The machine's attainable float32 matrix-multiply rate (FLOP/s), from a 2048^3 GEMM."""
     a, b = torch.rand(2048, 2048), torch.rand(2048, 2048)
@@ -52,23 +76,9 @@ def run(quick: bool, repeats: int) -> dict:
     fast = build_swin_unetr(1, CLASSES, feature).eval()
     fast.load_state_dict(plain.state_dict())
 
-    def reference() -> torch.Tensor:
-        with torch.no_grad():
-            logits = sliding_window_inference(volume[None], roi, 4, plain, overlap=0.5, mode="gaussian")
-            return torch.softmax(logits, 1).argmax(1)[0]
-
-    def ours() -> torch.Tensor:
-        start, end = foreground_box(volume.numpy(), margin=4)
-        box = tuple(slice(s, e) for s, e in zip(start, end))
-        labels = torch.zeros(volume.shape[1:], dtype=torch.uint8)
-        labels[box] = sliding_window_labels(volume[(slice(None), *box)].contiguous(), fast, roi, CLASSES, 0.5, body_threshold=AIR_THRESHOLD)
-        return labels
-
-    with torch.no_grad():  # warm-up: one window through each network, in the memory layout each will use
-        plain(torch.zeros(1, 1, roi, roi, roi))
-        fast.to(memory_format=torch.channels_last_3d)(torch.zeros(1, 1, roi, roi, roi).contiguous(memory_format=torch.channels_last_3d))
-    reference_s, reference_labels = timed(reference, repeats)
-    ours_s, our_labels = timed(ours, repeats)
+    warm_up(plain, fast, roi)
+    reference_s, reference_labels = timed(lambda: reference_pipeline(volume, plain, roi), repeats)
+    ours_s, our_labels = timed(lambda: our_pipeline(volume, fast, roi), repeats)
     with FlopCounterMode(display=False) as counter, torch.no_grad():
         plain(torch.zeros(1, 1, roi, roi, roi))
     windows = windows_run(volume, roi)

@@ -1,7 +1,8 @@
 """``python -m benchmarks.run [--quick] [--only W ...] [--json OUT.json]``: ours vs the reference, side by side.
 
 Workloads (see each module): ``inference`` (sliding windows on the real abdomen CT vs MONAI's
-``sliding_window_inference``), ``memory`` (peak RSS on a large CT-like volume vs MONAI's bundle
+``sliding_window_inference``), ``paper_size`` (feature 48, ROI 96, 14 classes on a 4-window crop: model-only
+and end-to-end ratios), ``memory`` (peak RSS on a large CT-like volume vs MONAI's bundle
 pipeline), ``pretraining`` (steps/s vs a decode-every-step research-style loop) and ``scaling``
 (1 vs 2 torchrun processes). Each runs the reference and ours back to back in one run; the
 table shows the ratios and the JSON has every figure and the machine.
@@ -15,10 +16,10 @@ import time
 import warnings
 from pathlib import Path
 
-from benchmarks import inference, memory, pretraining, scaling
+from benchmarks import inference, memory, paper_size, pretraining, scaling
 from benchmarks.common import machine
 
-WORKLOADS = ("inference", "memory", "pretraining", "scaling")
+WORKLOADS = ("inference", "paper_size", "memory", "pretraining", "scaling")
 
 
 def main() -> None:
@@ -39,6 +40,10 @@ def main() -> None:
         result.update(inference_speedup=figures["inference_speedup"], label_agreement=figures["label_agreement"])
         rows.append(("inference", f"{figures['reference_s']:.1f} s", f"{figures['ours_s']:.1f} s", f"{figures['inference_speedup']:.2f}x faster",
                      f"labels agree on {figures['label_agreement']:.3%}; reference at {figures['reference_share_of_peak']:.0%} of GEMM peak"))
+    if "paper_size" in args.only:
+        figures = result["paper_size"] = paper_size.run(args.repeats or 1)
+        rows.append(("paper size", f"{figures['reference_s']:.1f} s", f"{figures['ours_s']:.1f} s", f"{figures['end_to_end_speedup']:.2f}x faster",
+                     f"model only {figures['model_only_speedup']:.2f}x (batch of {figures['model_batch']}); labels agree on {figures['label_agreement']:.3%}"))
     if "memory" in args.only:
         figures = result["memory"] = memory.run(args.quick)
         result["peak_memory_ratio"] = figures["peak_memory_ratio"]
