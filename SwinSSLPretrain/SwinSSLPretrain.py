@@ -226,8 +226,7 @@ class SwinSSLPretrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             run.show_plot = False
         if run.total:
             self.ui.progressBar.value = int(100 * run.step / run.total)
-            eta = f", about {run.eta_s / 60:.0f} min left" if run.eta_s else ""
-            self.ui.etaLabel.text = f"step {run.step} / {run.total}{eta}" + (f", {run.validation}" if run.validation else "")
+            self.ui.etaLabel.text = run.progress_text()
         if run.dice:
             self.ui.diceLabel.text = ", ".join(f"{name}: {value:.3f}" for name, value in run.dice.items())
         while run.messages:

@@ -71,6 +71,10 @@ def test_export_a_painted_scene_and_fine_tune_from_it(mrml_scene, shared_data, t
     exported = sitk.ReadImage(str(tmp_path / "export" / "Abdomen_CT.nrrd"))
     source = sitk.ReadImage(str(shared_data / "ct" / "abdomen_ct_small_3mm.nii.gz"))
     assert np.allclose(exported.GetOrigin(), source.GetOrigin(), atol=1e-3) and exported.GetSize() == source.GetSize()
+    first = written[0].read_bytes()
+    again = logic.export_scene_cases([(volume, segmentation)], tmp_path / "export")  # a second case of the same name
+    assert [p.name for p in again] == ["Abdomen_CT_1.seg.nrrd"] and (tmp_path / "export" / "Abdomen_CT_1.nrrd").is_file()
+    assert written[0].read_bytes() == first  # the earlier case is kept as it was
     run = logic.start_finetuning(tmp_path / "models" / "organs", scenes=[str(tmp_path / "export")], classes=["liver", "spleen"], roi=64,
                                  feature_size=12, steps=2, device="cpu", extra=["--spacing", "6", "6", "6", "--val-every", "2"])
     wait(logic, run)
@@ -79,6 +83,16 @@ def test_export_a_painted_scene_and_fine_tune_from_it(mrml_scene, shared_data, t
     assert run.dice and set(run.dice) <= {"Liver", "Spleen"}
     table = mrml_scene.GetNodeByID(run.table_node_id).GetTable()
     assert table.GetNumberOfRows() == 2 and table.GetColumnName(2) == "val_mean_dice"
+    assert run.validation is None and run.progress_text().startswith("step 2 of 2")  # the validation's news ended with it
+
+
+def test_progress_text_gives_step_time_left_and_validation():
+    from swinssl_slicer.training_logic import TrainingRun
+
+    run = TrainingRun("finetune", engine=None, out=Path("model"), step=3, total=10, eta_s=45.0)
+    assert run.progress_text() == "step 3 of 10, about 45 s left"
+    run.eta_s, run.validation = 300.0, "validating case 1 of 2: window 5 of 12"
+    assert run.progress_text() == "step 3 of 10, about 5 min left, validating case 1 of 2: window 5 of 12"
 
 
 def test_an_mrb_written_by_slicer_core_is_read_back_for_training(mrml_scene, shared_data, tmp_path):

@@ -50,6 +50,11 @@ class TrainingRun:
     show_plot: bool = False  # set at the run's first progress event (Resume included); the face shows the chart and clears it
     show_previews: bool = False  # set at the run's first preview; the face arranges the views once and clears it
 
+    def progress_text(self) -> str:
+        """"step 3 of 10, about 2 min left", and during a validation ", validating case 1 of 2: window 5 of 12"."""
+        eta = "" if not self.eta_s else f", about {self.eta_s:.0f} s left" if self.eta_s < 90 else f", about {self.eta_s / 60:.0f} min left"
+        return f"step {self.step} of {self.total}{eta}" + (f", {self.validation}" if self.validation else "")
+
     def status(self) -> str | None:
         """None while running; else one line for the user, from the engine's own final event."""
         outcome = self.engine.outcome

@@ -11,7 +11,7 @@ import asyncio
 import logging
 import os
 import socket
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -94,9 +94,10 @@ class SwinSSLWebApp(TrameApp):
         self.upload_error: str | None = None
         scene = self.slicer_app.scene
         segmentation, training = SegmentationLogic(scene), TrainingLogic(scene)
-        cases = settings.cases or models_dir().parent / "training-set"
+        beside_models = models_dir().parent
+        cases = settings.cases or beside_models / "training-set"
         self.segment = SegmentPage(self.server, self.slicer_app, segmentation, training, cases, settings.extra_models)
-        self.train = TrainPage(self.server, self.slicer_app, training, self.data_roots, settings.runs or models_dir().parent / "runs", cases,
+        self.train = TrainPage(self.server, self.slicer_app, training, self.data_roots, settings.runs or beside_models / "runs", cases,
                                self.segment.packages)
 
         state = self.server.state
@@ -141,7 +142,7 @@ class SwinSSLWebApp(TrameApp):
 
     def browse(self, folder: str | None) -> None:
         state = self.server.state
-        state.browse_entries = [entry.as_state() for entry in self.data_roots.list(folder)]
+        state.browse_entries = [asdict(entry) for entry in self.data_roots.list(folder)]
         state.browse_folder = folder and str(self.data_roots.resolve(folder))
         state.browse_parent = folder and self.data_roots.parent(folder)
 
@@ -221,9 +222,8 @@ class SwinSSLWebApp(TrameApp):
 def serve(settings: WebSettings) -> int:
     if not is_loopback(settings.host) and not settings.token:
         raise ValueError("a server on a non-loopback address needs an access token")
-    os.environ["SWINSSL_MODELS"] = str(settings.models) if settings.models else os.environ.get("SWINSSL_MODELS", "")
-    if not os.environ["SWINSSL_MODELS"]:
-        del os.environ["SWINSSL_MODELS"]
+    if settings.models:  # read by models_dir() here and in the engine subprocesses
+        os.environ["SWINSSL_MODELS"] = str(settings.models)
     from vtkmodules.vtkCommonCore import vtkObject
 
     vtkObject.GlobalWarningDisplayOff()  # views without a volume warn at every render: they would flood the server log

@@ -25,9 +25,6 @@ class Entry:
     path: str  # resolved, inside a root
     is_folder: bool
 
-    def as_state(self) -> dict:
-        return {"name": self.name, "path": self.path, "is_folder": self.is_folder}
-
 
 class DataRoots:
     """The ``--data`` folders (resolved once) and the only paths the page may use: inside them."""
@@ -44,7 +41,7 @@ class DataRoots:
             real = candidate.resolve(strict=True)
         except (OSError, RuntimeError):
             raise FileNotFoundError(f"{path}: no such file or folder on the server") from None
-        if not any(real == root or real.is_relative_to(root) for root in self.roots):
+        if not any(real.is_relative_to(root) for root in self.roots):  # a root itself included
             raise OutsideDataRoots(f"{path}: outside the server's data folders (refused)")
         return real
 

@@ -31,6 +31,18 @@ def count_cases(folder: Path) -> int:
     return len(list(folder.glob("*.seg.nrrd"))) if folder.is_dir() else 0
 
 
+def training_nodes(scene) -> list:
+    """What training runs put in ``scene``: preview volumes, loss tables, charts and their series, and the
+    display nodes of those volumes."""
+    nodes = [node for node in nodes_by_class(scene, "vtkMRMLNode")
+             if node.GetAttribute(PREVIEW_ATTRIBUTE) or node.GetAttribute(RUN_ATTRIBUTE) or node.IsA("vtkMRMLPlotSeriesNode")]
+    displays = []
+    for node in nodes:
+        if node.IsA("vtkMRMLDisplayableNode"):
+            displays += [node.GetNthDisplayNode(index) for index in range(node.GetNumberOfDisplayNodes())]
+    return nodes + [display for display in displays if display is not None]
+
+
 def describe_model(package: ModelPackage) -> str:
     names = [label.name for label in package.labels.labels]
     shown = ", ".join(names[:6]) + (f" and {len(names) - 6} more" if len(names) > 6 else "")
@@ -51,7 +63,7 @@ class SegmentPage:
         state.seg_models, state.seg_model, state.seg_model_info, state.seg_channels = [], "", "", []
         state.seg_volumes, state.seg_inputs, state.seg_case_name, state.seg_download_stem = [], [], "", ""
         state.seg_uploading = False
-        state.seg_running, state.seg_progress, state.seg_message, state.seg_cases = False, 0, "", self.count_cases()
+        state.seg_running, state.seg_progress, state.seg_message, state.seg_cases = False, 0, "", count_cases(self.cases_folder)
         self.refresh_models()
 
     @property
@@ -227,13 +239,11 @@ class SegmentPage:
 
     def scene_bytes(self) -> bytes:
         """The case (volumes, segmentation, views) as a Slicer .mrb; training previews and loss tables, which may
-        come from other patients, are left out."""
+        come from other patients, are left out (not saved with the scene while it is written)."""
         scene = self.scene
-        training_nodes = [node for node in nodes_by_class(scene, "vtkMRMLNode")
-                          if node.GetAttribute(PREVIEW_ATTRIBUTE) or node.GetAttribute(RUN_ATTRIBUTE) or node.IsA("vtkMRMLPlotSeriesNode")]
-        left_out = training_nodes + [display for node in training_nodes if node.IsA("vtkMRMLDisplayableNode")
-                                     for display in (node.GetNthDisplayNode(i) for i in range(node.GetNumberOfDisplayNodes())) if display]
-        url, root = scene.GetURL(), scene.GetRootDirectory()
+        left_out = training_nodes(scene)
+        saved_with_scene = [node.GetSaveWithScene() for node in left_out]
+        url, root = scene.GetURL(), scene.GetRootDirectory()  # write_scene points them at the temporary file
         try:
             for node in left_out:
                 node.SaveWithSceneOff()
@@ -243,19 +253,16 @@ class SegmentPage:
                     raise OSError("the scene could not be written as .mrb")
                 return path.read_bytes()
         finally:
-            for node in left_out:
-                node.SaveWithSceneOn()
+            for node, flag in zip(left_out, saved_with_scene):
+                node.SetSaveWithScene(flag)
             scene.SetURL(url)
             scene.SetRootDirectory(root)
-
-    def count_cases(self) -> int:
-        return count_cases(self.cases_folder)
 
     def add_to_training_set(self) -> Path:
         """Saves the case (volume + corrected segmentation) into the training-set folder."""
         volume, node = self.result()
         written = self.training.export_scene_cases([(volume, node)], self.cases_folder)[0]
         state = self.server.state
-        state.seg_cases = self.count_cases()
+        state.seg_cases = count_cases(self.cases_folder)
         state.seg_message = f"Added to the training set ({state.seg_cases} case(s) in {self.cases_folder})."
         return written

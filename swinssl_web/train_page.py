@@ -191,13 +191,10 @@ class TrainPage:
         if events:
             rows = [event_row(event) for event in reversed(events) if event.get("stage") != "validation"]  # those show in the status
             state.train_events = (rows + list(state.train_events))[:EVENT_ROWS]
-        if run.total:
+        if events and run.total:
             state.train_step, state.train_total = run.step, run.total
-            eta = "" if not run.eta_s else f", about {run.eta_s:.0f} s left" if run.eta_s < 90 else f", about {run.eta_s / 60:.0f} min left"
-            state.train_status = f"{'Pretraining' if run.kind == 'pretrain' else 'Fine-tuning'}: step {run.step} of {run.total}{eta}"
-            if run.validation:
-                state.train_status += f", {run.validation}"
-        if run.table_node_id:
+            state.train_status = f"{'Pretraining' if run.kind == 'pretrain' else 'Fine-tuning'}: {run.progress_text()}"
+        if events and run.table_node_id:  # the table changes only with new events
             table = self.slicer_app.scene.GetNodeByID(run.table_node_id)
             state.train_chart = chart_from_table(table.GetTable()) if table else dict(EMPTY_CHART)
         if run.preview_step is not None and run.preview_step != state.train_preview_step:
