@@ -190,7 +190,9 @@ def test_pretraining_chart_previews_stop_and_resume(page, server, site, shared_d
     lines = page.locator(".swinssl-loss-line")
     assert lines.count() >= 3  # total, rotation, contrastive, inpainting (the losses the engine logs)
     assert len(first_points) >= 1 and len(lines.first.get_attribute("points").split()) == 4  # one point a step, none repeated
-    steps = [row["step"] for row in page.evaluate("window.trame.state.get('train_events')") if row["event"] == "progress"]
+    rows = page.evaluate("window.trame.state.get('train_events')")
+    assert [row["detail"] for row in rows if row["event"] == "start"] == [f"4 steps from step {stopped_at}", "4 steps from step 0"]
+    steps = [row["step"] for row in rows if row["event"] == "progress"]
     assert max(steps) == 4 and stopped_at + 1 in steps and steps.count(stopped_at + 1) == 1
     assert text_of(page, ".swinssl-preview-caption").endswith("of step 4")
     page.locator(".swinssl-loss-chart").scroll_into_view_if_needed()

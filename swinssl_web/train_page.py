@@ -60,7 +60,7 @@ def event_row(event: dict) -> dict:
     elif kind in ("warning", "stopped", "error"):
         detail = str(event.get("reason") or event.get("message") or "")
     elif kind == "start":
-        detail = f"{event.get('total_steps', '')} steps".strip()
+        detail = f"{(event.get('config') or {}).get('steps')} steps from step {event.get('start_step', 0)}"
     elif kind == "done":
         detail = "finished"
     return {"step": event.get("step", ""), "event": kind, "detail": detail[:200]}
