@@ -212,6 +212,9 @@ def test_argument_errors_fail_in_a_second_before_torch_is_imported(tmp_path):
         (["segment", "--batch-size", "0", "--model", str(tmp_path), "--input", str(tmp_path), "--output", "o.seg.nrrd"], "--batch-size: must be at least 1"),
         (["pretrain", "--data", str(tmp_path / "typo"), "--out", str(tmp_path / "r")], f"{tmp_path / 'typo'}: no such file or folder"),
         (["segment", "--model", "no-such-model", "--input", str(tmp_path), "--output", "o.seg.nrrd"], "no-such-model: neither a model package folder"),
+        (["pretrain", "--data", str(tmp_path), "--out", str(tmp_path / "r"), "--roi", "33"], "--roi: must be divisible by 32"),
+        (["finetune", "--data", str(tmp_path), "--out", str(tmp_path / "m"), "--feature-size", "20"], "--feature-size: must be a multiple of 12"),
+        (["cache", "--data", str(tmp_path / "typo")], f"{tmp_path / 'typo'}: no such file or folder"),
     ]
     for arguments, message in cases:
         started = time.monotonic()

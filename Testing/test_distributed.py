@@ -9,7 +9,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from conftest import TINY_MODEL, phantom_ct, run_cli, write_volume
-from swinssl.events import read_events
+from swinssl.events import EventLog, read_events
 from swinssl.ssl.losses import nt_xent
 from swinssl.training.checkpoint import load_checkpoint
 from swinssl.training.distributed import Runtime
@@ -85,3 +85,41 @@ def test_swinfuse_with_one_crop_per_process_compares_the_modalities_on_every_ste
                      "--batch-size", "1", *TINY_MODEL)
     assert single.returncode == 0, single.stderr
     assert "a step holds 1 crop, so no step can compare two modalities" in single.stderr
+
+
+def test_torchrun_fine_tunes_with_two_processes_and_shares_the_validation_cases(tmp_path):
+    """DDP fine-tuning: each rank validates one of the two held-out cases; the mean Dice in the event equals
+    a one-process validation of the saved package on both cases."""
+    from test_finetune import labelled_phantoms, tiny_finetune
+
+    from swinssl.finetune.train import load_cases, split_cases
+    from swinssl.finetune.validation import validate
+    from swinssl.package import load_package
+
+    data = labelled_phantoms(tmp_path / "data")
+    out = tmp_path / "model"
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "swinssl", "finetune",
+        "--data", str(data), "--out", str(out), "--events", str(tmp_path / "events.jsonl"), "--classes", "liver", "spleen",
+        "--spacing", "4", "4", "4", "--roi", "64", "--feature-size", "12", "--steps", "3", "--val-every", "3", "--val-cases", "2",
+        "--lr", "1e-3", "--warmup-steps", "1", "--device", "cpu",
+    ]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    log = read_events(tmp_path / "events.jsonl")
+    start = [e for e in log if e["event"] == "start"]
+    assert len(start) == 1 and start[0]["world_size"] == 2 and start[0]["validation_cases"] == 2  # only rank 0 writes events
+    steps = [e for e in log if e["event"] == "progress" and e.get("stage") != "validation"]
+    assert [e["step"] for e in steps] == [1, 2, 3]
+    validation_progress = [e for e in log if e.get("stage") == "validation"]
+    assert validation_progress and {e["cases"] for e in validation_progress} == {1}  # rank 0 segmented one of the two cases
+    assert log[-1]["event"] == "done" and load_checkpoint(out / "training" / "checkpoint.pt")["step"] == 3
+
+    package = load_package(out)
+    assert package.training["processes"] == 2
+    config = tiny_finetune(data, tmp_path / "unused", val_cases=2)
+    table, cases, _ = load_cases(config, EventLog(), tmp_path)
+    _, validation_cases, _ = split_cases(cases, config)
+    serial = validate(package.build_network(), validation_cases, table, config, Runtime(0, 1, torch.device("cpu")))
+    reported = steps[-1]["val_dice"]
+    assert set(serial) == set(reported) and all(abs(serial[name] - reported[name]) < 1e-6 for name in serial), (serial, reported)

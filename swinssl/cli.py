@@ -17,6 +17,7 @@ from swinssl import __version__
 from swinssl.cli_types import (
     existing_folder,
     existing_path,
+    feature_size,
     finite_float,
     fraction,
     init_source,
@@ -26,6 +27,7 @@ from swinssl.cli_types import (
     png_output,
     positive_float,
     positive_int,
+    roi_size,
     segmentation_output,
     tcp_port,
 )
@@ -48,11 +50,14 @@ if TYPE_CHECKING:
     from swinssl.events import EventLog
 
 
-def _add_pretrain_arguments(parser: argparse.ArgumentParser) -> None:
-    """Every option defaults to None so that only what the user typed overrides a config."""
+def _add_data_arguments(parser: argparse.ArgumentParser, required: bool = False) -> None:
+    """The volumes and their preprocessing: shared by ``pretrain`` and ``cache`` (same options, same cache entries)."""
     data = parser.add_argument_group("data")
-    data.add_argument("--data", nargs="+", metavar="DIR", type=existing_path, help="folders (searched recursively) or files: NIfTI, NRRD, MetaImage, DICOM series")
+    data.add_argument("--data", nargs="+", metavar="DIR", type=existing_path, required=required,
+                      help="folders (searched recursively) or files: NIfTI, NRRD, MetaImage, DICOM series")
     data.add_argument("--cache-dir", help="preprocessed-volume cache (default: $SWINSSL_CACHE or ~/.cache/swinssl/volumes)")
+    data.add_argument("--cache-workers", type=positive_int,
+                      help="processes preparing volumes, per rank (default: this node's cores / its ranks, at most 8)")
     data.add_argument("--preset", choices=("ct", "mr", "pet", "none"), help="intensity preset (default ct: -1000..1000 HU -> 0..1)")
     data.add_argument("--modality", nargs="+", choices=("ct", "mr", "pet"),
                       help="one per --data entry: tags its volumes (batches balance the modalities) and applies that modality's preset")
@@ -62,12 +67,17 @@ def _add_pretrain_arguments(parser: argparse.ArgumentParser) -> None:
     data.add_argument("--spacing", nargs=3, type=positive_float, metavar=("X", "Y", "Z"), help="resample to this spacing in mm")
     data.add_argument("--no-orient", dest="orient_ras", action="store_const", const=False, help="keep the stored axis order (default: RAS)")
     data.add_argument("--no-crop-foreground", dest="crop_foreground", action="store_const", const=False)
+    data.add_argument("--in-channels", type=positive_int, help="image channels (default 1)")
+    data.add_argument("--channel-presets", nargs="+", choices=("ct", "mr", "pet", "none"),
+                      help="one intensity preset per channel of multi-channel volumes, e.g. ct pet for `swinssl align` output")
+    data.add_argument("--roi", type=roi_size, help="cubic crop edge in voxels, divisible by 32 (default 96); volumes are padded to it")
+
+
+def _add_pretrain_arguments(parser: argparse.ArgumentParser) -> None:
+    """Every option defaults to None so that only what the user typed overrides a config."""
+    _add_data_arguments(parser)
     model = parser.add_argument_group("model")
-    model.add_argument("--in-channels", type=positive_int, help="image channels (default 1)")
-    model.add_argument("--channel-presets", nargs="+", choices=("ct", "mr", "pet", "none"),
-                       help="one intensity preset per channel of multi-channel volumes, e.g. ct pet for `swinssl align` output")
-    model.add_argument("--roi", type=positive_int, help="cubic crop edge in voxels, divisible by 32 (default 96)")
-    model.add_argument("--feature-size", type=positive_int, help="Swin embedding size, multiple of 12 (default 48)")
+    model.add_argument("--feature-size", type=feature_size, help="Swin embedding size, multiple of 12 (default 48)")
     model.add_argument("--projection-dim", type=positive_int, help="contrastive projection size (default 512)")
     model.add_argument("--decoder", choices=DECODER_CHOICES,
                        help="inpainting head: our normalised deconv (default) or upsample stages, or the reference code's vae "
@@ -148,6 +158,41 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
 
     return run_pretraining(_pretrain_config(args), resume=args.resume, show_progress=sys.stderr.isatty(), overwrite=args.overwrite,
                            print_summary=True)
+
+
+def _cmd_cache(args: argparse.Namespace) -> int:
+    """Prepares the cache of ``pretrain`` with the same options, e.g. on every node before a cluster job."""
+    import os
+    import time
+
+    import torch
+
+    from swinssl.events import EventLog
+    from swinssl.summary import duration
+    from swinssl.training.config import PretrainConfig
+    from swinssl.training.data import default_cache_dir
+    from swinssl.training.distributed import Runtime
+    from swinssl.training.pretrain import load_data_groups
+
+    started = time.monotonic()
+    rank = args.rank if args.rank is not None else int(os.environ.get("RANK", "0"))
+    world_size = args.world_size if args.world_size is not None else int(os.environ.get("WORLD_SIZE", "1"))
+    if not 0 <= rank < world_size:
+        raise ValueError(f"--rank {rank} must be below --world-size {world_size}")
+    given = {k: v for k, v in vars(args).items() if v is not None and k not in NOT_SETTINGS + ("rank", "world_size")}
+    config = PretrainConfig(**given)
+    events = EventLog(config.events if rank == 0 else None, echo_warnings=rank == 0)
+    try:
+        loaded = load_data_groups(config, events, Runtime(rank, world_size, torch.device("cpu")), sys.stderr.isatty())
+        events.emit("done", volumes=len(loaded.volumes), skipped=loaded.skipped, built=loaded.built, seconds=round(time.monotonic() - started, 2))
+    except Exception as error:
+        events.emit("error", message=str(error), kind=type(error).__name__)
+        raise
+    finally:
+        events.close()
+    print(f"{len(loaded.volumes)} volume(s) ready in {config.cache_dir or default_cache_dir()} ({loaded.built} prepared by this process, "
+          f"{loaded.skipped} file(s) skipped) in {duration(time.monotonic() - started)}")
+    return 0
 
 
 def _cmd_web(args: argparse.Namespace) -> int:
@@ -316,8 +361,8 @@ def _add_finetune_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--window", nargs=2, type=finite_float, metavar=("LOW", "HIGH"),
                         help="intensity window of the --preset channel -> 0..1 (CT default: -175 250 HU, as the BTCV reference and tutorial)")
     parser.add_argument("--spacing", nargs=3, type=positive_float, metavar=("X", "Y", "Z"), help="model spacing in mm (default 1.5 1.5 2)")
-    parser.add_argument("--roi", type=positive_int, help="window edge in voxels, multiple of 32, >= 64 (default 96)")
-    parser.add_argument("--feature-size", type=positive_int, help="default 48")
+    parser.add_argument("--roi", type=roi_size, help="window edge in voxels, multiple of 32, >= 64 (default 96)")
+    parser.add_argument("--feature-size", type=feature_size, help="default 48")
     parser.add_argument("--init", type=init_source, help="random (default), a pretraining run, a model package (folder or installed name), a MONAI bundle folder or a weights file")
     parser.add_argument("--patch-merging", choices=PATCH_MERGING_CHOICES, help=PATCH_MERGING_HELP)
     parser.add_argument("--crop-sampling", choices=CROP_SAMPLING_CHOICES,
@@ -397,6 +442,12 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--json", help="write the metrics as JSON here")
     evaluate.add_argument("--markdown", help="write the Markdown table here")
     evaluate.set_defaults(handler=_cmd_evaluate)
+    cache = commands.add_parser("cache", help="prepare the preprocessed-volume cache of pretrain ahead of a (cluster) run, in parallel")
+    _add_data_arguments(cache, required=True)
+    cache.add_argument("--rank", type=non_negative_int, help="this process's share when several share the work (default $RANK or 0)")
+    cache.add_argument("--world-size", type=positive_int, help="processes sharing the work (default $WORLD_SIZE or 1)")
+    cache.add_argument("--events", help="JSON Lines event file (rank 0), or - for stdout")
+    cache.set_defaults(handler=_cmd_cache)
     web = commands.add_parser("web", help="SwinSSL Web: open, segment, correct and train in a browser (pip install 'swinssl[web]')")
     web.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1; any other address requires an access token)")
     web.add_argument("--port", type=tcp_port, default=8080, help="port (default 8080; 0: any free port)")

@@ -28,6 +28,22 @@ def non_negative_int(text: str) -> int:
     return value
 
 
+def roi_size(text: str) -> int:
+    """A window edge Swin UNETR can take: divisible by 32 (it downsamples 5 times)."""
+    value = positive_int(text)
+    if value % 32:
+        raise argparse.ArgumentTypeError(f"must be divisible by 32 (Swin UNETR downsamples 5 times), got {value}")
+    return value
+
+
+def feature_size(text: str) -> int:
+    """Swin UNETR's embedding size: a multiple of 12 (its attention heads are 3, 6, 12, 24)."""
+    value = positive_int(text)
+    if value % 12:
+        raise argparse.ArgumentTypeError(f"must be a multiple of 12 (12..48 typical), got {value}")
+    return value
+
+
 def positive_float(text: str) -> float:
     value = _number(float, text)
     if not value > 0 or value == float("inf"):

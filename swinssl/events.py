@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import IO, Any
 
 SCHEMA_VERSION = 1
-EVENT_KINDS = ("start", "progress", "preview", "checkpoint", "warning", "stopped", "done", "error")
+EVENT_KINDS = ("start", "cache", "progress", "preview", "checkpoint", "warning", "stopped", "done", "error")
 
 
 def _jsonable(value: Any) -> Any:

@@ -47,13 +47,16 @@ class TrainingRun:
     chart_node_id: str | None = None
     preview_step: int | None = None
     validation: str | None = None  # "validating case 1 of 2: window 5 of 12" while a fine-tune validates, else None
+    preparing: str | None = None  # "preparing volumes: 12 of 64" while pretraining builds its cache, else None
     show_plot: bool = False  # set at the run's first progress event (Resume included); the face shows the chart and clears it
     show_previews: bool = False  # set at the run's first preview; the face arranges the views once and clears it
 
     def progress_text(self) -> str:
-        """"step 3 of 10, about 2 min left", and during a validation ", validating case 1 of 2: window 5 of 12"."""
-        eta = "" if not self.eta_s else f", about {self.eta_s:.0f} s left" if self.eta_s < 90 else f", about {self.eta_s / 60:.0f} min left"
-        return f"step {self.step} of {self.total}{eta}" + (f", {self.validation}" if self.validation else "")
+        """"step 3 of 10, about 2 min left", and during a validation ", validating case 1 of 2: window 5 of 12";
+        before the first step, while the volumes are prepared: "preparing volumes: 12 of 64, about 1 min left"."""
+        if self.preparing:
+            return self.preparing + _time_left(self.eta_s)
+        return f"step {self.step} of {self.total}{_time_left(self.eta_s)}" + (f", {self.validation}" if self.validation else "")
 
     def status(self) -> str | None:
         """None while running; else one line for the user, from the engine's own final event."""
@@ -67,6 +70,12 @@ class TrainingRun:
         if outcome == "cancelled":
             return "Cancelled."
         return f"Failed: {self.error or self.engine.log_tail(800) or f'the engine ended without reporting (exit {self.engine.exit_code})'}"
+
+
+def _time_left(seconds: float | None) -> str:
+    if not seconds:
+        return ""
+    return f", about {seconds:.0f} s left" if seconds < 90 else f", about {seconds / 60:.0f} min left"
 
 
 def safe_name(name: str) -> str:
@@ -156,11 +165,14 @@ class TrainingLogic:
         events = run.engine.poll()
         for event in events:
             kind = event["event"]
-            if kind == "progress" and event.get("stage") == "validation":
+            if kind == "cache":
+                run.preparing = f"preparing volumes: {event['done']} of {event['total']}"
+                run.eta_s = event.get("eta_s")
+            elif kind == "progress" and event.get("stage") == "validation":
                 run.validation = (f"validating case {event['case']} of {event['cases']}: "
                                   f"window {event['window']} of {event['windows']}")
             elif kind == "progress":
-                run.validation = None
+                run.validation = run.preparing = None
                 run.step, run.total, run.eta_s = event["step"], event["total"], event.get("eta_s")
                 run.show_plot = run.show_plot or run.chart_node_id is None or self.scene.GetNodeByID(run.chart_node_id) is None
                 self._append_losses(run, event)

@@ -21,12 +21,13 @@ import numpy as np
 from swinssl.finetune.cases import cases_from_folder
 from swinssl.finetune.config import FinetuneConfig
 from swinssl.finetune.dataset import prepare_case, read_case_labels
-from swinssl.finetune.train import run_finetune, validate
+from swinssl.finetune.train import run_finetune
+from swinssl.finetune.validation import validate
 from swinssl.io.atomic import atomic_write_text
 from swinssl.io.reader import VolumeError
 from swinssl.package import load_package
 from swinssl.preprocessing.intensity import IntensitySettings
-from swinssl.training.distributed import pick_device
+from swinssl.training.distributed import Runtime, pick_device
 from swinssl.weights import choose_patch_merging, read_weights, weights_file_of
 
 
@@ -44,7 +45,8 @@ def out_of_distribution_dice(package_dir: Path, folders: list[str], preset: str,
                 continue
     if not prepared:
         return None, 0
-    scores = validate(package.build_network(), prepared, package.labels, replace(base, roi=package.roi), pick_device(base.device))
+    scores = validate(package.build_network(), prepared, package.labels, replace(base, roi=package.roi),
+                      Runtime(0, 1, pick_device(base.device)))
     return (float(np.mean(list(scores.values()))) if scores else None), len(prepared)
 
 

@@ -8,10 +8,11 @@ import tempfile
 import time
 from contextlib import nullcontext
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
-from tqdm import tqdm
+from torch.nn.parallel import DistributedDataParallel
 
 from swinssl import __version__
 from swinssl.events import EventLog
@@ -26,14 +27,13 @@ from swinssl.labels.table import LabelTable
 from swinssl.network import build_swin_unetr
 from swinssl.package import ModelPackage
 from swinssl.summary import duration, loss_table, outputs_block
-from swinssl.training.checkpoint import CHECKPOINT_NAME, atomic_torch_save, load_checkpoint
-from swinssl.training.clock import StepClock
+from swinssl.training.checkpoint import CHECKPOINT_NAME, load_checkpoint
 from swinssl.training.data import DataSetError
-from swinssl.training.distributed import autocast_dtype, pick_device, use_deterministic_kernels
-from swinssl.training.run_folder import discard_previous_run, prepare_run_folder
-from swinssl.training.sampler import Prefetcher
+from swinssl.training.distributed import Runtime, autocast_dtype, start_runtime, stop_runtime, use_deterministic_kernels
+from swinssl.training.loop import LoopSettings, run_training_loop
+from swinssl.training.run_folder import prepare_run_folder
 from swinssl.training.schedule import build_optimizer
-from swinssl.training.signals import EXIT_OK, EXIT_STOPPED, StopRequest
+from swinssl.training.signals import EXIT_OK, EXIT_STOPPED
 from swinssl.training.state import TrainState
 from swinssl.weights import choose_patch_merging, load_weights, read_weights, weights_file_of
 
@@ -115,15 +115,18 @@ def _save_package(path: Path, network: torch.nn.Module, table: LabelTable, confi
 
 def run_finetune(config: FinetuneConfig, resume: bool = False, show_progress: bool = False, overwrite: bool = False,
                  print_summary: bool = False) -> int:
-    """Fine-tunes into ``config.out`` (a model package; training state under ``out/training``). With
-    ``overwrite`` a previous model in ``out`` is set aside until this run's first checkpoint;
-    ``print_summary`` prints the model folder, best Dice and time at the end (the CLI)."""
+    """Fine-tunes into ``config.out`` (a model package; training state under ``out/training``), in one process or
+    under ``torchrun`` (DDP; rank 0 writes events, checkpoints and the package). With ``overwrite`` a previous model
+    in ``out`` is set aside until this run's first checkpoint; ``print_summary`` prints the model folder, best Dice
+    and time at the end (the CLI)."""
     started = time.monotonic()
-    prepare_run_folder(Path(config.out), overwrite and not resume, subfolders=("training",))
-    events = EventLog(config.events, echo_warnings=True)
+    runtime = start_runtime(config.device)
+    if runtime.is_main:
+        prepare_run_folder(Path(config.out), overwrite and not resume, subfolders=("training",))
+    events = EventLog(config.events if runtime.is_main else None, echo_warnings=runtime.is_main)
     try:
-        status, state = _finetune(config, resume, show_progress, events)
-        if print_summary:
+        status, state = _finetune(config, resume, show_progress, runtime, events)
+        if print_summary and runtime.is_main:
             print("\n".join(_summary(status, state, config, time.monotonic() - started)), flush=True)
         return status
     except Exception as error:
@@ -131,6 +134,7 @@ def run_finetune(config: FinetuneConfig, resume: bool = False, show_progress: bo
         raise
     finally:
         events.close()
+        stop_runtime(runtime)
 
 
 def _summary(status: int, state: TrainState, config: FinetuneConfig, seconds: float) -> list[str]:
@@ -148,11 +152,62 @@ def _summary(status: int, state: TrainState, config: FinetuneConfig, seconds: fl
     return lines
 
 
-def _finetune(config: FinetuneConfig, resume: bool, show_progress: bool, events: EventLog) -> tuple[int, TrainState]:
+class SegmentationTask:
+    """Fine-tuning as a :class:`swinssl.training.loop.TrainingTask`: labelled crops, partial DiceCE, and every
+    ``val_every`` steps a validation shared among the ranks; rank 0 saves the package when the mean Dice improves."""
+
+    loss_names = ("total",)
+
+    def __init__(self, network: torch.nn.Module, state: TrainState, config: FinetuneConfig, runtime: Runtime, amp: torch.dtype | None,
+                 sampler: LabelledCropSampler, validation_cases: list[PreparedCase], table: LabelTable, save_best: Callable[[dict], None],
+                 events: EventLog) -> None:
+        self.network, self.state, self.config, self.runtime, self.amp = network, state, config, runtime, amp
+        self.sampler, self.validation_cases, self.table, self.save_best, self.events = sampler, validation_cases, table, save_best, events
+        self.validation_s = 0.0
+
+    def batch(self, step: int) -> SegmentationBatch:
+        return self.sampler.batch(step)
+
+    def train_step(self, batch: SegmentationBatch) -> dict[str, float]:
+        device, state = self.runtime.device, self.state
+        with torch.autocast(device.type, dtype=self.amp) if self.amp is not None else nullcontext():
+            logits = self.network(batch.images.to(device))
+        loss = partial_dice_ce(logits, batch.labels.to(device), batch.present.to(device))
+        state.optimizer.zero_grad(set_to_none=True)
+        state.scaler.scale(loss).backward()
+        state.scaler.unscale_(state.optimizer)
+        torch.nn.utils.clip_grad_norm_(state.model.parameters(), self.config.grad_clip)
+        state.scaler.step(state.optimizer)
+        state.scaler.update()
+        state.scheduler.step()
+        return {"total": float(loss.detach())}
+
+    def after_step(self, step: int, show_status: Callable[[str], None]) -> dict:
+        if step % self.config.val_every and step != self.config.steps:
+            return {}
+
+        def report(case: int, cases: int, window: int, windows: int) -> None:
+            self.events.emit("progress", stage="validation", step=step, total=self.config.steps, case=case, cases=cases, window=window,
+                             windows=windows)
+            show_status(f"validating case {case}/{cases}, window {window}/{windows}")
+
+        started = time.monotonic()
+        dice = validate(self.state.model, self.validation_cases, self.table, self.config, self.runtime, progress=report)
+        self.validation_s += time.monotonic() - started
+        mean = float(np.mean(list(dice.values()))) if dice else 0.0
+        fields = dict(val_dice=dice, val_mean_dice=mean)
+        if mean > self.state.extra["best_dice"]:
+            self.state.extra.update(best_dice=mean, best_step=step, best_per_class=dice)
+            self.save_best({"mean_dice": mean, "dice": dice, "step": step})
+            fields["best"] = True
+        return fields
+
+
+def _finetune(config: FinetuneConfig, resume: bool, show_progress: bool, runtime: Runtime, events: EventLog) -> tuple[int, TrainState]:
     """Returns (exit status, the training state)."""
     out = Path(config.out)
     training_dir = out / "training"
-    device = pick_device(config.device)
+    device = runtime.device
     use_deterministic_kernels(device, config.deterministic)
     random.seed(config.seed)
     np.random.seed(config.seed)
@@ -179,78 +234,36 @@ def _finetune(config: FinetuneConfig, resume: bool, show_progress: bool, events:
                        extra={"best_dice": -1.0, "best_step": 0, "labels": table.to_list()})
     if checkpoint is not None:
         state.restore(checkpoint)
-    config.save(training_dir / "config.json")
+    trained = network
+    if runtime.distributed:
+        trained = DistributedDataParallel(network, device_ids=[device] if device.type == "cuda" else None)
+    if runtime.is_main:
+        config.save(training_dir / "config.json")
     training_summary = {
         "cases": len(training_cases), "validation_cases": len(validation_cases), "validated_on": validated_on, "skipped": skipped,
         "case_names": [c.name for c in cases], "init": config.init, "init_load": init_report.summary() if init_report else None,
         "steps": config.steps, "spacing": list(config.spacing), "swinssl_version": __version__,
-        "patch_merging": f"{merging[0]} ({merging[1]})",
+        "patch_merging": f"{merging[0]} ({merging[1]})", "processes": runtime.world_size,
     }
     events.emit("start", task="finetune", config=config.to_dict(), labels=table.names, cases=len(training_cases),
                 validation_cases=len(validation_cases), validated_on=validated_on, skipped=skipped, device=str(device),
-                start_step=state.step, resumed=resume, init=training_summary["init_load"],
+                world_size=runtime.world_size, start_step=state.step, resumed=resume, init=training_summary["init_load"],
                 patch_merging={"order": merging[0], "reason": merging[1]})
 
-    sampler = LabelledCropSampler(training_cases, config.roi, config.batch_size, config.seed, sampling=config.crop_sampling)
-    prefetcher: Prefetcher[SegmentationBatch] = Prefetcher(sampler.batch)
-    bar = tqdm(total=config.steps, initial=state.step, disable=not show_progress, unit="step", dynamic_ncols=True)
-    clock = StepClock()
-    loop_started, validation_s = time.monotonic(), 0.0
+    def save_best(metrics: dict) -> None:
+        if runtime.is_main:
+            metrics.update(validated_on=validated_on, note="Dice on the validation cases named in training.case_names; not a benchmark")
+            _save_package(out, network, table, config, training_summary, metrics)
 
-    def report_validation(case: int, cases: int, window: int, windows: int) -> None:
-        events.emit("progress", stage="validation", step=state.step, total=config.steps, case=case, cases=cases, window=window, windows=windows)
-        bar.set_postfix_str(f"validating case {case}/{cases}, window {window}/{windows}")
-
-    try:
-        with StopRequest(config.stop_file) as stop:
-            while state.step < config.steps:
-                clock.start()
-                batch = prefetcher.get(state.step)
-                clock.data_ready()
-                with torch.autocast(device.type, dtype=amp) if amp is not None else nullcontext():
-                    logits = network(batch.images.to(device))
-                loss = partial_dice_ce(logits, batch.labels.to(device), batch.present.to(device))
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                scaler.unscale_(optimizer)
-                torch.nn.utils.clip_grad_norm_(network.parameters(), config.grad_clip)
-                scaler.step(optimizer)
-                scaler.update()
-                scheduler.step()
-                state.step += 1
-                state.history.append([float(state.step), float(loss.detach())])
-                clock.stop()
-                fields = dict(step=state.step, total=config.steps, losses={"total": float(loss.detach())}, lr=optimizer.param_groups[0]["lr"],
-                              samples_per_s=config.batch_size / clock.average, eta_s=clock.eta(config.steps - state.step),
-                              data_wait_s=clock.data_wait, step_s=clock.last)
-                if state.step % config.val_every == 0 or state.step == config.steps:
-                    started = time.monotonic()
-                    dice = validate(network, validation_cases, table, config, device, progress=report_validation)
-                    validation_s += time.monotonic() - started
-                    mean = float(np.mean(list(dice.values()))) if dice else 0.0
-                    fields.update(val_dice=dice, val_mean_dice=mean)
-                    if mean > state.extra["best_dice"]:
-                        state.extra.update(best_dice=mean, best_step=state.step, best_per_class=dice)
-                        metrics = {"mean_dice": mean, "dice": dice, "step": state.step, "validated_on": validated_on,
-                                   "note": "Dice on the validation cases named in training.case_names; not a benchmark"}
-                        _save_package(out, network, table, config, training_summary, metrics)
-                        fields["best"] = True
-                events.emit("progress", **fields)
-                bar.update(1)
-                bar.set_postfix({"loss": f"{float(loss.detach()):.3f}"}, refresh=False)
-                stop_now = (stop.requested or (config.stop_at is not None and state.step >= config.stop_at)) and state.step < config.steps
-                if stop_now or state.step % config.checkpoint_every == 0 or state.step == config.steps:
-                    atomic_torch_save(state.checkpoint(config.to_dict()), training_dir / CHECKPOINT_NAME)
-                    discard_previous_run(out)
-                    events.emit("checkpoint", path=training_dir / CHECKPOINT_NAME, step=state.step)
-                if stop_now:
-                    events.emit("stopped", step=state.step, total=config.steps, reason=stop.reason or "stop_at", checkpoint=training_dir / CHECKPOINT_NAME)
-                    return EXIT_STOPPED, state
-    finally:
-        bar.close()
-        prefetcher.close()
+    sampler = LabelledCropSampler(training_cases, config.roi, config.batch_size, config.seed, runtime.rank, sampling=config.crop_sampling)
+    task = SegmentationTask(trained, state, config, runtime, amp, sampler, validation_cases, table, save_best, events)
+    settings = LoopSettings(config.steps, config.batch_size, config.checkpoint_every, training_dir / CHECKPOINT_NAME, out, config.to_dict(),
+                            stop_at=config.stop_at, stop_file=config.stop_file)
+    loop_started = time.monotonic()
+    if run_training_loop(state, task, settings, runtime, events, show_progress):
+        return EXIT_STOPPED, state
     loop_s = time.monotonic() - loop_started
     events.emit("done", step=state.step, outputs={"model": out, "checkpoint": training_dir / CHECKPOINT_NAME},
                 best_mean_dice=state.extra["best_dice"], best_step=state.extra["best_step"],
-                validation_s=round(validation_s, 2), validation_share=round(validation_s / loop_s, 3) if loop_s else 0.0)
+                validation_s=round(task.validation_s, 2), validation_share=round(task.validation_s / loop_s, 3) if loop_s else 0.0)
     return EXIT_OK, state

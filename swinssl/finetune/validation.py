@@ -13,6 +13,7 @@ from swinssl.finetune.config import FinetuneConfig
 from swinssl.finetune.dataset import PreparedCase
 from swinssl.inference.sliding_window import sliding_window_labels
 from swinssl.labels.table import LabelTable
+from swinssl.training.distributed import Runtime, gather_objects
 
 ValidationProgress = Callable[[int, int, int, int], None]  # (case, cases, windows done, windows of that case)
 
@@ -45,21 +46,26 @@ def dice_scores(predicted: np.ndarray, reference: np.ndarray, present: np.ndarra
     return scores
 
 
-def validate(network: torch.nn.Module, cases: list[PreparedCase], table: LabelTable, config: FinetuneConfig, device: torch.device,
+def validate(network: torch.nn.Module, cases: list[PreparedCase], table: LabelTable, config: FinetuneConfig, runtime: Runtime,
              progress: ValidationProgress | None = None) -> dict[str, float]:
     """Mean Dice per class over the validation cases, each segmented (sliding window, as at inference) in its
     :func:`validation_region` with a margin of half a window: false positives farther from the annotated
-    organs are not counted (a model-selection score, not a benchmark)."""
+    organs are not counted (a model-selection score, not a benchmark). Under DDP each rank segments every
+    world_size-th case and all ranks return the same means. ``network`` is the bare model, not its DDP wrapper."""
     was_training = network.training
     network.eval()
-    per_class: dict[str, list[float]] = {}
-    for index, case in enumerate(cases, start=1):
+    share = cases[runtime.rank :: runtime.world_size]
+    scores: list[dict[str, float]] = []
+    for index, case in enumerate(share, start=1):
         region = validation_region(case.label, case.present, config.roi // 2)
         image = torch.from_numpy(np.asarray(case.image[(slice(None), *region)], dtype=np.float32))
-        report = None if progress is None else (lambda done, total, _skipped, index=index: progress(index, len(cases), done, total))
-        predicted = sliding_window_labels(image, network, config.roi, table.num_classes, config.overlap, device=device,
+        report = None if progress is None else (lambda done, total, _skipped, index=index: progress(index, len(share), done, total))
+        predicted = sliding_window_labels(image, network, config.roi, table.num_classes, config.overlap, device=runtime.device,
                                           channels_last=False, progress=report).numpy()  # the training weights keep their layout
-        for name, score in dice_scores(predicted, case.label[region], case.present, table).items():
-            per_class.setdefault(name, []).append(score)
+        scores.append(dice_scores(predicted, case.label[region], case.present, table))
     network.train(was_training)
-    return {name: float(np.mean(scores)) for name, scores in per_class.items()}
+    per_class: dict[str, list[float]] = {}
+    for case_scores in gather_objects(scores, runtime):
+        for name, score in case_scores.items():
+            per_class.setdefault(name, []).append(score)
+    return {name: float(np.mean(values)) for name, values in per_class.items()}

@@ -12,7 +12,7 @@ from swinssl.ssl.augment import CutoutSettings
 from swinssl.ssl.losses import LossWeights
 
 # Fields that may change when a run is resumed; everything else must stay as it was.
-RUN_CONTROL_FIELDS = ("steps", "checkpoint_every", "preview_every", "log_every", "device", "stop_at", "stop_file", "events", "cache_dir", "amp")
+RUN_CONTROL_FIELDS = ("steps", "checkpoint_every", "preview_every", "log_every", "device", "stop_at", "stop_file", "events", "cache_dir", "cache_workers", "amp")
 
 
 @dataclass
@@ -24,6 +24,7 @@ class PretrainConfig(JsonSettings):
     out: str = "run"
     events: str | None = None
     cache_dir: str | None = None
+    cache_workers: int | None = None  # processes preparing volumes per rank; None: cores / local ranks, at most 8
     # preprocessing
     preset: str = "ct"
     window: tuple[float, float] | None = None

@@ -68,6 +68,15 @@ def gather(tensor: torch.Tensor, runtime: Runtime) -> torch.Tensor:
     return torch.cat(parts, dim=0)
 
 
+def gather_objects(items: list, runtime: Runtime) -> list:
+    """The lists of picklable ``items`` of all ranks, concatenated in rank order (small results such as per-case scores)."""
+    if not runtime.distributed:
+        return list(items)
+    parts: list = [None] * runtime.world_size
+    dist.all_gather_object(parts, items)
+    return [item for part in parts for item in part]
+
+
 def any_rank(flag: bool, runtime: Runtime) -> bool:
     """True on every rank when the flag is set on any rank (so all ranks stop at the same step)."""
     if not runtime.distributed:
@@ -75,11 +84,6 @@ def any_rank(flag: bool, runtime: Runtime) -> bool:
     value = torch.tensor([1.0 if flag else 0.0], device=runtime.device)
     dist.all_reduce(value, op=dist.ReduceOp.MAX)
     return bool(value.item() > 0)
-
-
-def barrier(runtime: Runtime) -> None:
-    if runtime.distributed:
-        dist.barrier()
 
 
 def autocast_dtype(device: torch.device, enabled: bool) -> torch.dtype | None:

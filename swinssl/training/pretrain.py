@@ -6,11 +6,11 @@ import random
 import time
 from contextlib import nullcontext
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
-from tqdm import tqdm
 
 from swinssl import __version__
 from swinssl.events import EventLog
@@ -18,13 +18,11 @@ from swinssl.ssl.density import modality_jsd
 from swinssl.ssl.losses import pretext_losses
 from swinssl.ssl.model import SSLModel
 from swinssl.summary import duration, loss_table, outputs_block
-from swinssl.training.clock import StepClock
-from swinssl.training.checkpoint import CHECKPOINT_NAME, ENCODER_NAME, atomic_torch_save, export_encoder, load_checkpoint
+from swinssl.training.checkpoint import CHECKPOINT_NAME, ENCODER_NAME, export_encoder, load_checkpoint
 from swinssl.training.config import PretrainConfig
-from swinssl.training.data import load_volumes
+from swinssl.training.data import LoadedVolumes, load_volumes
 from swinssl.training.distributed import (
     Runtime,
-    any_rank,
     autocast_dtype,
     gather,
     gather_with_grad,
@@ -33,10 +31,11 @@ from swinssl.training.distributed import (
     use_deterministic_kernels,
 )
 from swinssl.training.preview import PreviewWriter, plot_loss_curves
-from swinssl.training.run_folder import discard_previous_run, prepare_run_folder
-from swinssl.training.sampler import CropSampler, Prefetcher, PretextBatch
+from swinssl.training.loop import LoopSettings, run_training_loop
+from swinssl.training.run_folder import prepare_run_folder
+from swinssl.training.sampler import CropSampler, PretextBatch
 from swinssl.training.schedule import build_optimizer
-from swinssl.training.signals import EXIT_OK, EXIT_STOPPED, StopRequest
+from swinssl.training.signals import EXIT_OK, EXIT_STOPPED
 from swinssl.training.state import TrainState
 from swinssl.weights import WeightsSource, choose_patch_merging, provenance, read_weights, to_swinunetr_keys, weights_file_of
 
@@ -86,6 +85,33 @@ def train_step(
     return {name: float(losses[name].detach()) for name in (*LOSS_NAMES, "jsd") if name in losses}, finite
 
 
+class PretextTask:
+    """The pretext tasks as a :class:`swinssl.training.loop.TrainingTask`: batches of two augmented views per crop,
+    :func:`train_step`, and inpainting previews every ``preview_every`` steps (rank 0)."""
+
+    loss_names = LOSS_NAMES
+
+    def __init__(self, network: torch.nn.Module, state: TrainState, config: PretrainConfig, runtime: Runtime, amp: torch.dtype | None,
+                 sampler: CropSampler, preview: PreviewWriter | None, events: EventLog) -> None:
+        self.network, self.state, self.config, self.runtime, self.amp = network, state, config, runtime, amp
+        self.sampler, self.preview, self.events = sampler, preview, events
+        self.cutout = config.cutout()
+
+    def batch(self, step: int) -> PretextBatch:
+        return self.sampler.batch(step, self.cutout, self.config.rotate)
+
+    def train_step(self, batch: PretextBatch) -> dict[str, float]:
+        losses, updated = train_step(self.network, self.state, batch, self.config, self.runtime, self.amp)
+        if not updated:
+            self.events.emit("warning", file=None, reason=f"non-finite gradients at step {self.state.step + 1}; weights not updated")
+        return losses
+
+    def after_step(self, step: int, show_status: Callable[[str], None]) -> dict:
+        if self.preview is not None and step % self.config.preview_every == 0:
+            self.events.emit("preview", step=step, **self.preview.write(self.state.model, step, self.runtime.device))
+        return {}
+
+
 def load_pretraining_weights(model: SSLModel, source: WeightsSource, merging: tuple[str, str]) -> dict:
     """Loads every tensor of ``source`` whose name and shape match ``model``: a pretraining checkpoint or model
     of ours or of the reference script (encoder and the heads that fit), or any encoder layout that
@@ -130,6 +156,20 @@ def run_pretraining(config: PretrainConfig, resume: bool = False, show_progress:
         stop_runtime(runtime)
 
 
+def load_data_groups(config: PretrainConfig, events: EventLog, runtime: Runtime, show_progress: bool) -> LoadedVolumes:
+    """Every usable volume of every ``--data`` group, tagged with its modality."""
+    loaded = LoadedVolumes([])
+    for modality, roots in config.data_groups():
+        group = load_volumes(roots, config.prep_settings(modality or None), config.cache_dir, events, runtime, config.cache_workers,
+                             show_progress)
+        for volume in group.volumes:
+            volume.modality = modality
+        loaded.volumes += group.volumes
+        loaded.skipped += group.skipped
+        loaded.built += group.built
+    return loaded
+
+
 def _pretrain(config: PretrainConfig, resume: bool, show_progress: bool, runtime: Runtime, events: EventLog) -> tuple[int, TrainState, dict]:
     """Returns (exit status, the training state, the outputs written)."""
     out = Path(config.out)
@@ -137,13 +177,8 @@ def _pretrain(config: PretrainConfig, resume: bool, show_progress: bool, runtime
     random.seed(config.seed)
     np.random.seed(config.seed)
     torch.manual_seed(config.seed)
-    volumes, skipped = [], 0
-    for modality, roots in config.data_groups():
-        group, group_skipped = load_volumes(roots, config.prep_settings(modality or None), config.cache_dir, events, runtime)
-        for volume in group:
-            volume.modality = modality
-        volumes += group
-        skipped += group_skipped
+    loaded = load_data_groups(config, events, runtime, show_progress)
+    volumes, skipped = loaded.volumes, loaded.skipped
 
     source = read_weights(weights_file_of(config.init)) if config.init and not resume else None
     merging = (config.patch_merging or "v1.5", "the run's config") if resume else choose_patch_merging(source, config.patch_merging)
@@ -192,50 +227,13 @@ def _pretrain(config: PretrainConfig, resume: bool, show_progress: bool, runtime
         events.emit("warning", file=None, reason="--swinfuse: a step holds 1 crop, so no step can compare two modalities and the JSD "
                     "stays 0; use --batch-size 2 or more processes")
     sampler = CropSampler(volumes, config.roi, config.batch_size, config.seed, runtime.rank)  # modalities balanced over all ranks
-    cutout = config.cutout()
-    prefetcher: Prefetcher[PretextBatch] = Prefetcher(lambda step: sampler.batch(step, cutout, config.rotate))
-    preview = (PreviewWriter(out / "previews", volumes[0], config.roi, config.seed, cutout, config.preview_display())
+    preview = (PreviewWriter(out / "previews", volumes[0], config.roi, config.seed, config.cutout(), config.preview_display())
                if runtime.is_main and config.preview_every > 0 else None)
-    bar = tqdm(total=config.steps, initial=state.step, disable=not (show_progress and runtime.is_main), unit="step", dynamic_ncols=True)
-    clock = StepClock()
-    try:
-        with StopRequest(config.stop_file) as stop:
-            while state.step < config.steps:
-                clock.start()
-                batch = prefetcher.get(state.step)
-                clock.data_ready()
-                losses, updated = train_step(network, state, batch, config, runtime, amp)
-                state.step += 1
-                state.history.append([float(state.step)] + [losses[name] for name in LOSS_NAMES])
-                if not updated:
-                    events.emit("warning", file=None, reason=f"non-finite gradients at step {state.step}; weights not updated")
-                clock.stop()
-                if state.step % config.log_every == 0 or state.step == config.steps:
-                    events.emit(
-                        "progress",
-                        step=state.step,
-                        total=config.steps,
-                        losses=losses,
-                        lr=optimizer.param_groups[0]["lr"],
-                        samples_per_s=config.batch_size * runtime.world_size / clock.average,
-                        eta_s=clock.eta(config.steps - state.step),
-                        data_wait_s=clock.data_wait,
-                        step_s=clock.last,
-                    )
-                bar.update(1)
-                bar.set_postfix({name[:4]: f"{value:.3f}" for name, value in losses.items()}, refresh=False)
-                if preview is not None and state.step % config.preview_every == 0:
-                    events.emit("preview", step=state.step, **preview.write(model, state.step, runtime.device))
-                stop_requested = stop.requested or (config.stop_at is not None and state.step >= config.stop_at)
-                stop_now = any_rank(stop_requested, runtime) and state.step < config.steps
-                if stop_now or state.step % config.checkpoint_every == 0 or state.step == config.steps:
-                    _save_checkpoint(state, config, out, runtime, events)
-                if stop_now:
-                    events.emit("stopped", step=state.step, total=config.steps, reason=stop.reason or "stop_at", checkpoint=out / CHECKPOINT_NAME)
-                    return EXIT_STOPPED, state, {"checkpoint": out / CHECKPOINT_NAME}
-    finally:
-        bar.close()
-        prefetcher.close()
+    task = PretextTask(network, state, config, runtime, amp, sampler, preview, events)
+    settings = LoopSettings(config.steps, config.batch_size, config.checkpoint_every, out / CHECKPOINT_NAME, out, config.to_dict(),
+                            config.log_every, config.stop_at, config.stop_file)
+    if run_training_loop(state, task, settings, runtime, events, show_progress):
+        return EXIT_STOPPED, state, {"checkpoint": out / CHECKPOINT_NAME}
 
     if runtime.is_main:
         export_encoder(model.encoder_state_dict(), out / ENCODER_NAME, provenance(merging[0]))
@@ -258,11 +256,3 @@ def _summary(status: int, state: TrainState, outputs: dict, config: PretrainConf
     else:
         head = [f"\nPretraining finished: step {state.step} of {config.steps} in {duration(seconds)}."]
     return head + loss_table(state.history, LOSS_NAMES) + outputs_block(outputs)
-
-
-def _save_checkpoint(state: TrainState, config: PretrainConfig, out: Path, runtime: Runtime, events: EventLog) -> None:
-    if runtime.is_main:
-        path = out / CHECKPOINT_NAME
-        atomic_torch_save(state.checkpoint(config.to_dict()), path)
-        discard_previous_run(out)
-        events.emit("checkpoint", path=path, step=state.step)

@@ -1,0 +1,235 @@
+"""Builds a :class:`VolumeCache` in parallel: worker processes per rank, ranks and nodes sharing the work.
+
+Every process (a ``torchrun`` rank, or any ``swinssl cache`` started on another node over the same
+folder) claims an entry by creating ``<key>.lock`` with ``O_EXCL`` before building it, so no volume is
+decoded twice and the ranks share the work whatever their speed. A rank starts with its own share
+(every ``world_size``-th volume) and then helps with the rest. There is no collective barrier: a rank
+that has run out of work waits for the entries other processes hold by polling the folder, and takes
+over an entry whose builder died (same host, process gone) or has held it longer than ``stale_after_s``.
+Decoding, reorienting, resampling and normalising are SimpleITK/numpy work, one volume per worker.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import socket
+import time
+from collections import deque
+from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from swinssl.io.discovery import VolumeSource
+from swinssl.io.reader import VolumeError
+from swinssl.preprocessing.cache import PrepSettings, VolumeCache
+
+POLL_S = 0.5
+STALE_AFTER_S = 1800.0  # a full-resolution CT takes well under a minute; a lock this old belongs to a lost node
+
+
+@dataclass(frozen=True)
+class CacheProgress:
+    """Entries ready in the whole cache (any process's), of ``total``; ``built`` by this process."""
+
+    done: int
+    total: int
+    built: int
+    volumes_per_s: float
+    eta_s: float | None
+
+
+@dataclass
+class CacheReport:
+    """Per source, in the order given: None when its entry is ready, else why it is unusable."""
+
+    failures: list[str | None]
+    built: list[str] = field(default_factory=list)  # entry keys this process built
+    seconds: float = 0.0
+
+
+def default_workers() -> int:
+    """The cores of this node divided among its ranks (``LOCAL_WORLD_SIZE`` under torchrun), at most 8:
+    a worker holds a decoded full-resolution CT (1-2 GB while resampling)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(8, cores // int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
+
+
+def _build_entry(root: str, source: VolumeSource, settings: PrepSettings) -> str | None:
+    """Runs in a worker: builds one entry; returns None, or the reason the source is unusable."""
+    try:
+        VolumeCache(root).build(source, settings)
+        return None
+    except VolumeError as error:
+        return error.reason
+
+
+def _limit_threads(threads: int) -> None:
+    import SimpleITK as sitk
+
+    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(threads)
+
+
+def _executor(workers: int) -> Executor:
+    """One thread for a serial build (no start-up cost), else worker processes started by a fork server
+    that has already imported the preprocessing code (a plain fork of a process holding torch threads is unsafe)."""
+    if workers == 1:
+        return ThreadPoolExecutor(max_workers=1)
+    method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
+    context = multiprocessing.get_context(method)
+    if method == "forkserver":
+        context.set_forkserver_preload(["swinssl.preprocessing.cache"])
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    return ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_limit_threads, initargs=(threads,))
+
+
+class _Locks:
+    """``<key>.lock`` files: created with O_EXCL, holding the builder's host and process id."""
+
+    def __init__(self, root: Path, stale_after_s: float) -> None:
+        self.root = root
+        self.stale_after_s = stale_after_s
+        self.host = socket.gethostname()
+
+    def path(self, key: str) -> Path:
+        return self.root / f"{key}.lock"
+
+    def claim(self, key: str) -> bool:
+        try:
+            handle = os.open(self.path(key), os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
+        except FileExistsError:
+            return False
+        with os.fdopen(handle, "w") as stream:
+            json.dump({"host": self.host, "pid": os.getpid(), "time": time.time()}, stream)
+        return True
+
+    def release(self, key: str) -> None:
+        self.path(key).unlink(missing_ok=True)
+
+    def is_abandoned(self, key: str) -> bool:
+        """True when the lock's builder is gone: a process of this host that no longer runs, or a lock older than the limit."""
+        path = self.path(key)
+        try:
+            holder = json.loads(path.read_text())
+            age = time.time() - path.stat().st_mtime
+        except (OSError, ValueError):
+            return False  # released meanwhile, or being written
+        if holder.get("host") == self.host and not _process_alive(int(holder.get("pid", 0))):
+            return True
+        return age > self.stale_after_s
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return pid > 0
+
+
+def _own_share_first(count: int, rank: int, world_size: int) -> list[int]:
+    """Indices of this rank's share (every world_size-th), then the others' starting from the next rank's."""
+    own = list(range(rank, count, world_size))
+    others = [i for r in range(1, world_size) for i in range((rank + r) % world_size, count, world_size)]
+    return own + others
+
+
+def build_cache(sources: list[VolumeSource], settings: PrepSettings, cache: VolumeCache, workers: int = 1, rank: int = 0,
+                world_size: int = 1, on_progress: Callable[[CacheProgress], None] | None = None,
+                stale_after_s: float = STALE_AFTER_S) -> CacheReport:
+    """Makes every source's entry ready (built here, or by another process), then returns.
+
+    Raises:
+        RuntimeError: a worker process died (out of memory?); the entries built so far are kept.
+    """
+    started = time.monotonic()
+    keys = [cache.key(source, settings) for source in sources]
+    locks = _Locks(cache.root, stale_after_s)
+    failures: list[str | None] = [None] * len(sources)
+    ready: set[int] = set()
+    todo: deque[int] = deque()
+    for index in _own_share_first(len(sources), rank, world_size):
+        source = sources[index]
+        if cache.is_fresh(source, settings):
+            ready.add(index)
+        elif (reason := cache.known_failure(source, settings)) is not None:
+            failures[index] = reason
+            ready.add(index)
+        else:
+            todo.append(index)
+    ready_at_start = len(ready)
+    built: list[str] = []
+    held_elsewhere: list[int] = []
+    in_flight: dict[Future, int] = {}
+    last_report = 0.0
+
+    def report(force: bool = False) -> None:
+        nonlocal last_report
+        if on_progress is None or (not force and time.monotonic() - last_report < POLL_S):
+            return
+        last_report = time.monotonic()
+        new = len(ready) - ready_at_start
+        rate = new / max(time.monotonic() - started, 1e-6)
+        left = len(sources) - len(ready)
+        on_progress(CacheProgress(len(ready), len(sources), len(built), rate, left / rate if rate > 0 else None))
+
+    def settle(index: int) -> bool:
+        """Marks an entry held elsewhere as ready when it is; True when it is."""
+        source = sources[index]
+        if cache.is_fresh(source, settings):
+            ready.add(index)
+        elif (reason := cache.known_failure(source, settings)) is not None:
+            failures[index] = reason
+            ready.add(index)
+        return index in ready
+
+    report(force=True)
+    with _executor(workers) as executor:
+        while todo or in_flight or held_elsewhere:
+            while todo and len(in_flight) < workers:
+                index = todo.popleft()
+                if settle(index):
+                    continue
+                if locks.claim(keys[index]):
+                    if settle(index):  # finished by another process between the check and the claim
+                        locks.release(keys[index])
+                        continue
+                    in_flight[executor.submit(_build_entry, str(cache.root), sources[index], settings)] = index
+                else:
+                    held_elsewhere.append(index)
+            if in_flight:
+                finished, _ = wait(in_flight, timeout=POLL_S, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    index = in_flight.pop(future)
+                    try:
+                        failures[index] = future.result()
+                    except BrokenProcessPool as error:
+                        names = ", ".join(sources[i].name for i in [index, *in_flight.values()])
+                        raise RuntimeError(f"a cache worker process died while preparing {names} (out of memory? try fewer "
+                                           "--cache-workers); the volumes prepared so far are kept") from error
+                    finally:
+                        locks.release(keys[index])
+                    ready.add(index)
+                    if failures[index] is None:
+                        built.append(keys[index])
+            elif not todo and held_elsewhere:
+                time.sleep(POLL_S)
+            if not todo:  # out of own work: look at the entries other processes hold
+                still_held = []
+                for index in held_elsewhere:
+                    if settle(index):
+                        continue
+                    if locks.is_abandoned(keys[index]):
+                        locks.release(keys[index])
+                        todo.append(index)
+                    else:
+                        still_held.append(index)
+                held_elsewhere = still_held
+            report()
+    report(force=True)
+    return CacheReport(failures, built, time.monotonic() - started)
