@@ -224,8 +224,8 @@ class SwinSSLPretrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if run.show_plot:  # once per run, Resume included
             self.logic.showLossPlot(run.chart_node_id)
             run.show_plot = False
-        if run.total:
-            self.ui.progressBar.value = int(100 * run.step / run.total)
+        if run.total or run.preparing:  # steps, or the volumes being prepared before the first step
+            self.ui.progressBar.value = int(100 * run.step / run.total) if run.total else 0
             self.ui.etaLabel.text = run.progress_text()
         if run.dice:
             self.ui.diceLabel.text = ", ".join(f"{name}: {value:.3f}" for name, value in run.dice.items())

@@ -138,3 +138,33 @@ def test_an_entry_held_by_a_live_process_is_waited_for_not_built_twice(tmp_path,
     report = build_cache([source], SETTINGS, cache, workers=1)
     assert holder.wait(timeout=60) == 0
     assert report.built == [] and report.failures == [None] and cache.is_fresh(source, SETTINGS)
+
+
+def test_an_unreadable_lock_from_another_node_is_taken_over_once_old(tmp_path, data_set):
+    """A lock left empty (its process was killed between creating and writing it) falls under the age limit."""
+    source = _usable(data_set)[0]
+    cache = VolumeCache(tmp_path / "cache")
+    lock = tmp_path / "cache" / f"{cache.key(source, SETTINGS)}.lock"
+    lock.write_text("")
+    old = time.time() - 120
+    os.utime(lock, (old, old))
+    report = build_cache([source], SETTINGS, cache, workers=1, stale_after_s=60)
+    assert report.built == [cache.key(source, SETTINGS)] and not lock.exists()
+
+
+def test_an_entry_whose_builder_gave_up_is_claimed_again(tmp_path, data_set):
+    """The holder releases its lock without a result (its worker died, its disk was full): this process builds it."""
+    source = _usable(data_set)[0]
+    cache = VolumeCache(tmp_path / "cache")
+    lock = tmp_path / "cache" / f"{cache.key(source, SETTINGS)}.lock"
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import json, os, socket, sys, time\n"
+        f"lock = {str(lock)!r}\n"
+        "open(lock, 'w').write(json.dumps({'host': socket.gethostname(), 'pid': os.getpid(), 'time': time.time()}))\n"
+        "print('locked', flush=True)\n"
+        "time.sleep(1.5)\n"
+        "os.unlink(lock)\n")], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "locked"
+    report = build_cache([source], SETTINGS, cache, workers=1)
+    assert holder.wait(timeout=60) == 0
+    assert report.built == [cache.key(source, SETTINGS)] and cache.is_fresh(source, SETTINGS)

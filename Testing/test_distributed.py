@@ -112,7 +112,7 @@ def test_torchrun_fine_tunes_with_two_processes_and_shares_the_validation_cases(
     steps = [e for e in log if e["event"] == "progress" and e.get("stage") != "validation"]
     assert [e["step"] for e in steps] == [1, 2, 3]
     validation_progress = [e for e in log if e.get("stage") == "validation"]
-    assert validation_progress and {e["cases"] for e in validation_progress} == {1}  # rank 0 segmented one of the two cases
+    assert validation_progress and {(e["case"], e["cases"]) for e in validation_progress} == {(1, 2)}  # rank 0 segmented case 1 of 2
     assert log[-1]["event"] == "done" and load_checkpoint(out / "training" / "checkpoint.pt")["step"] == 3
 
     package = load_package(out)

@@ -9,14 +9,17 @@ import slicer
 import slicer.util
 
 
-def wait(logic, run, timeout=400):
+def wait(logic, run, timeout=400) -> list[dict]:
+    """Polls until the engine ends; returns every event read."""
     deadline = time.monotonic() + timeout
+    events = []
     while run.engine.running:
-        logic.poll(run)
+        events += logic.poll(run)
         assert time.monotonic() < deadline, run.engine.log_tail()
         time.sleep(0.2)
-    logic.poll(run)
+    events += logic.poll(run)
     assert run.engine.exit_code == 0, run.engine.log_tail()
+    return events
 
 
 def test_pretraining_streams_losses_into_a_table_and_previews_into_three_reused_volumes(mrml_scene, shared_data, tmp_path):
@@ -26,7 +29,10 @@ def test_pretraining_streams_losses_into_a_table_and_previews_into_three_reused_
     run = logic.start_pretraining([str(shared_data / "ct" / "abdomen_ct_small_3mm.nii.gz")], tmp_path / "run", roi=32, feature_size=12,
                                   steps=4, batch_size=2, preview_every=2, device="cpu",
                                   extra=["--projection-dim", "16", "--cache-dir", str(tmp_path / "cache")])
-    wait(logic, run)
+    events = wait(logic, run)
+    cache = [e for e in events if e["event"] == "cache"]
+    assert cache and cache[-1]["done"] == cache[-1]["total"] == 1 and cache[-1]["built"] == 1
+    assert [e["event"] for e in events].index("cache") < [e["event"] for e in events].index("start")  # the volumes come first
     table = mrml_scene.GetNodeByID(run.table_node_id).GetTable()
     assert table.GetNumberOfRows() == 4
     assert [table.GetColumnName(i) for i in range(table.GetNumberOfColumns())] == ["step", "total", "rotation", "contrast", "inpaint"]
@@ -93,6 +99,8 @@ def test_progress_text_gives_step_time_left_and_validation():
     assert run.progress_text() == "step 3 of 10, about 45 s left"
     run.eta_s, run.validation = 300.0, "validating case 1 of 2: window 5 of 12"
     assert run.progress_text() == "step 3 of 10, about 5 min left, validating case 1 of 2: window 5 of 12"
+    before = TrainingRun("pretrain", engine=None, out=Path("run"), eta_s=150.0, preparing="preparing volumes: 12 of 64")
+    assert before.progress_text() == "preparing volumes: 12 of 64, about 2 min left"
 
 
 def test_an_mrb_written_by_slicer_core_is_read_back_for_training(mrml_scene, shared_data, tmp_path):

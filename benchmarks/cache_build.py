@@ -56,7 +56,7 @@ def run(quick: bool) -> dict:
         work = Path(work)
         folder = work / "data"
         folder.mkdir()
-        volumes = copy_volumes(folder, 2 if quick else 6)
+        volumes = copy_volumes(folder, 2 if quick else 20)
         sources, _ = find_volumes([str(folder)])
         timings = {}
         for name, workers in (("serial", 1), ("workers", cores)):

@@ -56,9 +56,9 @@ REAL_SHAPED_FILES = ("chest_ct_lung1.nrrd", "abdomen_ct_dicom_series")
 
 def settings(quick: bool, real_shaped: bool = False) -> dict:
     if real_shaped:  # the data side at full resolution; feature size 12 keeps a CPU step short
-        return {"roi": 64 if quick else 96, "feature_size": 12, "spacing": None, "batch_size": 2, "timed_steps": 2 if quick else 3}
+        return {"roi": 64 if quick else 96, "feature_size": 12, "spacing": None, "batch_size": 2, "timed_steps": 4}
     if quick:
-        return {"roi": 32, "feature_size": 12, "spacing": (2.0, 2.0, 2.0), "batch_size": 2, "timed_steps": 2}
+        return {"roi": 32, "feature_size": 12, "spacing": (2.0, 2.0, 2.0), "batch_size": 2, "timed_steps": 6}
     return {"roi": 96, "feature_size": 48, "spacing": (1.5, 1.5, 2.0), "batch_size": 2, "timed_steps": 3}
 
 

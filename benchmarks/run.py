@@ -2,7 +2,8 @@
 
 Workloads (see each module): ``inference`` (sliding windows on the real abdomen CT vs MONAI's
 ``sliding_window_inference``), ``paper_size`` (feature 48, ROI 96, 14 classes on a 4-window crop: model-only
-and end-to-end ratios), ``memory`` (peak RSS on a large CT-like volume vs MONAI's bundle
+and end-to-end ratios), ``bf16_cpu`` (bf16 autocast vs fp32 on the CPU: paper-size speed, label agreement of
+the trained demo model on the real CT), ``memory`` (peak RSS on a large CT-like volume vs MONAI's bundle
 pipeline), ``cache`` (building the pretraining cache from real CTs: serial vs a worker per core vs two
 ranks, volumes/s), ``pretraining`` (steps/s vs a decode-every-step research-style loop and vs MONAI ``CacheDataset``),
 ``pretraining_real`` (the same on full-resolution CTs at native spacing) and ``scaling``
@@ -18,10 +19,10 @@ import time
 import warnings
 from pathlib import Path
 
-from benchmarks import cache_build, inference, memory, paper_size, pretraining, scaling
+from benchmarks import bf16_cpu, cache_build, inference, memory, paper_size, pretraining, scaling
 from benchmarks.common import machine
 
-WORKLOADS = ("inference", "paper_size", "memory", "cache", "pretraining", "pretraining_real", "scaling")
+WORKLOADS = ("inference", "paper_size", "bf16_cpu", "memory", "cache", "pretraining", "pretraining_real", "scaling")
 
 
 def main() -> None:
@@ -46,6 +47,11 @@ def main() -> None:
         figures = result["paper_size"] = paper_size.run(args.repeats or 1)
         rows.append(("paper size", f"{figures['reference_s']:.1f} s", f"{figures['ours_s']:.1f} s", f"{figures['end_to_end_speedup']:.2f}x faster",
                      f"model only {figures['model_only_speedup']:.2f}x (batch of {figures['model_batch']}); labels agree on {figures['label_agreement']:.3%}"))
+    if "bf16_cpu" in args.only:
+        figures = result["bf16_cpu"] = bf16_cpu.run(args.repeats or 1)
+        rows.append(("bf16 (CPU)", f"{figures['paper_size_fp32_s']:.1f} s fp32", f"{figures['paper_size_bf16_s']:.1f} s bf16",
+                     f"{figures['bf16_speedup']:.2f}x faster", f"trained demo model on the real CT: labels agree on {figures['label_agreement']:.3%}, "
+                     f"{figures['foreground_agreement']:.2%} of organ voxels"))
     if "memory" in args.only:
         figures = result["memory"] = memory.run(args.quick)
         result["peak_memory_ratio"] = figures["peak_memory_ratio"]

@@ -189,9 +189,10 @@ class TrainPage:
         run, state = self.run, self.server.state
         events = self.training.poll(run)
         if events:
-            rows = [event_row(event) for event in reversed(events) if event.get("stage") != "validation"]  # those show in the status
+            rows = [event_row(event) for event in reversed(events)
+                    if event.get("stage") != "validation" and event["event"] != "cache"]  # those show in the status
             state.train_events = (rows + list(state.train_events))[:EVENT_ROWS]
-        if events and run.total:
+        if events and (run.total or run.preparing):
             state.train_step, state.train_total = run.step, run.total
             state.train_status = f"{'Pretraining' if run.kind == 'pretrain' else 'Fine-tuning'}: {run.progress_text()}"
         if events and run.table_node_id:  # the table changes only with new events

@@ -15,7 +15,7 @@ from swinssl.inference.sliding_window import sliding_window_labels
 from swinssl.labels.table import LabelTable
 from swinssl.training.distributed import Runtime, gather_objects
 
-ValidationProgress = Callable[[int, int, int, int], None]  # (case, cases, windows done, windows of that case)
+ValidationProgress = Callable[[int, int, int, int], None]  # (case number, cases on all ranks, windows done, windows of that case)
 
 
 def validation_region(label: np.ndarray, present: np.ndarray, margin: int) -> tuple[slice, slice, slice]:
@@ -54,12 +54,12 @@ def validate(network: torch.nn.Module, cases: list[PreparedCase], table: LabelTa
     world_size-th case and all ranks return the same means. ``network`` is the bare model, not its DDP wrapper."""
     was_training = network.training
     network.eval()
-    share = cases[runtime.rank :: runtime.world_size]
     scores: list[dict[str, float]] = []
-    for index, case in enumerate(share, start=1):
+    for index in range(runtime.rank, len(cases), runtime.world_size):
+        case = cases[index]
         region = validation_region(case.label, case.present, config.roi // 2)
         image = torch.from_numpy(np.asarray(case.image[(slice(None), *region)], dtype=np.float32))
-        report = None if progress is None else (lambda done, total, _skipped, index=index: progress(index, len(share), done, total))
+        report = None if progress is None else (lambda done, total, _skipped, number=index + 1: progress(number, len(cases), done, total))
         predicted = sliding_window_labels(image, network, config.roi, table.num_classes, config.overlap, device=runtime.device,
                                           channels_last=False, progress=report).numpy()  # the training weights keep their layout
         scores.append(dice_scores(predicted, case.label[region], case.present, table))

@@ -1,12 +1,16 @@
 """Builds a :class:`VolumeCache` in parallel: worker processes per rank, ranks and nodes sharing the work.
 
 Every process (a ``torchrun`` rank, or any ``swinssl cache`` started on another node over the same
-folder) claims an entry by creating ``<key>.lock`` with ``O_EXCL`` before building it, so no volume is
-decoded twice and the ranks share the work whatever their speed. A rank starts with its own share
-(every ``world_size``-th volume) and then helps with the rest. There is no collective barrier: a rank
-that has run out of work waits for the entries other processes hold by polling the folder, and takes
-over an entry whose builder died (same host, process gone) or has held it longer than ``stale_after_s``.
-Decoding, reorienting, resampling and normalising are SimpleITK/numpy work, one volume per worker.
+folder) claims an entry by creating ``<key>.lock`` (a hard link to a file already holding its host and
+process id, so a lock is never seen empty) before building it, so no volume is decoded twice and the
+ranks share the work whatever their speed. A rank starts with its own share (every ``world_size``-th
+volume) and then helps with the rest. There is no collective barrier: a rank that has run out of work
+waits for the entries other processes hold by polling the folder. It claims an entry again when the lock
+went away without a result (the builder failed), and takes over a lock whose builder is gone: on the same
+host a process that no longer runs, on another host a lock older than ``stale_after_s``. Two processes
+taking over the same stale lock at the same instant may both build the entry, which is harmless (every
+write is atomic). Decoding, reorienting, resampling and normalising are SimpleITK/numpy work, one volume
+per worker.
 """
 
 from __future__ import annotations
@@ -51,11 +55,25 @@ class CacheReport:
     seconds: float = 0.0
 
 
+WORKER_MEMORY = 2 * 1024**3  # a worker holds a decoded full-resolution CT and its resampled copy: 1-2 GB
+MAX_WORKERS = 8
+
+
+def _cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def _local_ranks() -> int:
+    return int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+
+
 def default_workers() -> int:
-    """The cores of this node divided among its ranks (``LOCAL_WORLD_SIZE`` under torchrun), at most 8:
-    a worker holds a decoded full-resolution CT (1-2 GB while resampling)."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, min(8, cores // int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
+    """This node's cores divided among its ranks (``LOCAL_WORLD_SIZE`` under torchrun), at most 8, and no more
+    than the available memory holds at 2 GB per worker."""
+    import psutil
+
+    by_memory = psutil.virtual_memory().available // (WORKER_MEMORY * _local_ranks())
+    return int(max(1, min(MAX_WORKERS, _cores() // _local_ranks(), by_memory)))
 
 
 def _build_entry(root: str, source: VolumeSource, settings: PrepSettings) -> str | None:
@@ -68,9 +86,12 @@ def _build_entry(root: str, source: VolumeSource, settings: PrepSettings) -> str
 
 
 def _limit_threads(threads: int) -> None:
+    """A worker's share of the cores, for ITK and for torch (MONAI's padding and cropping may use it)."""
     import SimpleITK as sitk
+    import torch
 
     sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(threads)
+    torch.set_num_threads(threads)
 
 
 def _executor(workers: int) -> Executor:
@@ -82,12 +103,12 @@ def _executor(workers: int) -> Executor:
     context = multiprocessing.get_context(method)
     if method == "forkserver":
         context.set_forkserver_preload(["swinssl.preprocessing.cache"])
-    threads = max(1, (os.cpu_count() or 1) // workers)
+    threads = max(1, _cores() // (workers * _local_ranks()))
     return ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_limit_threads, initargs=(threads,))
 
 
 class _Locks:
-    """``<key>.lock`` files: created with O_EXCL, holding the builder's host and process id."""
+    """``<key>.lock`` files holding the builder's host and process id; see the module docstring."""
 
     def __init__(self, root: Path, stale_after_s: float) -> None:
         self.root = root
@@ -98,6 +119,20 @@ class _Locks:
         return self.root / f"{key}.lock"
 
     def claim(self, key: str) -> bool:
+        """True when this process now holds ``key``; the lock appears whole (a hard link is created atomically)."""
+        holder = self.root / f".{key}.{self.host}.{os.getpid()}.holder"
+        holder.write_text(json.dumps({"host": self.host, "pid": os.getpid(), "time": time.time()}))
+        try:
+            os.link(holder, self.path(key))
+            return True
+        except FileExistsError:
+            return False
+        except OSError:  # a file system without hard links: create exclusively, then write
+            return self._claim_exclusive(key)
+        finally:
+            holder.unlink(missing_ok=True)
+
+    def _claim_exclusive(self, key: str) -> bool:
         try:
             handle = os.open(self.path(key), os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
         except FileExistsError:
@@ -109,17 +144,32 @@ class _Locks:
     def release(self, key: str) -> None:
         self.path(key).unlink(missing_ok=True)
 
+    def exists(self, key: str) -> bool:
+        return self.path(key).exists()
+
     def is_abandoned(self, key: str) -> bool:
-        """True when the lock's builder is gone: a process of this host that no longer runs, or a lock older than the limit."""
+        """True when the builder is gone: on this host, its process no longer runs; elsewhere (or unreadable), the
+        lock is older than the limit."""
         path = self.path(key)
         try:
-            holder = json.loads(path.read_text())
             age = time.time() - path.stat().st_mtime
+            holder = json.loads(path.read_text())
+        except FileNotFoundError:
+            return False  # released meanwhile: the caller looks at the entry again
         except (OSError, ValueError):
-            return False  # released meanwhile, or being written
-        if holder.get("host") == self.host and not _process_alive(int(holder.get("pid", 0))):
-            return True
+            holder = {}
+        if holder.get("host") == self.host and isinstance(holder.get("pid"), int):
+            return not _process_alive(holder["pid"])
         return age > self.stale_after_s
+
+    def take_over(self, key: str) -> None:
+        """Removes an abandoned lock; the rename lets only one of several processes that found it remove it."""
+        aside = self.root / f".{key}.{self.host}.{os.getpid()}.stale"
+        try:
+            os.rename(self.path(key), aside)
+            aside.unlink()
+        except FileNotFoundError:
+            pass
 
 
 def _process_alive(pid: int) -> bool:
@@ -166,13 +216,14 @@ def build_cache(sources: list[VolumeSource], settings: PrepSettings, cache: Volu
     built: list[str] = []
     held_elsewhere: list[int] = []
     in_flight: dict[Future, int] = {}
-    last_report = 0.0
+    last_report = (0.0, -1)  # (time, entries ready) of the last report
 
     def report(force: bool = False) -> None:
+        """Calls ``on_progress`` when more entries are ready (at most every POLL_S), or when forced."""
         nonlocal last_report
-        if on_progress is None or (not force and time.monotonic() - last_report < POLL_S):
+        if on_progress is None or (not force and (len(ready) == last_report[1] or time.monotonic() - last_report[0] < POLL_S)):
             return
-        last_report = time.monotonic()
+        last_report = (time.monotonic(), len(ready))
         new = len(ready) - ready_at_start
         rate = new / max(time.monotonic() - started, 1e-6)
         left = len(sources) - len(ready)
@@ -189,31 +240,23 @@ def build_cache(sources: list[VolumeSource], settings: PrepSettings, cache: Volu
         return index in ready
 
     report(force=True)
-    with _executor(workers) as executor:
+    executor = _executor(workers)
+    try:
         while todo or in_flight or held_elsewhere:
             while todo and len(in_flight) < workers:
                 index = todo.popleft()
-                if settle(index):
-                    continue
-                if locks.claim(keys[index]):
-                    if settle(index):  # finished by another process between the check and the claim
-                        locks.release(keys[index])
-                        continue
-                    in_flight[executor.submit(_build_entry, str(cache.root), sources[index], settings)] = index
-                else:
+                if not locks.claim(keys[index]):
                     held_elsewhere.append(index)
+                elif settle(index):  # finished by another process since it was last looked at
+                    locks.release(keys[index])
+                else:
+                    in_flight[executor.submit(_build_entry, str(cache.root), sources[index], settings)] = index
             if in_flight:
                 finished, _ = wait(in_flight, timeout=POLL_S, return_when=FIRST_COMPLETED)
                 for future in finished:
                     index = in_flight.pop(future)
-                    try:
-                        failures[index] = future.result()
-                    except BrokenProcessPool as error:
-                        names = ", ".join(sources[i].name for i in [index, *in_flight.values()])
-                        raise RuntimeError(f"a cache worker process died while preparing {names} (out of memory? try fewer "
-                                           "--cache-workers); the volumes prepared so far are kept") from error
-                    finally:
-                        locks.release(keys[index])
+                    locks.release(keys[index])
+                    failures[index] = future.result()
                     ready.add(index)
                     if failures[index] is None:
                         built.append(keys[index])
@@ -224,12 +267,22 @@ def build_cache(sources: list[VolumeSource], settings: PrepSettings, cache: Volu
                 for index in held_elsewhere:
                     if settle(index):
                         continue
-                    if locks.is_abandoned(keys[index]):
-                        locks.release(keys[index])
+                    if not locks.exists(keys[index]):  # released without a result: its builder failed
+                        todo.append(index)
+                    elif locks.is_abandoned(keys[index]):
+                        locks.take_over(keys[index])
                         todo.append(index)
                     else:
                         still_held.append(index)
                 held_elsewhere = still_held
             report()
+    except BrokenProcessPool as error:
+        names = ", ".join(sources[i].name for i in in_flight.values())
+        raise RuntimeError(f"a cache worker process died while preparing {names or 'a volume'} (out of memory? try fewer "
+                           "--cache-workers); the volumes prepared so far are kept") from error
+    finally:
+        for index in in_flight.values():
+            locks.release(keys[index])
+        executor.shutdown(wait=True, cancel_futures=True)
     report(force=True)
     return CacheReport(failures, built, time.monotonic() - started)
