@@ -18,7 +18,7 @@ from swinssl.events import read_events
 from swinssl.finetune.cases import cases_from_datalist, cases_from_folder, cases_from_scene
 from swinssl.finetune.config import FinetuneConfig
 from swinssl.finetune.dataset import build_label_table, prepare_case, read_case_labels
-from swinssl.finetune.scene import SceneError, safe_extract
+from swinssl.io.archive import ArchiveError, safe_extract
 from swinssl.finetune.train import run_finetune
 from swinssl.io.reader import VolumeError
 from swinssl.labels.segmentation_file import write_label_map
@@ -124,7 +124,7 @@ def test_seg_nrrd_and_mrb_scenes_match_segments_by_name_and_keep_missing_classes
 def test_archive_members_escaping_the_target_are_refused(tmp_path):
     with zipfile.ZipFile(tmp_path / "evil.mrb", "w") as bundle:
         bundle.writestr("../outside.txt", "x")
-    with pytest.raises(SceneError, match="outside the extraction folder"):
+    with pytest.raises(ArchiveError, match="outside the extraction folder"):
         safe_extract(tmp_path / "evil.mrb", tmp_path / "target")
     assert not (tmp_path / "outside.txt").exists()
 

@@ -76,8 +76,10 @@ def test_reference_heads_match_ssl_head_layer_for_layer():
 def test_cli_choices_are_the_engines():
     from swinssl import cli
     from swinssl.finetune.sampler import CROP_SAMPLING
+    from swinssl.inference.segment import PRECISIONS
     from swinssl.ssl.augment import CUTOUT_STYLES
     from swinssl.weights import PATCH_MERGING_ORDERS
 
     assert cli.DECODER_CHOICES == DECODERS and cli.PATCH_MERGING_CHOICES == PATCH_MERGING_ORDERS
     assert cli.CUTOUT_STYLE_CHOICES == CUTOUT_STYLES and cli.CROP_SAMPLING_CHOICES == CROP_SAMPLING
+    assert cli.PRECISION_CHOICES == PRECISIONS

@@ -208,3 +208,18 @@ def test_segmenting_a_512x512x400_volume_keeps_peak_memory_bounded(tmp_path):
     baseline, peak = map(int, probe.stdout.split())
     assert peak - baseline < 1.0e9, f"peak {peak / 1e9:.2f} GB, {(peak - baseline) / 1e9:.2f} GB above the baseline"
     assert sitk.ReadImage(str(tmp_path / "out.seg.nrrd")).GetSize() == (512, 512, 400)
+
+
+def test_bf16_on_the_cpu_is_opt_in_and_stays_close_to_fp32_with_the_trained_demo_model(shared_data):
+    """--precision auto is fp32 on the CPU; bf16 changes a few voxels of the trained demo model's organs on the real CT."""
+    from swinssl.events import EventLog
+    from swinssl.inference.segment import SegmentOptions, inference_dtype, read_inputs, segment_image
+
+    assert inference_dtype(torch.device("cpu"), "auto") is None and inference_dtype(torch.device("cpu"), "bf16") == torch.bfloat16
+    package = load_package(Path(__file__).parents[1] / "swinssl" / "resources" / "demo_organs")
+    images = read_inputs([shared_data / "ct" / "abdomen_ct_small_3mm.nii.gz"], package)
+    fp32 = sitk.GetArrayFromImage(segment_image(images, package, SegmentOptions(device="cpu"), EventLog()))
+    bf16 = sitk.GetArrayFromImage(segment_image(images, package, SegmentOptions(device="cpu", precision="bf16"), EventLog()))
+    organs = (fp32 > 0) | (bf16 > 0)
+    assert (fp32 != bf16).any()  # the option reached the network
+    assert (fp32 == bf16)[organs].mean() > 0.99 and (fp32 == bf16).mean() > 0.999

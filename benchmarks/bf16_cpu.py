@@ -15,9 +15,7 @@ import torch
 
 from benchmarks.common import CLASSES, CT_DIR, timed
 from swinssl.inference.sliding_window import sliding_window_labels
-from swinssl.inference.segment import to_model_grid
-from swinssl.io.discovery import VolumeSource
-from swinssl.io.reader import read_volume
+from swinssl.inference.segment import read_inputs, to_model_grid
 from swinssl.network import build_swin_unetr
 from swinssl.package import load_package
 
@@ -42,7 +40,7 @@ def run(repeats: int) -> dict:
             bf16_s, _ = timed(lambda: network(windows), repeats)
 
     package = load_package(DEMO_MODEL)
-    array, _ = to_model_grid([read_volume(VolumeSource(CT_DIR / "abdomen_ct_3mm.nii.gz"))], package, fast=False)
+    array, _ = to_model_grid(read_inputs([CT_DIR / "abdomen_ct_3mm.nii.gz"], package), package, fast=False)
     image = torch.from_numpy(np.ascontiguousarray(array))
     labels = {}
     for name, amp in (("fp32", None), ("bf16", torch.bfloat16)):

@@ -41,6 +41,7 @@ NOT_SETTINGS = ("command", "handler", "resume", "overwrite", "debug")  # command
 PATCH_MERGING_CHOICES = ("legacy", "v1.5")  # = swinssl.weights.PATCH_MERGING_ORDERS
 CUTOUT_STYLE_CHOICES = ("reference", "exact")  # = swinssl.ssl.augment.CUTOUT_STYLES
 CROP_SAMPLING_CHOICES = ("posneg", "classes")  # = swinssl.finetune.sampler.CROP_SAMPLING
+PRECISION_CHOICES = ("auto", "fp32", "bf16")  # = swinssl.inference.segment.PRECISIONS
 PATCH_MERGING_HELP = ("order of MONAI's 3-D patch-merging slots the weights were trained with: legacy (MONAI <= 1.4) or v1.5; "
                       "default: what the weights record, else the rule for their source (see the README)")
 DECODER_CHOICES = ("vae", "plain_deconv", "large_kernel_deconv", "deconv", "upsample")  # = swinssl.ssl.model.DECODERS (no torch import here)
@@ -259,7 +260,7 @@ def _cmd_segment(args: argparse.Namespace) -> int:
     def segment(events: EventLog) -> list[Path]:
         package = load_package(args.model)
         options = SegmentOptions(overlap=args.overlap, fast=args.fast, device=args.device, batch_size=args.batch_size, register=args.register,
-                                 show_progress=sys.stderr.isatty())
+                                 show_progress=sys.stderr.isatty(), precision=args.precision)
         written = segment_files([Path(p) for p in args.input], Path(args.output), package, options, events,
                                 Path(args.overlay) if args.overlay else None)
         done = events.last.get("done", {})
@@ -313,24 +314,77 @@ def _cmd_compare_init(args: argparse.Namespace) -> int:
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
-    from swinssl.models import import_model, list_packages, models_dir
+    from swinssl.models import models_dir
 
     root = Path(args.models_dir) if args.models_dir else models_dir()
     if args.action == "import":
+        from swinssl.models import import_model
+
         if not args.source:
             raise ValueError("swinssl models import needs a SOURCE")
         print(import_model(Path(args.source), root, args.name, args.patch_merging))
         return 0
+    if args.action in ("download", "available"):
+        return _models_catalogue(args, root)
+    return _list_models(root)
+
+
+def _list_models(root: Path) -> int:
+    from swinssl.model_download import WEIGHTS_JSON
+    from swinssl.models import list_packages
+
     packages = list_packages(root)
-    if not packages:
-        print(f"No models installed in {root}.\nAdd one with: swinssl models import FOLDER (a package, a MONAI bundle or a fine-tuning run)")
+    weights = sorted(root.glob(f"*/{WEIGHTS_JSON}")) if root.is_dir() else []
+    if not packages and not weights:
+        print(f"No models installed in {root}.\nAdd one with: swinssl models download NAME (see: swinssl models available), "
+              "or swinssl models import FOLDER (a package, a MONAI bundle or a fine-tuning run)")
         return 0
     rows = [("NAME", "VERSION", "INPUTS", "SEGMENTS", "FOLDER")]
     rows += [(p.name, p.version, "+".join(c.modality for c in p.channels), str(len(p.labels.labels)), str(p.path)) for p in packages]
+    rows += [(meta.parent.name, "-", "encoder", "(--init)", str(meta.parent)) for meta in weights]
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
     for row in rows:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[4])
     return 0
+
+
+def _models_catalogue(args: argparse.Namespace, root: Path) -> int:
+    """``available``: the catalogue's entries; ``download NAME``: one of them installed, with a progress bar."""
+    from swinssl.catalogue import find_entry, load_catalogue
+
+    entries = load_catalogue(Path(args.catalogue) if args.catalogue else None)
+    if args.action == "available":
+        for entry in entries:
+            state = "installed" if (root / entry.name).exists() else "not installed"
+            hashed = f"{entry.hash_algorithm} checked" if entry.hash_algorithm else "no published hash"
+            print(f"{entry.name}  [{entry.format}, {entry.modality}, {state}, {hashed}]\n  {entry.title}\n  licence: {entry.licence}")
+        return 0
+    if not args.source:
+        raise ValueError("swinssl models download needs a NAME (see: swinssl models available)")
+    entry = find_entry(args.source, entries)
+    from tqdm import tqdm
+
+    from swinssl.model_download import download_model
+
+    bar = tqdm(total=entry.size, unit="B", unit_scale=True, desc=entry.name, disable=not sys.stderr.isatty(), dynamic_ncols=True)
+
+    def progress(done: int, total: int | None) -> None:
+        bar.total = total
+        bar.update(done - bar.n)
+
+    def install(events: EventLog) -> list[Path]:
+        def report(done: int, total: int | None) -> None:
+            progress(done, total)
+            events.emit("progress", stage="download", bytes=done, total_bytes=total)
+
+        try:
+            folder = download_model(entry, root, report, args.allow_unverified)
+        finally:
+            bar.close()
+        events.emit("done", outputs={"model": folder}, licence=entry.licence, citation=entry.citation)
+        return [folder]
+
+    return _with_event_log(args.events, install)
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
@@ -421,18 +475,26 @@ def build_parser() -> argparse.ArgumentParser:
     segment.add_argument("--overlay", type=png_output, help="also write OUT.png: the segments over the first input, slices through their centre")
     segment.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     segment.add_argument("--overlap", type=fraction, default=0.5, help="sliding-window overlap (default 0.5)")
+    segment.add_argument("--precision", choices=PRECISION_CHOICES, default="auto",
+                         help="auto (default): bf16/fp16 on GPUs, fp32 on the CPU; bf16 on a CPU with AVX-512 BF16 or AMX is about "
+                              "1.75x faster at feature size 48 but changes 1-2.5 %% of organ voxels (see benchmarks/RESULTS.md)")
     segment.add_argument("--fast", action="store_true", help="coarser spacing (x1.5) for quick previews")
     segment.add_argument("--batch-size", type=positive_int, default=4, help="windows per forward pass")
     segment.add_argument("--register", action="store_true",
                          help="several inputs taken apart (e.g. CT and PET): register each to the first (rigid MI) before stacking")
     segment.add_argument("--events", help="JSON Lines event file, or - for stdout")
     segment.set_defaults(handler=_cmd_segment)
-    models = commands.add_parser("models", help="list installed model packages, or import one")
-    models.add_argument("action", choices=("list", "import"))
-    models.add_argument("source", nargs="?", help="import: a model package, MONAI bundle folder, fine-tuning run or checkpoint")
+    models = commands.add_parser("models", help="list installed models, list the catalogue, download or import a model")
+    models.add_argument("action", choices=("list", "available", "download", "import"))
+    models.add_argument("source", nargs="?", help="download: a catalogue name; import: a model package, MONAI bundle folder, "
+                        "fine-tuning run or checkpoint")
     models.add_argument("--name", help="import: package name (default: the source's)")
     models.add_argument("--models-dir", help="default: $SWINSSL_MODELS or ~/.local/share/swinssl/models")
     models.add_argument("--patch-merging", choices=PATCH_MERGING_CHOICES, help="import: " + PATCH_MERGING_HELP)
+    models.add_argument("--catalogue", type=existing_path, help="available/download: a catalogue JSON file (default: the built-in one)")
+    models.add_argument("--allow-unverified", action="store_true",
+                        help="download: install an entry whose source publishes no hash (its SHA-256 is recorded)")
+    models.add_argument("--events", help="download: JSON Lines event file, or - for stdout")
     models.set_defaults(handler=_cmd_models)
     evaluate = commands.add_parser("evaluate", help="per-class Dice, HD95 and surface Dice of a segmentation against a reference")
     evaluate.add_argument("--pred", required=True, type=existing_path, help="predicted .seg.nrrd or label map")

@@ -103,10 +103,14 @@ def model_folder(text: str) -> str:
 
 
 def init_source(text: str) -> str:
-    """``random``, an existing file or folder, or the name of an installed model."""
+    """``random``, an existing file or folder, the name of installed pretrained weights, or of an installed model."""
     if text == "random" or Path(text).exists():
         return text
-    return model_folder(text)
+    from swinssl.model_download import installed_weights
+    from swinssl.models import models_dir
+
+    weights = installed_weights(text, models_dir())
+    return str(weights) if weights is not None else model_folder(text)
 
 
 def _writable_output(text: str, suffixes: tuple[str, ...]) -> str:

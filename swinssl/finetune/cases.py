@@ -8,7 +8,8 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from swinssl.finetune.scene import safe_extract, scene_pairs
+from swinssl.finetune.scene import scene_pairs
+from swinssl.io.archive import safe_extract
 from swinssl.io.discovery import VOLUME_SUFFIXES, VolumeSource, find_volumes, looks_like_label, volume_stem
 
 LABEL_SUFFIXES = ("_label", "_labels", "_seg")

@@ -1,35 +1,14 @@
-"""Slicer scene bundles (.mrb): safe extraction and volume/segmentation pairs from the MRML file."""
+"""Slicer scene bundles (.mrb): volume/segmentation pairs from the MRML file (extraction: :mod:`swinssl.io.archive`)."""
 
 from __future__ import annotations
 
 import xml.etree.ElementTree as ElementTree
-import zipfile
 from urllib.parse import unquote
 from pathlib import Path
 
 
 class SceneError(ValueError):
     """An unusable scene file; the message names it."""
-
-
-def safe_extract(archive: Path, target: Path) -> list[Path]:
-    """Extracts a zip archive, refusing any member whose path would leave ``target``."""
-    target = target.resolve()
-    target.mkdir(parents=True, exist_ok=True)
-    try:
-        with zipfile.ZipFile(archive) as bundle:
-            for member in bundle.infolist():
-                destination = (target / member.filename).resolve()
-                if destination != target and target not in destination.parents:
-                    raise SceneError(f"{archive}: member {member.filename!r} would be written outside the extraction folder; refused")
-                if member.is_dir() or member.external_attr >> 16 & 0o170000 == 0o120000:  # folders; symlinks are skipped
-                    continue
-                destination.parent.mkdir(parents=True, exist_ok=True)
-                with bundle.open(member) as source, destination.open("wb") as sink:
-                    sink.write(source.read())
-    except zipfile.BadZipFile as error:
-        raise SceneError(f"{archive}: not a valid .mrb (zip) file ({error})") from error
-    return sorted(p for p in target.rglob("*") if p.is_file())
 
 
 def _references(element: ElementTree.Element) -> dict[str, list[str]]:
