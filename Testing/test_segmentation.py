@@ -218,8 +218,63 @@ def test_bf16_on_the_cpu_is_opt_in_and_stays_close_to_fp32_with_the_trained_demo
     assert inference_dtype(torch.device("cpu"), "auto") is None and inference_dtype(torch.device("cpu"), "bf16") == torch.bfloat16
     package = load_package(Path(__file__).parents[1] / "swinssl" / "resources" / "demo_organs")
     images = read_inputs([shared_data / "ct" / "abdomen_ct_small_3mm.nii.gz"], package)
-    fp32 = sitk.GetArrayFromImage(segment_image(images, package, SegmentOptions(device="cpu"), EventLog()))
-    bf16 = sitk.GetArrayFromImage(segment_image(images, package, SegmentOptions(device="cpu", precision="bf16"), EventLog()))
+    fp32 = sitk.GetArrayFromImage(segment_image(images, package, SegmentOptions(device="cpu"), EventLog()).labels)
+    bf16 = sitk.GetArrayFromImage(segment_image(images, package, SegmentOptions(device="cpu", precision="bf16"), EventLog()).labels)
     organs = (fp32 > 0) | (bf16 > 0)
     assert (fp32 != bf16).any()  # the option reached the network
     assert (fp32 == bf16)[organs].mean() > 0.99 and (fp32 == bf16).mean() > 0.999
+
+
+def test_confidence_is_the_largest_softmax_probability_of_monais_mean_logits(tmp_path, shared_data):
+    """Brute force: MONAI's Gaussian-weighted mean logits, softmax, max over classes, on the real CT."""
+    from swinssl.inference.sliding_window import sliding_window_predict
+
+    package = make_package(tmp_path / "model")
+    network = package.build_network()
+    plain = build_swin_unetr(1, package.labels.num_classes, 12, fused_attention=False).eval()
+    plain.load_state_dict(network.state_dict())
+    image = real_ct_tensor(shared_data)
+    with torch.no_grad():
+        mean_logits = sliding_window_inference(image[None], 64, 4, plain, overlap=0.5, mode="gaussian")[0]
+    reference = torch.softmax(mean_logits, dim=0).amax(dim=0)
+    ours = sliding_window_predict(image, network, 64, package.labels.num_classes, confidence=True).confidence
+    assert ours.shape == reference.shape and float(reference.max() - reference.min()) > 0.05  # not a constant map
+    difference = (ours - reference).abs()
+    assert float(difference.max()) < 0.02 and float(difference.mean()) < 1e-3  # float16 logit sums
+
+
+def tied_package(folder: Path, tie: bool) -> Path:
+    """A tiny package whose liver and spleen logits are equal everywhere (``tie``), or whose spleen is held down."""
+    package = make_package(folder)
+    state = package.build_network().state_dict()
+    liver, spleen = package.labels.value_of("liver"), package.labels.value_of("spleen")
+    state["out.conv.conv.weight"][spleen] = state["out.conv.conv.weight"][liver]
+    state["out.conv.conv.bias"][liver] += 3.0
+    state["out.conv.conv.bias"][spleen] = state["out.conv.conv.bias"][liver] - (0.0 if tie else 6.0)
+    package.save(folder, state)
+    return folder
+
+
+@pytest.mark.parametrize("tie", [True, False])
+def test_segment_writes_the_confidence_on_the_input_grid_and_it_is_low_where_two_classes_tie(tmp_path, shared_data, tie):
+    model = tied_package(tmp_path / "model", tie)
+    source_path = shared_data / "ct" / "abdomen_ct_small_3mm.nii.gz"
+    events = tmp_path / "events.jsonl"
+    result = run_cli("segment", "--model", str(model), "--input", str(source_path), "--output", str(tmp_path / "out.seg.nrrd"),
+                     "--confidence", str(tmp_path / "confidence.nrrd"), "--device", "cpu", "--events", str(events))
+    assert result.returncode == 0, result.stderr
+    source, confidence = sitk.ReadImage(str(source_path)), sitk.ReadImage(str(tmp_path / "confidence.nrrd"))
+    assert confidence.GetSize() == source.GetSize() and confidence.GetPixelID() == sitk.sitkFloat32
+    assert np.allclose(confidence.GetSpacing(), source.GetSpacing()) and np.allclose(confidence.GetOrigin(), source.GetOrigin(), atol=1e-3)
+    assert np.allclose(confidence.GetDirection(), source.GetDirection())
+    values = sitk.GetArrayFromImage(confidence)
+    labels = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "out.seg.nrrd")))
+    assert values.min() >= 0.0 and values.max() <= 1.0
+    liver = labels == 1
+    assert liver.mean() > 0.1  # the raised bias makes liver win over most of the body
+    summary = read_events(events)[-1]["confidence"]
+    if tie:  # p(liver) = p(spleen) <= 0.5 wherever liver wins the tie
+        assert values[liver].max() <= 0.5 + 1e-3 and summary["liver"]["mean"] <= 0.5 and summary["liver"]["below"] == 1.0
+        assert "confidence 0.4" in result.stderr or "confidence 0.5" in result.stderr  # the terminal summary shows it
+    else:
+        assert summary["liver"]["mean"] > 0.6 and summary["liver"]["below"] < 0.5

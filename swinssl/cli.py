@@ -30,6 +30,7 @@ from swinssl.cli_types import (
     roi_size,
     segmentation_output,
     tcp_port,
+    volume_output,
 )
 from swinssl.training.signals import EXIT_ERROR, EXIT_USAGE
 
@@ -262,11 +263,15 @@ def _cmd_segment(args: argparse.Namespace) -> int:
         options = SegmentOptions(overlap=args.overlap, fast=args.fast, device=args.device, batch_size=args.batch_size, register=args.register,
                                  show_progress=sys.stderr.isatty(), precision=args.precision)
         written = segment_files([Path(p) for p in args.input], Path(args.output), package, options, events,
-                                Path(args.overlay) if args.overlay else None)
+                                Path(args.overlay) if args.overlay else None, Path(args.confidence) if args.confidence else None,
+                                args.confidence_threshold)
         done = events.last.get("done", {})
         print(f"Segmented with {package.name} in {duration(time.monotonic() - started)}:", file=sys.stderr)
+        confidence = done.get("confidence", {})
         for name, millilitres in done.get("volume_ml", {}).items():
-            print(f"  {name:<24} {millilitres:>10.1f} mL", file=sys.stderr)
+            sure = (f"  confidence {confidence[name]['mean']:.2f}, {confidence[name]['below']:.0%} below {args.confidence_threshold:g}"
+                    if name in confidence else "")
+            print(f"  {name:<24} {millilitres:>10.1f} mL{sure}", file=sys.stderr)
         return written
 
     return _with_event_log(args.events, segment)
@@ -473,6 +478,10 @@ def build_parser() -> argparse.ArgumentParser:
     segment.add_argument("--input", required=True, nargs="+", type=existing_path, help="one volume file or DICOM folder per model channel")
     segment.add_argument("--output", required=True, type=segmentation_output, help="OUT.seg.nrrd (Slicer segmentation) or OUT.nii.gz (+ OUT.json label table)")
     segment.add_argument("--overlay", type=png_output, help="also write OUT.png: the segments over the first input, slices through their centre")
+    segment.add_argument("--confidence", type=volume_output,
+                         help="also write OUT.nrrd: per voxel the largest softmax probability (0..1) on the input grid; the summary and "
+                              "the done event give each segment's mean and share below --confidence-threshold")
+    segment.add_argument("--confidence-threshold", type=fraction, default=0.6, help="default 0.6 (two classes tied give 0.5)")
     segment.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     segment.add_argument("--overlap", type=fraction, default=0.5, help="sliding-window overlap (default 0.5)")
     segment.add_argument("--precision", choices=PRECISION_CHOICES, default="auto",

@@ -131,3 +131,8 @@ def segmentation_output(text: str) -> str:
 def png_output(text: str) -> str:
     """A .png picture path."""
     return _writable_output(text, (".png",))
+
+
+def volume_output(text: str) -> str:
+    """A .nrrd/.nii(.gz) volume path (a float map such as the confidence)."""
+    return _writable_output(text, (".nrrd", ".nii", ".nii.gz"))

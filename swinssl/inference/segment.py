@@ -9,8 +9,9 @@ exact input grid.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import SimpleITK as sitk
@@ -18,7 +19,8 @@ import torch
 from tqdm import tqdm
 
 from swinssl.events import EventLog
-from swinssl.inference.sliding_window import sliding_window_labels
+from swinssl.inference.confidence import DEFAULT_THRESHOLD, confidence_on_input_grid, confidence_summary, write_confidence
+from swinssl.inference.sliding_window import sliding_window_predict
 from swinssl.io.discovery import VolumeSource, find_volumes
 from swinssl.io.reader import VolumeError, as_channel_image, check_values, read_image
 from swinssl.labels.segmentation_file import write_label_map
@@ -41,6 +43,14 @@ class SegmentOptions:
     register: bool = False  # align channels 1.. to channel 0 (rigid MI) before stacking them
     show_progress: bool = False  # a progress bar with the ETA on the terminal
     precision: str = "auto"  # auto: bf16 (or fp16) autocast on GPUs, fp32 on the CPU; fp32; bf16 (also on the CPU)
+    confidence: bool = False  # also compute the confidence map (max softmax probability)
+
+
+class Segmentation(NamedTuple):
+    """labels: on the first input's exact grid; confidence: float32 in [0, 1] on the same grid, or None."""
+
+    labels: sitk.Image
+    confidence: sitk.Image | None
 
 
 PRECISIONS = ("auto", "fp32", "bf16")
@@ -127,8 +137,9 @@ def register_channels(images: list[sitk.Image], events: EventLog) -> list[sitk.I
     return aligned
 
 
-def segment_image(images: list[sitk.Image], package: ModelPackage, options: SegmentOptions, events: EventLog) -> sitk.Image:
-    """Returns the label map on the exact grid (size, spacing, origin, direction) of ``images[0]``."""
+def segment_image(images: list[sitk.Image], package: ModelPackage, options: SegmentOptions, events: EventLog) -> Segmentation:
+    """The label map (and with ``options.confidence`` the confidence map) on the exact grid (size, spacing, origin,
+    direction) of ``images[0]``."""
     if options.register and len(images) > 1:
         images = register_channels(images, events)
     array, geometry = to_model_grid(images, package, options.fast)
@@ -152,19 +163,25 @@ def segment_image(images: list[sitk.Image], package: ModelPackage, options: Segm
         events.emit("progress", stage="inference", step=done, total=total, skipped_windows=skipped, eta_s=eta)
 
     run = dict(image=torch.from_numpy(cropped), network=network, roi=package.roi, num_classes=package.labels.num_classes,
-               overlap=options.overlap, batch_size=options.batch_size, body_threshold=threshold, progress=report)
+               overlap=options.overlap, batch_size=options.batch_size, body_threshold=threshold, progress=report, confidence=options.confidence)
     try:
-        labels = sliding_window_labels(device=device, amp_dtype=amp, **run)
+        prediction = sliding_window_predict(device=device, amp_dtype=amp, **run)
     except torch.cuda.OutOfMemoryError:
         events.emit("warning", file=None, reason="the GPU ran out of memory; continuing on the CPU")
         torch.cuda.empty_cache()
-        labels = sliding_window_labels(device=torch.device("cpu"), amp_dtype=None, **run)
+        prediction = sliding_window_predict(device=torch.device("cpu"), amp_dtype=None, **run)
     finally:
         bar.close()
 
+    box = tuple(slice(s, e) for s, e in zip(start, end))
     full = np.zeros(full_shape, dtype=np.uint8 if package.labels.num_classes <= 256 else np.uint16)
-    full[tuple(slice(s, e) for s, e in zip(start, end))] = labels.numpy()
-    return to_input_grid(full, geometry, images[0])
+    full[box] = prediction.labels.numpy()
+    confidence = None
+    if prediction.confidence is not None:
+        full_confidence = np.ones(full_shape, dtype=np.float32)  # outside the foreground box: air, background by rule
+        full_confidence[box] = prediction.confidence.numpy()
+        confidence = confidence_on_input_grid(full_confidence, geometry, images[0])
+    return Segmentation(to_input_grid(full, geometry, images[0]), confidence)
 
 
 def voxel_counts(label_image: sitk.Image, num_classes: int) -> np.ndarray:
@@ -185,13 +202,14 @@ def overlay_window(package: ModelPackage) -> tuple[float, float] | None:
 
 
 def segment_files(inputs: list[Path], output: Path, package: ModelPackage, options: SegmentOptions, events: EventLog,
-                  overlay: Path | None = None) -> list[Path]:
-    """Reads the inputs, segments them and writes ``output`` (.seg.nrrd, or .nii.gz + .json), and with
-    ``overlay`` a PNG of the segments over the first input (slices through their centre)."""
+                  overlay: Path | None = None, confidence: Path | None = None, threshold: float = DEFAULT_THRESHOLD) -> list[Path]:
+    """Reads the inputs, segments them and writes ``output`` (.seg.nrrd, or .nii.gz + .json), with ``overlay`` a PNG
+    of the segments over the first input (slices through their centre), with ``confidence`` the confidence map
+    (float32 NRRD/NIfTI on the input grid) and each segment's mean confidence and share below ``threshold``."""
     events.emit("start", task="segment", model=package.name, inputs=[str(p) for p in inputs], device=str(pick_device(options.device)),
                 overlap=options.overlap, fast=options.fast)
     images = read_inputs(inputs, package)
-    label_image = segment_image(images, package, options, events)
+    label_image, confidence_image = segment_image(images, package, replace(options, confidence=confidence is not None), events)
     written = write_label_map(label_image, package.labels, output)
     if overlay is not None:
         from swinssl.overlay import write_overlay_png
@@ -200,7 +218,11 @@ def segment_files(inputs: list[Path], output: Path, package: ModelPackage, optio
     counts = voxel_counts(label_image, package.labels.num_classes)
     present = {label.name: int(counts[label.value]) for label in package.labels.labels}
     millilitres = float(np.prod(label_image.GetSpacing())) / 1000.0
-    outputs = {"segmentation": written[0], "files": written, "overlay": overlay}
+    outputs = {"segmentation": written[0], "files": written, "overlay": overlay, "confidence": confidence}
+    summary = {}
+    if confidence_image is not None:
+        written.append(write_confidence(confidence_image, confidence))
+        summary = dict(confidence=confidence_summary(label_image, confidence_image, package.labels, threshold), confidence_threshold=threshold)
     events.emit("done", outputs={k: v for k, v in outputs.items() if v is not None}, voxels_per_label=present,
-                volume_ml={name: round(count * millilitres, 2) for name, count in present.items()})
+                volume_ml={name: round(count * millilitres, 2) for name, count in present.items()}, **summary)
     return written
