@@ -278,3 +278,26 @@ def test_segment_writes_the_confidence_on_the_input_grid_and_it_is_low_where_two
         assert "confidence 0.4" in result.stderr or "confidence 0.5" in result.stderr  # the terminal summary shows it
     else:
         assert summary["liver"]["mean"] > 0.6 and summary["liver"]["below"] < 0.5
+
+
+def test_known_anatomy_is_written_with_slicer_terminology_and_colours(tmp_path):
+    """The header string follows vtkSlicerTerminologiesModuleLogic::SerializeTerminologyEntry (7 parts joined by '~',
+    codes as scheme^value^meaning); codes and colours are those of Slicer's General Anatomy list."""
+    from swinssl.labels.segmentation_file import write_label_map
+
+    table = LabelTable.from_names(["Liver", "kidney_left", "tumour"])
+    array = np.zeros((4, 5, 6), np.uint8)
+    array[1, 1:3, 1:3], array[2, 2:4, 2:4], array[3, 0, 0] = 1, 2, 3
+    image = sitk.GetImageFromArray(array)
+    output = write_label_map(image, table, tmp_path / "organs.seg.nrrd")[0]
+    header = output.read_bytes().split(b"\n\n")[0].decode("latin-1")
+    assert ("Segment0_Tags:=TerminologyEntry:Segmentation category and type - 3D Slicer General Anatomy list~SCT^123037004^Anatomical "
+            "Structure~SCT^10200004^Liver~^^~Anatomic codes - DICOM master list~^^~^^|") in header
+    assert "~SCT^64033007^Kidney~SCT^7771000^Left~" in header
+    segments = slicerio.read_segmentation(str(output), skip_voxels=True)["segments"]
+    assert segments[0]["terminology"]["type"] == ["SCT", "10200004", "Liver"]
+    assert np.allclose(segments[0]["color"], np.array([221, 130, 101]) / 255, atol=1e-3)
+    assert np.allclose(segments[1]["color"], np.array([185, 102, 83]) / 255, atol=1e-3)
+    assert "terminology" not in segments[2] or segments[2]["terminology"] is None  # no code is made up for unknown names
+    demo = load_package(Path(__file__).parents[1] / "swinssl" / "resources" / "demo_organs")
+    assert all(label.terminology for label in demo.labels.labels)  # every demo organ carries its code

@@ -49,12 +49,18 @@ class LabelTable:
 
     @classmethod
     def from_names(cls, names: list[str], colors: dict[str, tuple] | None = None, terminology: dict[str, dict] | None = None) -> LabelTable:
+        """Colours and terminology as given, else for known anatomy Slicer's colour and SNOMED CT codes
+        (:mod:`swinssl.labels.anatomy`), else a palette colour and no terminology."""
+        from swinssl.labels.anatomy import standard_anatomy
+
         colors = {normalize_name(k): v for k, v in (colors or {}).items()}
         terminology = {normalize_name(k): v for k, v in (terminology or {}).items()}
-        return cls([
-            Label(i, name, tuple(colors.get(normalize_name(name), palette_color(i))), terminology.get(normalize_name(name)))
-            for i, name in enumerate(names, start=1)
-        ])
+        labels = []
+        for value, name in enumerate(names, start=1):
+            standard_color, standard_terminology = standard_anatomy(name) or (palette_color(value), None)
+            labels.append(Label(value, name, tuple(colors.get(normalize_name(name), standard_color)),
+                                terminology.get(normalize_name(name), standard_terminology)))
+        return cls(labels)
 
     @property
     def names(self) -> list[str]:
@@ -74,4 +80,8 @@ class LabelTable:
 
     @classmethod
     def from_list(cls, items: list[dict]) -> LabelTable:
-        return cls([Label(int(i["value"]), str(i["name"]), tuple(i["color"]), i.get("terminology")) for i in items])
+        """A stored table; known anatomy stored without terminology (older packages) gets its SNOMED CT codes."""
+        from swinssl.labels.anatomy import standard_anatomy
+
+        return cls([Label(int(i["value"]), str(i["name"]), tuple(i["color"]), i.get("terminology") or (standard_anatomy(i["name"]) or (None, None))[1])
+                    for i in items])
