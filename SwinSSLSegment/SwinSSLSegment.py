@@ -31,7 +31,8 @@ class SwinSSLSegment(ScriptedLoadableModule):
         self.parent.contributors = ["SwinSSL developers"]
         self.parent.helpText = (
             "Segment a CT/MR/PET volume with a self-supervised Swin UNETR model package. Pick the input volume(s) "
-            "and a model, click Segment; the result is a segmentation with the model's named, coloured segments."
+            "and a model, click Segment; the result is a segmentation with the model's named, coloured segments. "
+            "Correct and retrain: fix the result in Segment Editor, add it to the training set and fine-tune the model on it."
         )
         self.parent.acknowledgementText = (
             "Swin UNETR and its self-supervised pretraining: Tang et al., CVPR 2022; network from MONAI. "
@@ -50,6 +51,8 @@ class SwinSSLSegmentParameterNode:
     overlap: Annotated[float, WithinRange(0.0, 0.9)] = 0.5
     fast: bool = False
     outputSegmentation: vtkMRMLSegmentationNode
+    trainingSet: Path  # "Add to training set" writes here; set to the shared default when empty
+    fineTuneSteps: Annotated[int, WithinRange(1, 1000000)] = 200
 
 
 class SwinSSLSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
@@ -63,6 +66,10 @@ class SwinSSLSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._timer = qt.QTimer()
         self._timer.setInterval(POLL_INTERVAL_MS)
         self._timer.connect("timeout()", self.onPoll)
+        self._tuning = None  # the fine-tuning run of "Correct and retrain"
+        self._tuningTimer = qt.QTimer()
+        self._tuningTimer.setInterval(POLL_INTERVAL_MS)
+        self._tuningTimer.connect("timeout()", self.onPollTuning)
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
@@ -77,13 +84,22 @@ class SwinSSLSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.importButton.connect("clicked(bool)", self.onImportButton)
         self.ui.refreshModelsButton.connect("clicked(bool)", self.refreshModels)
         self.ui.modelSelector.connect("currentIndexChanged(int)", self.onModelChanged)
+        self.ui.addToTrainingSetButton.connect("clicked(bool)", self.onAddToTrainingSet)
+        self.ui.fineTuneButton.connect("clicked(bool)", lambda: self.onFineTune(resume=False))
+        self.ui.fineTuneResumeButton.connect("clicked(bool)", lambda: self.onFineTune(resume=True))
+        self.ui.fineTuneStopButton.connect("clicked(bool)", self.onStopFineTune)
         self.initializeParameterNode()  # before the model list: choosing a model writes to the parameter node
 
     def cleanup(self) -> None:
+        """A segmentation is cancelled; a fine-tuning is asked to stop gracefully (it checkpoints; Resume continues)."""
         self._timer.stop()
+        self._tuningTimer.stop()
         if self._run is not None:
             self.logic.segmentation.cancel(self._run)
             self._run = None
+        if self._tuning is not None:
+            self.logic.training.stop(self._tuning)
+            self._tuning = None
         self.logic.close()
         self.removeObservers()
 
@@ -109,6 +125,9 @@ class SwinSSLSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.setParameterNode(self.logic.getParameterNode())
         if not self._parameterNode.inputVolume:
             self._parameterNode.inputVolume = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode")
+        if str(self._parameterNode.trainingSet) in ("", "."):
+            self._parameterNode.trainingSet = self.logic.defaultTrainingSet()
+        self.showCaseCount()
 
     def setParameterNode(self, inputParameterNode) -> None:
         if self._parameterNode:
@@ -201,6 +220,68 @@ class SwinSSLSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.applyButton.text = "Segment"
         self.ui.statusLog.appendPlainText(message)
 
+    # --- correct and retrain ----------------------------------------------------------------------
+    def showCaseCount(self) -> None:
+        count = self.logic.countCases(self._parameterNode.trainingSet) if self._parameterNode else 0
+        self.ui.caseCountLabel.text = f"{count} case(s) in the training set"
+
+    def onAddToTrainingSet(self) -> None:
+        p = self._parameterNode
+        with slicer.util.tryWithErrorDisplay("Could not add the case to the training set.", waitCursor=True):
+            if not p.inputVolume or not p.outputSegmentation:
+                raise ValueError("Segment a volume first (or choose its segmentation under Output), then correct it in Segment Editor.")
+            written = self.logic.training.export_scene_cases([(p.inputVolume, p.outputSegmentation)], p.trainingSet)
+            self.ui.statusLog.appendPlainText(f"Added to the training set: {written[0].name}")
+            self.showCaseCount()
+
+    def onFineTune(self, resume: bool) -> None:
+        if not self.ensureDependencies():
+            return
+        p = self._parameterNode
+        with slicer.util.tryWithErrorDisplay("Could not start fine-tuning.", waitCursor=True):
+            self._tuning = self.logic.training.start_tuning(p.modelPath, p.trainingSet, p.fineTuneSteps, p.device, resume=resume)
+            self.ui.fineTuneProgressBar.value = 0
+            self.ui.fineTuneStatusLabel.text = f"{'Resuming' if resume else 'Starting'} fine-tuning into {self._tuning.out.name} ..."
+            self._tuningTimer.start()
+            self.updateTuningButtons()
+
+    def onStopFineTune(self) -> None:
+        if self._tuning is not None:
+            self.logic.training.stop(self._tuning)
+            self.ui.fineTuneStatusLabel.text = "Stopping after the current step (a checkpoint is written; Resume continues)."
+
+    def onPollTuning(self) -> None:
+        """Timer slot: any error ends the polling here (an exception in a timer slot would repeat every tick)."""
+        run = self._tuning
+        try:
+            self.logic.training.poll(run)
+            if run.total or run.preparing:
+                self.ui.fineTuneProgressBar.value = int(100 * run.step / run.total) if run.total else 0
+                dice = ", ".join(f"{name} {value:.2f}" for name, value in run.dice.items())
+                self.ui.fineTuneStatusLabel.text = run.progress_text() + (f"; validation Dice: {dice}" if dice else "")
+            while run.messages:
+                self.ui.statusLog.appendPlainText(run.messages.pop(0))
+            status = run.status()  # None until the engine has exited
+            if status is None:
+                return
+            self.ui.fineTuneStatusLabel.text = status
+            self.finishTuning()
+            self.refreshModels()  # the tuned model appears in the list
+        except Exception as error:
+            logging.error(str(error))
+            self.ui.fineTuneStatusLabel.text = f"Error while following the fine-tuning: {error}"
+            self.finishTuning()
+
+    def finishTuning(self) -> None:
+        self._tuningTimer.stop()
+        self._tuning = None
+        self.updateTuningButtons()
+
+    def updateTuningButtons(self) -> None:
+        running = self._tuning is not None
+        self.ui.fineTuneButton.enabled = self.ui.fineTuneResumeButton.enabled = not running
+        self.ui.fineTuneStopButton.enabled = running
+
 
 class SwinSSLSegmentLogic(ScriptedLoadableModuleLogic):
     """Slicer-facing logic; the work is in swinssl_slicer.segment_logic.SegmentationLogic (no Qt). Listing
@@ -209,6 +290,7 @@ class SwinSSLSegmentLogic(ScriptedLoadableModuleLogic):
     def __init__(self) -> None:
         ScriptedLoadableModuleLogic.__init__(self)
         self._segmentation = None
+        self._training = None
 
     def getParameterNode(self):
         return SwinSSLSegmentParameterNode(super().getParameterNode())
@@ -221,6 +303,25 @@ class SwinSSLSegmentLogic(ScriptedLoadableModuleLogic):
 
     def channelNames(self, path: str) -> list:
         return self.segmentation.channel_names(path)
+
+    def defaultTrainingSet(self) -> Path:
+        from swinssl_slicer.training_logic import default_training_set
+
+        return default_training_set()
+
+    def countCases(self, folder: Path) -> int:
+        from swinssl_slicer.training_logic import count_cases
+
+        return count_cases(folder)
+
+    @property
+    def training(self):
+        """The shared training logic: exports corrected cases and runs the fine-tuning (Stop, Resume, progress)."""
+        if self._training is None:
+            from swinssl_slicer.training_logic import TrainingLogic
+
+            self._training = TrainingLogic(slicer.mrmlScene, temp_root=Path(slicer.app.temporaryPath) / "SwinSSL")
+        return self._training
 
     @property
     def segmentation(self):

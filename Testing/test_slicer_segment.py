@@ -181,3 +181,42 @@ def test_a_transformed_input_gives_a_result_under_the_same_transform(mrml_scene,
     other = mrml_scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "PET")  # e.g. the second input of a CT+PET model
     with pytest.raises(ValueError, match="Abdomen CT, PET are under different transforms"):
         same_parent_transform([volume, other])
+
+
+def test_correct_and_retrain_adds_the_corrected_case_and_fine_tunes_the_model_with_stop_and_resume(mrml_scene, shared_data, tmp_path, monkeypatch):
+    """What the Segment module's "Correct and retrain" does, through the shared logic on a real scene: segment the
+    real CT, paint a correction, add it to the training set, fine-tune the model from it, stop, resume; the tuned
+    model keeps the model's classes and is listed."""
+    from swinssl.models import list_packages
+    from swinssl.package import load_package
+    from swinssl_slicer.segment_logic import SegmentationLogic
+    from swinssl_slicer.training_logic import TrainingLogic, count_cases, tuning_plan
+
+    monkeypatch.setenv("SWINSSL_MODELS", str(tmp_path / "models"))
+    package = make_package(tmp_path / "models" / "tiny", spacing=(6.0, 6.0, 6.0))
+    volume, _ = load_real_ct(mrml_scene, shared_data)
+    segmenting = SegmentationLogic(mrml_scene)
+    run = segmenting.start([volume], package.path, device="cpu")
+    wait_until_done(segmenting, run)
+    node = segmenting.finish(run)
+    liver_id = node.GetSegmentation().GetSegmentIdBySegmentName("liver")
+    painted = np.zeros(slicer.util.arrayFromVolume(volume).shape, np.uint8)  # (K, J, I)
+    painted[10:20, 30:70, 20:60] = 1  # the reader's correction
+    slicer.util.updateSegmentBinaryLabelmapFromArray(painted, node, liver_id, volume)
+
+    training = TrainingLogic(mrml_scene)
+    cases = tmp_path / "training-set"
+    written = training.export_scene_cases([(volume, node)], cases)
+    assert count_cases(cases) == 1 and written[0].name == "Abdomen_CT.seg.nrrd"
+    plan = tuning_plan(package.path)
+    assert plan.name == "tiny-abdomen-tuned" and plan.classes == ORGANS and plan.init == str(package.path)
+
+    first = training.start_tuning(package.path, cases, steps=2, device="cpu", extra=["--stop-at", "1", "--spacing", "6", "6", "6"])
+    wait_until_done(training, first, timeout=400)
+    assert first.engine.outcome == "stopped" and first.step == 1 and "Resume continues" in first.status()
+    second = training.start_tuning(package.path, cases, steps=2, device="cpu", resume=True)
+    wait_until_done(training, second, timeout=400)
+    assert second.engine.outcome == "done" and second.step == 2, second.engine.log_tail()
+    tuned = load_package(tmp_path / "models" / "tiny-abdomen-tuned")
+    assert tuned.labels.names == ORGANS and tuned.training["case_names"] == ["Abdomen_CT"]
+    assert "tiny-abdomen-tuned" in [p.name for p in list_packages()]

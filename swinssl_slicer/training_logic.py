@@ -78,6 +78,35 @@ def _time_left(seconds: float | None) -> str:
     return f", about {seconds:.0f} s left" if seconds < 90 else f", about {seconds / 60:.0f} min left"
 
 
+def count_cases(folder: Path) -> int:
+    """Cases (``.seg.nrrd`` files) in a training-set folder; 0 when it does not exist yet."""
+    return len(list(Path(folder).glob("*.seg.nrrd"))) if Path(folder).is_dir() else 0
+
+
+def default_training_set() -> Path:
+    """Where "Add to training set" writes by default: ``training-set/`` beside the models folder."""
+    return models_dir().parent / "training-set"
+
+
+@dataclass(frozen=True)
+class TuningPlan:
+    """Fine-tuning a model on corrected cases: same architecture and classes, into ``<model>-tuned``."""
+
+    name: str
+    init: str
+    classes: list[str]
+    roi: int
+    feature_size: int
+
+
+def tuning_plan(model: str | Path) -> TuningPlan:
+    from swinssl.package import load_package
+
+    package = load_package(Path(model))
+    return TuningPlan(f"{package.name}-tuned", str(package.path), [label.name for label in package.labels.labels], package.roi,
+                      package.feature_size)
+
+
 def safe_name(name: str) -> str:
     """``name`` as a file or folder name: letters, digits, ``_ . -`` only ("case" when nothing is left)."""
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_") or "case"
@@ -121,8 +150,11 @@ class TrainingLogic:
 
     def start_finetuning(self, out: Path, data_folders: list[str] = (), scenes: list[str] = (), init: str = "random",
                          classes: list[str] | None = None, roi: int = 96, feature_size: int = 48, steps: int = 1000,
-                         device: str = "auto", extra: list[str] | None = None, overwrite: bool = False) -> TrainingRun:
-        """Fine-tunes into ``out``; by default under the models folder, so SwinSSLSegment lists the result."""
+                         device: str = "auto", extra: list[str] | None = None, overwrite: bool = False, resume: bool = False) -> TrainingRun:
+        """Fine-tunes into ``out``; by default under the models folder, so SwinSSLSegment lists the result. With
+        ``resume`` the run in ``out`` continues from its checkpoint (up to ``steps``)."""
+        if resume:
+            return self._start("finetune", ["finetune", "--out", str(out), "--resume", "--steps", str(steps)] + list(extra or []), out)
         if not data_folders and not scenes:
             raise ValueError("choose labelled cases: scene pairs, folders or .mrb files")
         arguments = ["finetune", "--out", str(out), "--init", init, "--roi", str(roi), "--feature-size", str(feature_size),
@@ -148,6 +180,20 @@ class TrainingLogic:
         folders = [s for s in sources if Path(s).is_dir() and not any(Path(s).glob("*.seg.nrrd"))]
         scenes += [s for s in sources if s not in folders]
         return self.start_finetuning(out, folders, scenes, str(init), classes, roi, feature_size, steps, device, extra, overwrite)
+
+    def start_tuning(self, model: str | Path, cases: Path, steps: int = 200, device: str = "auto", resume: bool = False,
+                     extra: list[str] | None = None) -> TrainingRun:
+        """Correct and retrain: fine-tunes ``model`` on the training set ``cases`` (:func:`tuning_plan`), into the
+        models folder, replacing an earlier ``<model>-tuned``; ``resume`` continues a stopped one."""
+        plan = tuning_plan(model)
+        out = self.default_model_folder(plan.name)
+        if resume:
+            return self.start_finetuning(out, steps=steps, resume=True, extra=extra)
+        if not count_cases(cases):
+            raise ValueError(f"the training set {cases} is empty: correct a segmentation and click 'Add to training set' first")
+        return self.start_finetuning(out, scenes=[str(cases)], init=plan.init, classes=plan.classes, roi=plan.roi,
+                                     feature_size=plan.feature_size, steps=steps, device=device, extra=extra,
+                                     overwrite=self.holds_run(out, "finetune"))
 
     def _temp_folder(self) -> Path | None:
         if self.temp_root is not None:

@@ -22,7 +22,7 @@ from swinssl_web.uploads import UploadInbox
 os.environ.setdefault("VTK_DEFAULT_OPENGL_WINDOW", "vtkEGLRenderWindow")  # off-screen rendering, no X server
 
 from swinssl_slicer.segment_logic import SegmentationLogic  # noqa: E402
-from swinssl_slicer.training_logic import TrainingLogic  # noqa: E402
+from swinssl_slicer.training_logic import TrainingLogic, default_training_set  # noqa: E402
 from trame.app import TrameApp  # noqa: E402
 from trame_slicer import module as trame_slicer_module  # noqa: E402
 from trame_slicer.app.logic import LayoutButtonLogic  # noqa: E402
@@ -95,7 +95,7 @@ class SwinSSLWebApp(TrameApp):
         scene = self.slicer_app.scene
         segmentation, training = SegmentationLogic(scene), TrainingLogic(scene)
         beside_models = models_dir().parent
-        cases = settings.cases or beside_models / "training-set"
+        cases = settings.cases or default_training_set()
         self.segment = SegmentPage(self.server, self.slicer_app, segmentation, training, cases, settings.extra_models)
         self.train = TrainPage(self.server, self.slicer_app, training, self.data_roots, settings.runs or beside_models / "runs", cases,
                                self.segment.packages)

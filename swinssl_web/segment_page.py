@@ -17,18 +17,13 @@ from trame_slicer.core import SlicerApp
 
 from swinssl_slicer.mrml_io import nodes_by_class, write_segmentation
 from swinssl_slicer.segment_logic import SegmentationLogic, SegmentRun
-from swinssl_slicer.training_logic import PREVIEW_ATTRIBUTE, RUN_ATTRIBUTE, TrainingLogic
+from swinssl_slicer.training_logic import PREVIEW_ATTRIBUTE, RUN_ATTRIBUTE, TrainingLogic, count_cases
 
 from swinssl.io.discovery import VOLUME_SUFFIXES, volume_stem
 from swinssl.package import ModelPackage, load_package
 
 CASE_VIEW_GROUP = 0  # the Segment layout's views; previews live in group 1
 DICOM_NO_SERIES_NUMBER = "None: "  # trame-slicer names a series "<series number>: <series description>"
-
-
-def count_cases(folder: Path) -> int:
-    """Cases (``.seg.nrrd`` files) in a training-set folder; 0 when it does not exist yet."""
-    return len(list(folder.glob("*.seg.nrrd"))) if folder.is_dir() else 0
 
 
 def training_nodes(scene) -> list:

@@ -14,12 +14,11 @@ from typing import Callable
 from trame_server import Server
 from trame_slicer.core import SlicerApp
 
-from swinssl_slicer.training_logic import PREVIEW_KINDS, TrainingLogic, TrainingRun, safe_name
+from swinssl_slicer.training_logic import PREVIEW_KINDS, TrainingLogic, TrainingRun, count_cases, safe_name, tuning_plan
 
-from swinssl.package import ModelPackage, load_package
+from swinssl.package import ModelPackage
 from swinssl_web.data_roots import DataRoots
 from swinssl_web.loss_chart import EMPTY_CHART, chart_from_table
-from swinssl_web.segment_page import count_cases
 
 PREVIEW_VIEW_GROUP = 1
 PREVIEW_VIEWS = {"original": "Original", "masked": "Masked", "reconstruction": "Reconstruction"}  # kind -> view tag
@@ -158,14 +157,14 @@ class TrainPage:
         self.require_idle()
         if not count_cases(self.cases_folder):
             raise ValueError("the training set is empty: correct a segmentation and click 'Add to training set' first")
-        package = load_package(model)
+        plan = tuning_plan(model)
         state = self.server.state  # the Train page shows the settings the run uses
         state.train_kind, state.train_use_cases, state.train_data = "finetune", True, []
-        state.train_model_name, state.train_init = f"{package.name}-tuned", str(package.path)
-        state.train_classes = ", ".join(label.name for label in package.labels.labels)
-        state.train_roi, state.train_feature_size = package.roi, package.feature_size
-        if str(package.path) not in [choice["value"] for choice in state.train_inits]:
-            state.train_inits = state.train_inits + [{"title": f"Model: {package.name}", "value": str(package.path)}]
+        state.train_model_name, state.train_init = plan.name, plan.init
+        state.train_classes = ", ".join(plan.classes)
+        state.train_roi, state.train_feature_size = plan.roi, plan.feature_size
+        if plan.init not in [choice["value"] for choice in state.train_inits]:
+            state.train_inits = state.train_inits + [{"title": f"Model: {plan.name.removesuffix('-tuned')}", "value": plan.init}]
         self.start_finetuning()
 
     def require_idle(self) -> None:

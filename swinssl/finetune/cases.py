@@ -27,7 +27,9 @@ class LabelledCase:
 
     @property
     def name(self) -> str:
-        return volume_stem(self.label)
+        """The label file's name without its suffix (``.seg.nrrd`` included)."""
+        stem = volume_stem(self.label)
+        return stem.removesuffix(".seg") if self.label.name.lower().endswith(".seg.nrrd") else stem
 
 
 def names_from_mapping(mapping: dict) -> dict[int, str]:

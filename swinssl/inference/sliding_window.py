@@ -42,9 +42,10 @@ class WindowPrediction(NamedTuple):
     confidence: torch.Tensor | None
 
 
-def sliding_window_labels(image: torch.Tensor, network: torch.nn.Module, roi: int, num_classes: int, **options) -> torch.Tensor:
+def sliding_window_labels(image: torch.Tensor, network: torch.nn.Module, roi: int, num_classes: int, overlap: float = 0.5,
+                          **options) -> torch.Tensor:
     """The label map of :func:`sliding_window_predict` (same arguments, without the confidence)."""
-    return sliding_window_predict(image, network, roi, num_classes, **options).labels
+    return sliding_window_predict(image, network, roi, num_classes, overlap, **options).labels
 
 
 @torch.no_grad()
