@@ -65,8 +65,7 @@ def test_two_ranks_with_two_workers_each_prepare_every_volume_once_with_the_seri
         assert process.returncode == 0, stderr[-2000:]
         assert "Traceback" not in stderr
     built = [int(re.search(r"\((\d+) prepared by this process", stdout).group(1)) for stdout, _ in outputs]
-    # Every volume prepared exactly once in all: neither process waited for the other to decode everything.
-    assert sum(built) == VOLUMES and min(built) >= VOLUMES // 4, built
+    assert sum(built) == VOLUMES, built  # every volume prepared exactly once in all (how they split depends on start-up times)
     for stdout, stderr in outputs:
         assert f"{VOLUMES} volume(s) ready" in stdout and "1 file(s) skipped" in stdout
     assert "broken.nii.gz" in outputs[0][1]  # rank 0 names the unusable file, as a warning, once per run
@@ -87,6 +86,14 @@ def test_two_ranks_with_two_workers_each_prepare_every_volume_once_with_the_seri
     assert [e["done"] for e in progress] == sorted(e["done"] for e in progress)
     assert events[-1]["event"] == "done" and events[-1]["volumes"] == VOLUMES and events[-1]["built"] == built[0]
     assert not (tmp_path / "events_1.jsonl").exists()  # rank 1 writes no events, as in pretraining
+
+
+def test_rank_1_alone_prepares_everything_without_waiting_for_rank_0(tmp_path, data_set):
+    """No barrier: a rank whose peers have not started (or are slow to import torch) does all the work itself."""
+    process = _cache_process(data_set, tmp_path / "cache", 1, tmp_path / "events.jsonl")
+    stdout, stderr = process.communicate(timeout=600)
+    assert process.returncode == 0, stderr[-2000:]
+    assert f"{VOLUMES} volume(s) ready" in stdout and f"({VOLUMES} prepared by this process" in stdout
 
 
 def test_a_second_run_prepares_nothing_and_reports_the_known_bad_file_without_decoding_it(tmp_path, data_set):
