@@ -220,3 +220,63 @@ def test_correct_and_retrain_adds_the_corrected_case_and_fine_tunes_the_model_wi
     tuned = load_package(tmp_path / "models" / "tiny-abdomen-tuned")
     assert tuned.labels.names == ORGANS and tuned.training["case_names"] == ["Abdomen_CT"]
     assert "tiny-abdomen-tuned" in [p.name for p in list_packages()]
+
+
+def test_the_confidence_map_is_loaded_beside_the_segmentation_and_overlaid_on_its_volume(mrml_scene, shared_data, tmp_path):
+    from swinssl_slicer.mrml_io import show_overlay
+    from swinssl_slicer.segment_logic import CONFIDENCE_ATTRIBUTE, SegmentationLogic
+
+    package = make_package(tmp_path / "models" / "tiny", spacing=(6.0, 6.0, 6.0))
+    volume, study = load_real_ct(mrml_scene, shared_data)
+    logic = SegmentationLogic(mrml_scene, models_folder=tmp_path / "models")
+    run = logic.start([volume], package.path, device="cpu", confidence=True)
+    wait_until_done(logic, run)
+    logic.finish(run)
+    confidence = mrml_scene.GetNodeByID(run.confidence_node_id)
+    assert confidence.GetAttribute(CONFIDENCE_ATTRIBUTE) == "1" and confidence.GetName() == "Abdomen CT tiny-abdomen confidence"
+    values = slicer.util.arrayFromVolume(confidence)
+    assert values.shape == slicer.util.arrayFromVolume(volume).shape and 0.0 <= values.min() and values.max() <= 1.0
+    assert np.allclose(confidence.GetSpacing(), volume.GetSpacing()) and np.allclose(confidence.GetOrigin(), volume.GetOrigin(), atol=1e-3)
+    assert set(run.confidence) <= set(ORGANS) and run.confidence and any("mean confidence" in m for m in run.messages)
+    hierarchy = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(mrml_scene)
+    assert hierarchy.GetItemParent(hierarchy.GetItemByDataNode(confidence)) == study
+    showing_ct, showing_other = (mrml_scene.AddNewNodeByClass("vtkMRMLSliceCompositeNode") for _ in range(2))
+    showing_ct.SetBackgroundVolumeID(volume.GetID())
+    showing_other.SetBackgroundVolumeID(confidence.GetID())
+    assert show_overlay(mrml_scene, confidence, volume, 0.4) == 1
+    assert showing_ct.GetForegroundVolumeID() == confidence.GetID() and abs(showing_ct.GetForegroundOpacity() - 0.4) < 1e-6
+    assert showing_other.GetForegroundVolumeID() is None  # views showing something else are left alone
+
+
+def test_a_catalogue_model_downloads_with_progress_and_is_listed(mrml_scene, tmp_path):
+    """The faces' Download button: the shared logic runs `swinssl models download` against a local HTTP server."""
+    import json
+
+    from test_model_download import BUNDLE_ZIP, FileServer, bundle_entry, bundle_zip
+    from swinssl_slicer.catalogue_logic import CatalogueLogic
+    from swinssl_slicer.segment_logic import SegmentationLogic
+
+    server = FileServer()
+    try:
+        data = bundle_zip(tmp_path)
+        server.files["/zoo/" + BUNDLE_ZIP] = data
+        catalogue = tmp_path / "catalogue.json"
+        catalogue.write_text(json.dumps([bundle_entry(server.url("/zoo/" + BUNDLE_ZIP), data),
+                                         bundle_entry(server.url("/zoo/" + BUNDLE_ZIP), data, name="tampered", hash=None, sha256="1" * 64)]))
+        downloads = CatalogueLogic(models_folder=tmp_path / "models", catalogue=catalogue)
+        entry = downloads.entries()[0]
+        assert not downloads.is_installed(entry) and "SHA1 checked" in downloads.describe(entry)
+        run = downloads.start("tiny-btcv")
+        wait_until_done(downloads, run)
+        downloads.poll(run)
+        assert run.engine.outcome == "done" and run.received == run.total == len(data) and run.progress == 1.0
+        assert run.status() == f"Installed tiny-btcv in {tmp_path / 'models' / 'tiny-btcv'}" and downloads.is_installed(entry)
+        assert [p.name for p in SegmentationLogic(mrml_scene, models_folder=tmp_path / "models").available_models()] == ["tiny-btcv"]
+        refused = downloads.start("tampered")
+        wait_until_done(downloads, refused)
+        downloads.poll(refused)
+        assert refused.engine.outcome == "error" and "not the published file" in refused.status()
+        assert not (tmp_path / "models" / "tampered").exists() and not refused.folder.exists()
+    finally:
+        server.httpd.shutdown()
+        server.httpd.server_close()

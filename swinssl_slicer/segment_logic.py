@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from swinssl_slicer.engine import ensure_engine_on_path
-from swinssl_slicer.mrml_io import place_under_study, read_segmentation, same_parent_transform, write_volume
+from swinssl_slicer.mrml_io import place_under_study, read_segmentation, read_volume, same_parent_transform, write_volume
 
 ensure_engine_on_path()
 
@@ -24,6 +24,10 @@ from swinssl.package import ModelPackage, load_package  # noqa: E402
 
 if TYPE_CHECKING:
     from swinssl.runner import EngineProcess
+
+CONFIDENCE_ATTRIBUTE = "SwinSSL.Confidence"
+# vtkMRMLColorLogic::GetFileColorNodeID("Inferno.txt") in Slicer 5.10 and 5.12 (Base/Logic/Resources/ColorFiles/Inferno.txt)
+CONFIDENCE_COLOURS = "vtkMRMLColorTableNodeFileInferno.txt"
 
 
 @dataclass
@@ -39,6 +43,9 @@ class SegmentRun:
     windows_total: int = 0
     messages: list[str] = field(default_factory=list)
     error: str | None = None
+    confidence_output: Path | None = None  # asked for a confidence map: where the engine writes it
+    confidence: dict = field(default_factory=dict)  # segment name -> {"mean", "below"} from the done event
+    confidence_node_id: str | None = None  # the loaded map, after finish()
 
     @property
     def progress(self) -> float:
@@ -83,11 +90,12 @@ class SegmentationLogic:
         return [channel.modality for channel in load_package(model).channels]
 
     def start(self, input_nodes: list, model: str | Path, device: str = "auto", overlap: float = 0.5, fast: bool = False,
-              output_name: str | None = None, register: bool = True) -> SegmentRun:
+              output_name: str | None = None, register: bool = True, confidence: bool = False) -> SegmentRun:
         """Writes the inputs to temporary NRRD files (uncompressed) and starts the engine; returns at once.
 
         With several inputs (e.g. CT and PET volumes) and ``register``, the engine registers each to
-        the first before stacking them; the segmentation is on the first input's grid.
+        the first before stacking them; the segmentation is on the first input's grid. With ``confidence``
+        the engine also writes the confidence map, which :meth:`finish` loads as a volume.
         """
         if not model:
             raise ValueError(f"choose a model: none is installed in {self.models_folder} (Import... adds one)")
@@ -106,6 +114,8 @@ class SegmentationLogic:
                          "--device", device, "--overlap", str(overlap)] + (["--fast"] if fast else [])
             if register and len(inputs) > 1:
                 arguments.append("--register")
+            confidence_output = folder / "confidence.nrrd" if confidence else None
+            arguments += ["--confidence", str(confidence_output)] if confidence_output else []
             from swinssl.runner import EngineProcess
 
             engine = EngineProcess.start(arguments, folder / "events.jsonl", self.python)
@@ -113,7 +123,7 @@ class SegmentationLogic:
             shutil.rmtree(folder, ignore_errors=True)
             raise
         name = output_name or f"{input_nodes[0].GetName()} {package.name}"
-        run = SegmentRun(engine, folder, output, [node.GetID() for node in input_nodes], name)
+        run = SegmentRun(engine, folder, output, [node.GetID() for node in input_nodes], name, confidence_output=confidence_output)
         self.active.append(run)
         return run
 
@@ -128,6 +138,11 @@ class SegmentationLogic:
                 run.windows_done, run.windows_total = event["step"], event["total"]
             elif event["event"] == "warning":
                 run.messages.append(f"Warning: {event['reason']}")
+            elif event["event"] == "done" and event.get("confidence"):
+                run.confidence = event["confidence"]
+                threshold = event.get("confidence_threshold")
+                run.messages += [f"{name}: mean confidence {values['mean']:.2f}, {values['below']:.0%} of its voxels below {threshold}"
+                                 for name, values in run.confidence.items()]
             elif event["event"] == "error":
                 run.error = event["message"]
         return events
@@ -154,9 +169,25 @@ class SegmentationLogic:
             node.CreateDefaultDisplayNodes()
             node.CreateClosedSurfaceRepresentation()
             place_under_study(node, reference)
+            if run.confidence_output is not None:
+                run.confidence_node_id = self._load_confidence(run, reference).GetID()
             return node
         finally:
             self._forget(run)
+
+    def _load_confidence(self, run: SegmentRun, reference):
+        """The confidence map as a volume beside the segmentation: 0..1 window, Slicer's Inferno colours when loaded."""
+        volume = read_volume(self.scene, run.confidence_output, f"{run.output_name} confidence")
+        volume.SetAttribute(CONFIDENCE_ATTRIBUTE, "1")
+        volume.SetAndObserveTransformNodeID(reference.GetTransformNodeID())
+        display = volume.GetDisplayNode()
+        display.SetAutoWindowLevel(False)
+        display.SetWindowLevelMinMax(0.0, 1.0)
+        colours = self.scene.GetNodeByID(CONFIDENCE_COLOURS)  # absent where Slicer's colour files are not loaded
+        if colours is not None:
+            display.SetAndObserveColorNodeID(colours.GetID())
+        place_under_study(volume, reference)
+        return volume
 
     def _forget(self, run: SegmentRun) -> None:
         shutil.rmtree(run.folder, ignore_errors=True)

@@ -1,0 +1,103 @@
+"""The model catalogue for the faces, without Qt: entries next to installed models, and a download run
+(``swinssl models download`` as a subprocess) whose progress, outcome and errors are read from its events.
+
+Listing reads the catalogue JSON only (no torch import); downloading, verifying and installing are the engine's
+(:mod:`swinssl.model_download`), so every face installs models the same way as the command line.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from swinssl_slicer.engine import ensure_engine_on_path
+
+ensure_engine_on_path()
+
+from swinssl.catalogue import CatalogueEntry, load_catalogue  # noqa: E402  (reads JSON only)
+from swinssl.models import models_dir  # noqa: E402
+from swinssl.runner import EngineProcess  # noqa: E402
+
+
+@dataclass
+class DownloadRun:
+    """One download: the engine process, its temporary folder and the bytes received so far."""
+
+    name: str
+    engine: EngineProcess
+    folder: Path
+    received: int = 0
+    total: int | None = None
+    error: str | None = None
+    installed: Path | None = None
+    messages: list[str] = field(default_factory=list)
+
+    @property
+    def progress(self) -> float:
+        return self.received / self.total if self.total else 0.0
+
+    def status(self) -> str | None:
+        """None while running; else one line for the user."""
+        outcome = self.engine.outcome
+        if outcome is None:
+            return None
+        if outcome == "done":
+            return f"Installed {self.name} in {self.installed}"
+        if outcome == "cancelled":
+            return f"Download of {self.name} cancelled; running it again resumes it."
+        return f"Download of {self.name} failed: {self.error}"
+
+
+class CatalogueLogic:
+    """``catalogue``: a catalogue JSON (default: the built-in one); ``models_folder``: where models are installed."""
+
+    def __init__(self, python: str | None = None, models_folder: Path | None = None, catalogue: Path | None = None,
+                 temp_root: Path | None = None) -> None:
+        self.python = python
+        self.models_folder = Path(models_folder) if models_folder else models_dir()
+        self.catalogue = catalogue
+        self.temp_root = temp_root
+
+    def entries(self) -> list[CatalogueEntry]:
+        return load_catalogue(self.catalogue)
+
+    def is_installed(self, entry: CatalogueEntry) -> bool:
+        return (self.models_folder / entry.name).exists()
+
+    def describe(self, entry: CatalogueEntry) -> str:
+        """One line for a list: title, format, whether the download is hash-checked, licence."""
+        checked = f"{entry.hash_algorithm.upper()} checked" if entry.hash_algorithm else "no published hash"
+        return f"{entry.title or entry.name} ({entry.modality or 'any'}; {checked}; licence: {entry.licence})"
+
+    def start(self, name: str, allow_unverified: bool = False) -> DownloadRun:
+        """Starts ``swinssl models download NAME``; returns at once."""
+        if self.temp_root is not None:
+            Path(self.temp_root).mkdir(parents=True, exist_ok=True)
+        folder = Path(tempfile.mkdtemp(prefix="SwinSSL-download-", dir=self.temp_root))
+        arguments = ["models", "download", name, "--models-dir", str(self.models_folder)]
+        arguments += ["--catalogue", str(self.catalogue)] if self.catalogue else []
+        arguments += ["--allow-unverified"] if allow_unverified else []
+        return DownloadRun(name, EngineProcess.start(arguments, folder / "events.jsonl", self.python), folder)
+
+    def poll(self, run: DownloadRun) -> list[dict]:
+        events = run.engine.poll()
+        for event in events:
+            if event["event"] == "progress" and event.get("stage") == "download":
+                run.received, run.total = event["bytes"], event.get("total_bytes")
+            elif event["event"] == "done":
+                run.installed = Path(event["outputs"]["model"])
+                run.messages.append(f"Licence: {event.get('licence')}")
+            elif event["event"] == "error":
+                run.error = event["message"]
+        if not run.engine.running and run.folder.exists():  # ended: keep what the log says, then clear the files
+            if run.engine.outcome not in ("done", "cancelled") and run.error is None:
+                run.error = run.engine.log_tail(600) or f"the engine ended without reporting (exit {run.engine.exit_code})"
+            shutil.rmtree(run.folder, ignore_errors=True)
+        return events
+
+    def cancel(self, run: DownloadRun) -> None:
+        """Ends the download; the partial file stays, so starting it again resumes it."""
+        run.engine.cancel()
+        shutil.rmtree(run.folder, ignore_errors=True)
