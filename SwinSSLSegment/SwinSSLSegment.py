@@ -50,6 +50,7 @@ class SwinSSLSegmentParameterNode:
     device: Annotated[str, Choice(["auto", "cpu", "cuda"])] = "auto"
     overlap: Annotated[float, WithinRange(0.0, 0.9)] = 0.5
     fast: bool = False
+    confidence: bool = False
     outputSegmentation: vtkMRMLSegmentationNode
     trainingSet: Path  # "Add to training set" writes here; set to the shared default when empty
     fineTuneSteps: Annotated[int, WithinRange(1, 1000000)] = 200
@@ -66,6 +67,10 @@ class SwinSSLSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._timer = qt.QTimer()
         self._timer.setInterval(POLL_INTERVAL_MS)
         self._timer.connect("timeout()", self.onPoll)
+        self._download = None  # a catalogue download
+        self._downloadTimer = qt.QTimer()
+        self._downloadTimer.setInterval(POLL_INTERVAL_MS)
+        self._downloadTimer.connect("timeout()", self.onPollDownload)
         self._tuning = None  # the fine-tuning run of "Correct and retrain"
         self._tuningTimer = qt.QTimer()
         self._tuningTimer.setInterval(POLL_INTERVAL_MS)
@@ -84,6 +89,8 @@ class SwinSSLSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.importButton.connect("clicked(bool)", self.onImportButton)
         self.ui.refreshModelsButton.connect("clicked(bool)", self.refreshModels)
         self.ui.modelSelector.connect("currentIndexChanged(int)", self.onModelChanged)
+        self.ui.catalogueSelector.connect("currentIndexChanged(int)", self.onCatalogueEntryChanged)
+        self.ui.downloadButton.connect("clicked(bool)", self.onDownload)
         self.ui.addToTrainingSetButton.connect("clicked(bool)", self.onAddToTrainingSet)
         self.ui.fineTuneButton.connect("clicked(bool)", lambda: self.onFineTune(resume=False))
         self.ui.fineTuneResumeButton.connect("clicked(bool)", lambda: self.onFineTune(resume=True))
@@ -94,6 +101,10 @@ class SwinSSLSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         """A segmentation is cancelled; a fine-tuning is asked to stop gracefully (it checkpoints; Resume continues)."""
         self._timer.stop()
         self._tuningTimer.stop()
+        self._downloadTimer.stop()
+        if self._download is not None:  # the partial file stays: Download again resumes it
+            self.logic.catalogue.cancel(self._download)
+            self._download = None
         if self._run is not None:
             self.logic.segmentation.cancel(self._run)
             self._run = None
@@ -150,6 +161,23 @@ class SwinSSLSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.modelSelector.setCurrentIndex(self.ui.modelSelector.findData(chosen))
         self.ui.modelSelector.blockSignals(wasBlocked)
         self.onModelChanged(self.ui.modelSelector.currentIndex)
+        self.refreshCatalogue()
+
+    def refreshCatalogue(self) -> None:
+        """The catalogue's entries, installed ones marked (reads the catalogue JSON only)."""
+        wasBlocked = self.ui.catalogueSelector.blockSignals(True)
+        self.ui.catalogueSelector.clear()
+        for entry in self.logic.catalogue.entries():
+            installed = " (installed)" if self.logic.catalogue.is_installed(entry) else ""
+            self.ui.catalogueSelector.addItem(f"{entry.name}{installed}", entry.name)
+        self.ui.catalogueSelector.blockSignals(wasBlocked)
+        self.onCatalogueEntryChanged(self.ui.catalogueSelector.currentIndex)
+
+    def onCatalogueEntryChanged(self, index: int) -> None:
+        entries = {entry.name: entry for entry in self.logic.catalogue.entries()}
+        entry = entries.get(self.ui.catalogueSelector.itemData(index)) if index >= 0 else None
+        self.ui.catalogueDetailLabel.text = self.logic.catalogue.describe(entry) if entry else ""
+        self.ui.downloadButton.enabled = entry is not None and not self.logic.catalogue.is_installed(entry) and self._download is None
 
     def onModelChanged(self, index: int) -> None:
         path = self.ui.modelSelector.itemData(index) if index >= 0 else ""
@@ -190,7 +218,8 @@ class SwinSSLSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         parameters = self._parameterNode
         with slicer.util.tryWithErrorDisplay("Could not start the segmentation.", waitCursor=True):
             inputs = [parameters.inputVolume, parameters.secondInputVolume][: len(self.logic.channelNames(parameters.modelPath))]
-            self._run = self.logic.segmentation.start(inputs, parameters.modelPath, parameters.device, parameters.overlap, parameters.fast)
+            self._run = self.logic.segmentation.start(inputs, parameters.modelPath, parameters.device, parameters.overlap, parameters.fast,
+                                                      confidence=parameters.confidence)
             self.ui.applyButton.text = "Cancel"
             self.ui.progressBar.value = 0
             self.ui.statusLog.clear()
@@ -208,6 +237,10 @@ class SwinSSLSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 return
             node = self.logic.segmentation.finish(run, self._parameterNode.outputSegmentation)
             self._parameterNode.outputSegmentation = node
+            if run.confidence_node_id:  # over the input in the slice views; its summary is in the log below
+                self.logic.showConfidence(run.confidence_node_id, self._parameterNode.inputVolume)
+            while run.messages:
+                self.ui.statusLog.appendPlainText(run.messages.pop(0))
             self.finishRun(f"Done: {node.GetName()}")
         except Exception as error:  # shown to the user; the scene is unchanged
             logging.error(str(error))
@@ -219,6 +252,42 @@ class SwinSSLSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._run = None
         self.ui.applyButton.text = "Segment"
         self.ui.statusLog.appendPlainText(message)
+
+    # --- downloading models -----------------------------------------------------------------------
+    def onDownload(self) -> None:
+        name = self.ui.catalogueSelector.itemData(self.ui.catalogueSelector.currentIndex)
+        entry = next((e for e in self.logic.catalogue.entries() if e.name == name), None)
+        if entry is None or not self.ensureDependencies():
+            return
+        unverified = entry.hash_algorithm is None
+        if unverified and not slicer.util.confirmOkCancelDisplay(
+                f"The source of {entry.name} publishes no hash, so the download cannot be checked against it. Install it anyway? "
+                "(Its SHA-256 is recorded.)"):
+            return
+        with slicer.util.tryWithErrorDisplay("Could not start the download.", waitCursor=True):
+            self._download = self.logic.catalogue.start(entry.name, allow_unverified=unverified)
+            self.ui.downloadProgressBar.value = 0
+            self.ui.downloadButton.enabled = False
+            self._downloadTimer.start()
+
+    def onPollDownload(self) -> None:
+        """Timer slot: any error ends the polling here (an exception in a timer slot would repeat every tick)."""
+        run = self._download
+        try:
+            self.logic.catalogue.poll(run)
+            self.ui.downloadProgressBar.value = int(100 * run.progress)
+            status = run.status()
+            if status is None:
+                return
+            self.ui.statusLog.appendPlainText(status)
+            while run.messages:
+                self.ui.statusLog.appendPlainText(run.messages.pop(0))
+        except Exception as error:
+            logging.error(str(error))
+            self.ui.statusLog.appendPlainText(f"Error while following the download: {error}")
+        self._downloadTimer.stop()
+        self._download = None
+        self.refreshModels()  # the new model in the list, the catalogue entry marked installed
 
     # --- correct and retrain ----------------------------------------------------------------------
     def showCaseCount(self) -> None:
@@ -291,6 +360,7 @@ class SwinSSLSegmentLogic(ScriptedLoadableModuleLogic):
         ScriptedLoadableModuleLogic.__init__(self)
         self._segmentation = None
         self._training = None
+        self._catalogue = None
 
     def getParameterNode(self):
         return SwinSSLSegmentParameterNode(super().getParameterNode())
@@ -303,6 +373,20 @@ class SwinSSLSegmentLogic(ScriptedLoadableModuleLogic):
 
     def channelNames(self, path: str) -> list:
         return self.segmentation.channel_names(path)
+
+    @property
+    def catalogue(self):
+        """The shared catalogue logic (listing reads JSON only; a download runs the engine)."""
+        if self._catalogue is None:
+            from swinssl_slicer.catalogue_logic import CatalogueLogic
+
+            self._catalogue = CatalogueLogic(temp_root=Path(slicer.app.temporaryPath) / "SwinSSL")
+        return self._catalogue
+
+    def showConfidence(self, confidenceNodeID: str, inputVolume) -> None:
+        from swinssl_slicer.mrml_io import show_overlay
+
+        show_overlay(slicer.mrmlScene, slicer.mrmlScene.GetNodeByID(confidenceNodeID), inputVolume, opacity=0.5)
 
     def defaultTrainingSet(self) -> Path:
         from swinssl_slicer.training_logic import default_training_set

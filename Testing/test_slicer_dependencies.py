@@ -58,7 +58,8 @@ def test_supported_slicer_versions(version, supported):
 
 
 def test_listing_models_imports_neither_torch_nor_monai(tmp_path):
-    """Opening the Segment module lists models; MONAIAuto3DSeg likewise reads JSON and leaves torch to its subprocess."""
+    """Opening the Segment module lists models, the catalogue and the training set; MONAIAuto3DSeg likewise reads JSON
+    and leaves torch to its subprocess. psutil (an engine requirement) is not needed before a run starts either."""
     from test_segmentation import make_package
 
     make_package(tmp_path / "models" / "tiny")
@@ -68,6 +69,10 @@ def test_listing_models_imports_neither_torch_nor_monai(tmp_path):
         "from swinssl_slicer.segment_logic import SegmentationLogic\n"
         "logic = SegmentationLogic(slicer.vtkMRMLScene(), models_folder=Path(sys.argv[1]))\n"
         "chosen = logic.choose_model('')\n"
+        "from swinssl_slicer.catalogue_logic import CatalogueLogic\n"
+        "from swinssl_slicer.training_logic import count_cases, default_training_set\n"
+        "catalogue = CatalogueLogic(models_folder=Path(sys.argv[1]))\n"
+        "assert catalogue.entries() and count_cases(default_training_set()) >= 0\n"
         "print([p.name for p in logic.available_models()], Path(chosen).name, logic.channel_names(chosen))\n"
         "print(sorted(m for m in ('torch', 'monai', 'matplotlib', 'psutil', 'SimpleITK') if m in sys.modules))\n"
     )

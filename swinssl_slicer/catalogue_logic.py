@@ -11,14 +11,18 @@ import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from swinssl_slicer.engine import ensure_engine_on_path
+from swinssl_slicer.engine import engine_process, ensure_engine_on_path
 
 ensure_engine_on_path()
 
 from swinssl.catalogue import CatalogueEntry, load_catalogue  # noqa: E402  (reads JSON only)
 from swinssl.models import models_dir  # noqa: E402
-from swinssl.runner import EngineProcess  # noqa: E402
+
+
+if TYPE_CHECKING:  # the engine's runner needs psutil, installed with the engine's requirements
+    from swinssl.runner import EngineProcess
 
 
 @dataclass
@@ -79,7 +83,7 @@ class CatalogueLogic:
         arguments = ["models", "download", name, "--models-dir", str(self.models_folder)]
         arguments += ["--catalogue", str(self.catalogue)] if self.catalogue else []
         arguments += ["--allow-unverified"] if allow_unverified else []
-        return DownloadRun(name, EngineProcess.start(arguments, folder / "events.jsonl", self.python), folder)
+        return DownloadRun(name, engine_process().start(arguments, folder / "events.jsonl", self.python), folder)
 
     def poll(self, run: DownloadRun) -> list[dict]:
         events = run.engine.poll()

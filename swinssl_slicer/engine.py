@@ -58,6 +58,15 @@ def ensure_engine_on_path() -> Path:
     return root
 
 
+def engine_process():
+    """The engine's runner class (:class:`swinssl.runner.EngineProcess`), imported when a run starts: it needs psutil,
+    one of the engine's requirements, while listing models and the catalogue needs none."""
+    ensure_engine_on_path()
+    from swinssl.runner import EngineProcess
+
+    return EngineProcess
+
+
 def installed_version(distribution: str) -> str | None:
     try:
         return importlib.metadata.version(distribution)

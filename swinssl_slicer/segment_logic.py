@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from swinssl_slicer.engine import ensure_engine_on_path
+from swinssl_slicer.engine import engine_process, ensure_engine_on_path
 from swinssl_slicer.mrml_io import place_under_study, read_segmentation, read_volume, same_parent_transform, write_volume
 
 ensure_engine_on_path()
@@ -116,9 +116,7 @@ class SegmentationLogic:
                 arguments.append("--register")
             confidence_output = folder / "confidence.nrrd" if confidence else None
             arguments += ["--confidence", str(confidence_output)] if confidence_output else []
-            from swinssl.runner import EngineProcess
-
-            engine = EngineProcess.start(arguments, folder / "events.jsonl", self.python)
+            engine = engine_process().start(arguments, folder / "events.jsonl", self.python)
         except Exception:
             shutil.rmtree(folder, ignore_errors=True)
             raise

@@ -16,20 +16,24 @@ import re
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import vtk
 
-from swinssl_slicer.engine import ensure_engine_on_path
+from swinssl_slicer.engine import engine_process, ensure_engine_on_path
 from swinssl_slicer.mrml_io import nodes_by_class, read_volume, same_parent_transform, write_segmentation, write_volume
 
 ensure_engine_on_path()
 
 from swinssl.models import models_dir  # noqa: E402
-from swinssl.runner import EngineProcess  # noqa: E402
 
 PREVIEW_KINDS = ("original", "masked", "reconstruction")
 PREVIEW_ATTRIBUTE = "SwinSSL.Preview"
 RUN_ATTRIBUTE = "SwinSSL.RunFolder"
+
+
+if TYPE_CHECKING:  # the engine's runner needs psutil, installed with the engine's requirements
+    from swinssl.runner import EngineProcess
 
 
 @dataclass
@@ -202,7 +206,7 @@ class TrainingLogic:
 
     def _start(self, kind: str, arguments: list[str], out: Path) -> TrainingRun:
         folder = Path(tempfile.mkdtemp(prefix=f"SwinSSL-{kind}-", dir=self._temp_folder()))
-        engine = EngineProcess.start(arguments, folder / "events.jsonl", self.python, stoppable=True)
+        engine = engine_process().start(arguments, folder / "events.jsonl", self.python, stoppable=True)
         return TrainingRun(kind, engine, out)
 
     # --- while running ------------------------------------------------------------------------
