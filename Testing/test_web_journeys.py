@@ -5,6 +5,7 @@ server on 127.0.0.1 and saves screenshots in Testing/screenshots."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import time
 import zipfile
@@ -272,3 +273,34 @@ def choose_model(page, name: str) -> None:
     page.locator(".swinssl-model").click()
     page.locator(".v-overlay .v-list-item-title", has_text=name).click()
     wait_for_text(page, ".swinssl-model", name)
+
+
+def test_download_from_the_catalogue_then_segment_with_a_confidence_map(page, site, shared_data, tmp_path):
+    """Journey 6: the catalogue card downloads a model (a zip with the model-zoo layout, served on 127.0.0.1), shows its
+    progress and offers the installed model; segmenting with "Confidence map" shows each segment's confidence."""
+    from test_model_download import BUNDLE_ZIP, FileServer, bundle_entry, bundle_zip
+
+    files = FileServer()
+    data = bundle_zip(tmp_path)
+    files.files["/zoo/" + BUNDLE_ZIP] = data
+    catalogue = tmp_path / "catalogue.json"
+    catalogue.write_text(json.dumps([bundle_entry(files.url("/zoo/" + BUNDLE_ZIP), data)]))
+    server = start(site, "--catalogue", str(catalogue))
+    try:
+        upload_ct(page, server, shared_data)
+        entry = page.locator(".swinssl-catalogue-entry").first
+        assert "SHA1 checked" in entry.inner_text() and "Apache-2.0 (test)" in entry.inner_text()
+        entry.locator(".swinssl-fetch-model").click()
+        wait_for_text(page, ".swinssl-fetch-message", "^Installed tiny-btcv", 120)
+        assert entry.locator(".swinssl-fetch-model").inner_text().strip().lower() == "installed"
+        assert (site / "models" / "tiny-btcv" / "model.json").is_file()
+        wait_for_text(page, ".swinssl-model-info", "3 segments")  # the downloaded model is chosen: it is the only one
+        page.locator(".swinssl-confidence input").check()
+        segment(page)
+        lines = page.locator(".swinssl-confidence-line").all_inner_texts()
+        assert lines and all(re.match(r"^\w+: mean confidence [01]\.\d\d, \d+% of its voxels unsure$", line) for line in lines), lines
+        screenshot(page, "web-confidence")
+    finally:
+        server.stop()
+        files.httpd.shutdown()
+        files.httpd.server_close()

@@ -214,7 +214,8 @@ def _cmd_web(args: argparse.Namespace) -> int:
         host=args.host, port=args.port, data=data + ([resources] if args.demo else []),
         models=Path(args.models) if args.models else None, runs=Path(args.runs) if args.runs else None,
         cases=Path(args.cases) if args.cases else None, token=token, upload_limit_mb=args.upload_limit_mb,
-        open_file=resources / "demo_ct.nii.gz" if args.demo else None, extra_models=[resources / "demo_organs"] if args.demo else []))
+        open_file=resources / "demo_ct.nii.gz" if args.demo else None, extra_models=[resources / "demo_organs"] if args.demo else [],
+        catalogue=Path(args.catalogue) if args.catalogue else None))
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -530,6 +531,7 @@ def build_parser() -> argparse.ArgumentParser:
     web.add_argument("--token", help="access token (default: generated and printed when --host is not loopback)")
     web.add_argument("--upload-limit-mb", type=positive_int, default=2048, help="largest upload accepted (default 2048 MB)")
     web.add_argument("--demo", action="store_true", help="open the bundled demo CT with the bundled organ model")
+    web.add_argument("--catalogue", type=existing_path, help="the model catalogue offered for download (default: the built-in one)")
     web.set_defaults(handler=_cmd_web)
     demo = commands.add_parser("demo", help="short pretraining with previews on the bundled CT (CPU, a few minutes)")
     demo.add_argument("--out", default="swinssl-demo", help="output folder (default ./swinssl-demo)")

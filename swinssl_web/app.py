@@ -21,6 +21,7 @@ from swinssl_web.uploads import UploadInbox
 
 os.environ.setdefault("VTK_DEFAULT_OPENGL_WINDOW", "vtkEGLRenderWindow")  # off-screen rendering, no X server
 
+from swinssl_slicer.catalogue_logic import CatalogueLogic  # noqa: E402
 from swinssl_slicer.segment_logic import SegmentationLogic  # noqa: E402
 from swinssl_slicer.training_logic import TrainingLogic, default_training_set  # noqa: E402
 from trame.app import TrameApp  # noqa: E402
@@ -31,6 +32,7 @@ from trame_slicer.core import SegmentationEditor, SlicerApp  # noqa: E402
 from trame_slicer.rca_view import register_rca_factories  # noqa: E402
 from trame_slicer.views import Layout, LayoutDirection, ViewLayoutDefinition, ViewProps, ViewType  # noqa: E402
 
+from swinssl_web.downloads import ModelDownloads  # noqa: E402
 from swinssl_web.segment_page import SegmentPage  # noqa: E402
 from swinssl_web.train_page import PREVIEW_VIEW_GROUP, PREVIEW_VIEWS, TrainPage  # noqa: E402
 from swinssl_web.ui import SwinSSLWebUI  # noqa: E402
@@ -55,6 +57,7 @@ class WebSettings:
     upload_limit_mb: int = 2048
     open_file: Path | None = None  # a volume inside a data root, opened at start (the demo CT)
     extra_models: list[Path] = field(default_factory=list)  # listed besides the models folder (the demo model)
+    catalogue: Path | None = None  # the model catalogue offered for download (default: the built-in one)
 
 
 def preview_layout() -> Layout:
@@ -97,6 +100,7 @@ class SwinSSLWebApp(TrameApp):
         beside_models = models_dir().parent
         cases = settings.cases or default_training_set()
         self.segment = SegmentPage(self.server, self.slicer_app, segmentation, training, cases, settings.extra_models)
+        self.downloads = ModelDownloads(self.server, CatalogueLogic(catalogue=settings.catalogue), self.segment.refresh_models)
         self.train = TrainPage(self.server, self.slicer_app, training, self.data_roots, settings.runs or beside_models / "runs", cases,
                                self.segment.packages)
 
@@ -198,6 +202,7 @@ class SwinSSLWebApp(TrameApp):
     def on_client_connected(self, **_) -> None:
         """A page (re)loaded: lists the models installed since, and fits the views once the page has sized them."""
         self.report(self.segment.refresh_models)
+        self.report(self.downloads.refresh)
         self.report(self.train.refresh_inits)
         asyncio.get_event_loop().call_later(VIEW_SIZE_SETTLE_SECONDS, self.slicer_app.display_manager.reset_views)
 
@@ -208,12 +213,14 @@ class SwinSSLWebApp(TrameApp):
             try:
                 self.report(self.segment.poll)
                 self.report(self.train.poll)
+                self.report(self.downloads.poll)
             except Exception as error:  # noqa: BLE001 (a failed flush must not end polling)
                 log.error("polling failed: %s", type(error).__name__)
 
     def close(self) -> None:
         """Cancels a running segmentation and removes uploads (a training run is stopped with a checkpoint)."""
         self.segment.close_case()
+        self.downloads.close()
         if self.train.run is not None:
             self.train.stop()
         self.uploads.clear()

@@ -15,8 +15,8 @@ from pathlib import Path
 from trame_server import Server
 from trame_slicer.core import SlicerApp
 
-from swinssl_slicer.mrml_io import nodes_by_class, write_segmentation
-from swinssl_slicer.segment_logic import SegmentationLogic, SegmentRun
+from swinssl_slicer.mrml_io import nodes_by_class, show_overlay, write_segmentation
+from swinssl_slicer.segment_logic import CONFIDENCE_ATTRIBUTE, SegmentationLogic, SegmentRun
 from swinssl_slicer.training_logic import PREVIEW_ATTRIBUTE, RUN_ATTRIBUTE, TrainingLogic, count_cases
 
 from swinssl.io.discovery import VOLUME_SUFFIXES, volume_stem
@@ -59,6 +59,7 @@ class SegmentPage:
         state.seg_volumes, state.seg_inputs, state.seg_case_name, state.seg_download_stem = [], [], "", ""
         state.seg_uploading = False
         state.seg_running, state.seg_progress, state.seg_message, state.seg_cases = False, 0, "", count_cases(self.cases_folder)
+        state.seg_confidence, state.seg_confidence_lines = False, []
         self.refresh_models()
 
     @property
@@ -101,9 +102,9 @@ class SegmentPage:
         return [node for node in nodes_by_class(self.scene, "vtkMRMLScalarVolumeNode") if not node.GetAttribute(PREVIEW_ATTRIBUTE)]
 
     def choose_inputs(self) -> None:
-        """Lists the case's volumes and keeps (or picks, in load order) one per model channel."""
+        """Lists the case's volumes (not confidence maps) and keeps (or picks, in load order) one per model channel."""
         state = self.server.state
-        volumes = self.case_volumes()
+        volumes = [node for node in self.case_volumes() if not node.GetAttribute(CONFIDENCE_ATTRIBUTE)]
         state.seg_volumes = [{"title": node.GetName(), "value": node.GetID()} for node in volumes]
         ids = [node.GetID() for node in volumes]
         chosen = [node_id for node_id in (state.seg_inputs or []) if node_id in ids]
@@ -169,8 +170,8 @@ class SegmentPage:
         if not self.case_volumes():
             raise ValueError("open a volume first (upload, or a server folder)")
         nodes = [self.scene.GetNodeByID(node_id) for node_id in state.seg_inputs]
-        self.run = self.segmentation.start(nodes, self.listed_model(state.seg_model), device="auto")
-        state.seg_running, state.seg_progress = True, 0
+        self.run = self.segmentation.start(nodes, self.listed_model(state.seg_model), device="auto", confidence=bool(state.seg_confidence))
+        state.seg_running, state.seg_progress, state.seg_confidence_lines = True, 0, []
         state.seg_message = f"Segmenting {state.seg_case_name} ..."
 
     def cancel(self) -> None:
@@ -201,6 +202,10 @@ class SegmentPage:
             raise
         self.edit(node)
         state.seg_message = f"Done: {node.GetSegmentation().GetNumberOfSegments()} segments. Correct them with the segment editor."
+        if run.confidence_node_id:  # over the input in the case's views, with each segment's summary below
+            show_overlay(self.scene, self.scene.GetNodeByID(run.confidence_node_id), self.scene.GetNodeByID(run.input_node_ids[0]))
+            state.seg_confidence_lines = [f"{name}: mean confidence {values['mean']:.2f}, {values['below']:.0%} of its voxels unsure"
+                                          for name, values in run.confidence.items()]
 
     def edit(self, node) -> None:
         """Makes ``node`` the segment editor's segmentation (an empty one the editor made is removed)."""

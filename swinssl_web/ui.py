@@ -105,7 +105,7 @@ class SwinSSLWebUI:
             "swinssl_add_case": app.segment.add_to_training_set, "swinssl_finetune_current": app.finetune_current_model,
             "swinssl_use_folder": app.train.add_data_folder, "swinssl_drop_folder": app.train.remove_data_folder,
             "swinssl_pretrain": app.train.start_pretraining, "swinssl_finetune": app.train.start_finetuning,
-            "swinssl_stop": app.train.stop,
+            "swinssl_stop": app.train.stop, "swinssl_fetch_model": app.downloads.start,
         }
         for name, action in actions.items():
             trigger(name)(lambda *args, action=action: app.act(action, *args))
@@ -147,11 +147,15 @@ class SwinSSLWebUI:
                 VSelect(v_for="(modality, index) in seg_channels", key="index", label=("'Input ' + (index + 1) + ': ' + modality",),
                         items=("seg_volumes",), model_value=("seg_inputs[index]",), density="compact", hide_details=True,
                         update_modelValue=REPLACE_ITEM.format(key="seg_inputs", value="$event"), classes="mb-1 swinssl-input")
+                VCheckbox(label="Confidence map (where the model is unsure)", v_model=("seg_confidence",), density="compact",
+                          hide_details=True, classes="swinssl-confidence")
                 VBtn("Segment", v_if=("!seg_running",), color="primary", block=True, classes="swinssl-segment",
                      disabled=("!seg_model || !seg_volumes.length",), click="trigger('swinssl_segment')")
                 VBtn("Cancel", v_else=True, color="error", block=True, classes="swinssl-cancel", click="trigger('swinssl_cancel')")
                 VProgressLinear(model_value=("seg_progress",), height=6, classes="my-2 swinssl-progress", color="primary")
                 html.Div("{{ seg_message }}", classes="text-caption swinssl-message")
+                html.Div("{{ line }}", v_for="line in seg_confidence_lines", key="line", classes="text-caption swinssl-confidence-line")
+        self.model_downloads()
         with VCard(variant="outlined", classes="ma-2"):
             VCardTitle("3. Correct", classes="text-subtitle-2")
             with html.Div(style="height: 480px;", classes="swinssl-editor"):
@@ -170,6 +174,21 @@ class SwinSSLWebUI:
                 VBtn("Fine-tune on the training set", prepend_icon="mdi-school", variant="tonal", block=True,
                      classes="swinssl-finetune-current", disabled=("!seg_cases",), click="trigger('swinssl_finetune_current')")
                 html.Div("{{ seg_cases }} case(s) in the training set", classes="text-caption mt-1 swinssl-cases")
+
+    def model_downloads(self) -> None:
+        """The catalogue next to the installed models: a Download button per entry, with the download's progress."""
+        with VCard(variant="outlined", classes="ma-2 swinssl-catalogue"):
+            VCardTitle("Download models", classes="text-subtitle-2")
+            with VList(density="compact"):
+                with VListItem(v_for="entry in cat_entries", key="entry.name", title=("entry.title",), subtitle=("entry.detail",),
+                               classes="swinssl-catalogue-entry"):
+                    with html.Template(v_slot_append=True):
+                        VBtn(text=("entry.installed ? 'Installed' : (entry.verified ? 'Download' : 'Download unverified')",), size="small",
+                             variant="tonal", disabled=("entry.installed || !!cat_busy",), classes="swinssl-fetch-model",
+                             raw_attrs=['@click.stop="trigger(\'swinssl_fetch_model\', [entry.name])"'])
+            with VCardText():
+                VProgressLinear(v_if=("cat_busy",), model_value=("cat_progress",), height=6, color="primary", classes="swinssl-fetch-progress")
+                html.Div("{{ cat_message }}", classes="text-caption swinssl-fetch-message")
 
     # --- Train page --------------------------------------------------------------------------------
     def train_page(self) -> None:
