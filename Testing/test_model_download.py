@@ -203,3 +203,35 @@ def test_the_built_in_catalogue_names_real_sources_with_their_published_hashes()
     assert entries["monai-ssl-50k"].hash_algorithm == "sha256" and len(entries["monai-ssl-50k"].hash_value) == 64
     assert entries["tang2022-ssl-encoder"].hash_algorithm is None  # none is published; the download asks for consent
     assert all(entry.licence and entry.source and entry.citation for entry in entries.values())
+
+
+def test_the_real_btcv_bundle_configuration_downloads_into_a_package_with_slicer_names(tmp_path, server):
+    """The model zoo's own inference.json and metadata.json (v0.5.6, Testing/data/model_zoo_btcv) with random weights
+    of the real shape (feature 48, 14 outputs) in a zip laid out like the release: the package gets the bundle's
+    13 organs with Slicer terminology, its spacing, window and ROI, and the legacy patch-merging order of MONAI 1.4."""
+    configs = Path(__file__).parent / "data" / "model_zoo_btcv" / "configs"
+    archive = tmp_path / BUNDLE_ZIP
+    weights = tmp_path / "model.pt"
+    torch.manual_seed(0)
+    torch.save(build_swin_unetr(1, 14, 48).state_dict(), weights)
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_STORED) as out:
+        for config in sorted(configs.iterdir()):
+            out.write(config, f"swin_unetr_btcv_segmentation/configs/{config.name}")
+        out.write(weights, "swin_unetr_btcv_segmentation/models/model.pt")
+        out.writestr("swin_unetr_btcv_segmentation/LICENSE", "Apache License 2.0 (test copy)")
+    weights.unlink()
+    data = archive.read_bytes()
+    server.files["/zoo/" + BUNDLE_ZIP] = data
+    listing = catalogue(tmp_path, [bundle_entry(server.url("/zoo/" + BUNDLE_ZIP), data, name="btcv-swin-unetr")])
+    result = download(listing, tmp_path / "models", "btcv-swin-unetr")
+    assert result.returncode == 0, result.stderr
+    from swinssl.package import load_package
+
+    package = load_package(tmp_path / "models" / "btcv-swin-unetr")
+    assert package.labels.names == ["spleen", "Right Kidney", "Left Kideny", "Gallbladder", "Esophagus", "Liver", "Stomach", "Aorta",
+                                    "IVC", "Portal and Splenic Veins", "Pancreas", "Right adrenal gland", "Left adrenal gland"]
+    codes = {label.name: (label.terminology or {}).get("type", [None, None])[1] for label in package.labels.labels}
+    assert codes["Left Kideny"] == "64033007" and codes["Liver"] == "10200004" and codes["IVC"] == "64131007"
+    assert codes["Portal and Splenic Veins"] is None  # not in Slicer's lists: no code is invented
+    assert package.spacing == (1.5, 1.5, 2.0) and package.roi == 96 and package.feature_size == 48
+    assert package.channels[0].window == (-175.0, 250.0) and package.patch_merging == "legacy"
