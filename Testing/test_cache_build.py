@@ -43,6 +43,21 @@ def _usable(root):
     return [source for source in find_volumes([str(root)])[0] if source.path.name != "broken.nii.gz"]
 
 
+def hold_lock(lock, seconds: float, build=None) -> subprocess.Popen:
+    """Another process that holds ``lock`` for ``seconds``, then (with ``build`` = (cache folder, source)) builds the
+    entry, then releases the lock; it prints "locked" once it holds it."""
+    program = ["import json, os, socket, time", "from pathlib import Path", f"lock = Path({str(lock)!r})",
+               "lock.write_text(json.dumps({'host': socket.gethostname(), 'pid': os.getpid(), 'time': time.time()}))",
+               "print('locked', flush=True)", f"time.sleep({seconds})"]
+    if build is not None:
+        folder, source = build
+        program += ["from swinssl.io.discovery import VolumeSource", "from swinssl.preprocessing.cache import PrepSettings, VolumeCache",
+                    "from swinssl.preprocessing.intensity import IntensitySettings",
+                    f"VolumeCache({str(folder)!r}).build(VolumeSource(Path({str(source.path)!r})), "
+                    "PrepSettings(IntensitySettings('ct'), min_size=(32, 32, 32)))"]
+    return subprocess.Popen([sys.executable, "-c", "\n".join(program + ["lock.unlink()"])], stdout=subprocess.PIPE, text=True)
+
+
 def _cache_process(data, cache, rank: int, events):
     return subprocess.Popen(
         [sys.executable, "-m", "swinssl", "cache", "--data", str(data), "--cache-dir", str(cache), "--roi", "32", "--cache-workers", "2",
@@ -128,19 +143,7 @@ def test_an_entry_held_by_a_live_process_is_waited_for_not_built_twice(tmp_path,
     source = _usable(data_set)[0]
     cache = VolumeCache(tmp_path / "cache")
     lock = tmp_path / "cache" / f"{cache.key(source, SETTINGS)}.lock"
-    holder = subprocess.Popen([sys.executable, "-c", (
-        "import json, os, socket, sys, time\n"
-        "from pathlib import Path\n"
-        "from swinssl.io.discovery import VolumeSource\n"
-        "from swinssl.preprocessing.cache import PrepSettings, VolumeCache\n"
-        "from swinssl.preprocessing.intensity import IntensitySettings\n"
-        f"lock = Path({str(lock)!r})\n"
-        "lock.write_text(json.dumps({'host': socket.gethostname(), 'pid': os.getpid(), 'time': time.time()}))\n"
-        "print('locked', flush=True)\n"
-        "time.sleep(2)\n"
-        f"VolumeCache({str(tmp_path / 'cache')!r}).build(VolumeSource(Path({str(source.path)!r})), "
-        "PrepSettings(IntensitySettings('ct'), min_size=(32, 32, 32)))\n"
-        "lock.unlink()\n")], stdout=subprocess.PIPE, text=True)
+    holder = hold_lock(lock, seconds=2, build=(tmp_path / "cache", source))
     assert holder.stdout.readline().strip() == "locked"
     report = build_cache([source], SETTINGS, cache, workers=1)
     assert holder.wait(timeout=60) == 0
@@ -164,13 +167,7 @@ def test_an_entry_whose_builder_gave_up_is_claimed_again(tmp_path, data_set):
     source = _usable(data_set)[0]
     cache = VolumeCache(tmp_path / "cache")
     lock = tmp_path / "cache" / f"{cache.key(source, SETTINGS)}.lock"
-    holder = subprocess.Popen([sys.executable, "-c", (
-        "import json, os, socket, sys, time\n"
-        f"lock = {str(lock)!r}\n"
-        "open(lock, 'w').write(json.dumps({'host': socket.gethostname(), 'pid': os.getpid(), 'time': time.time()}))\n"
-        "print('locked', flush=True)\n"
-        "time.sleep(1.5)\n"
-        "os.unlink(lock)\n")], stdout=subprocess.PIPE, text=True)
+    holder = hold_lock(lock, seconds=1.5)
     assert holder.stdout.readline().strip() == "locked"
     report = build_cache([source], SETTINGS, cache, workers=1)
     assert holder.wait(timeout=60) == 0

@@ -202,16 +202,17 @@ def build_cache(sources: list[VolumeSource], settings: PrepSettings, cache: Volu
     locks = _Locks(cache.root, stale_after_s)
     failures: list[str | None] = [None] * len(sources)
     ready: set[int] = set()
-    todo: deque[int] = deque()
-    for index in _own_share_first(len(sources), rank, world_size):
+    def settle(index: int) -> bool:
+        """Marks an entry as ready when it is built, or known to be unusable; True when it is."""
         source = sources[index]
         if cache.is_fresh(source, settings):
             ready.add(index)
         elif (reason := cache.known_failure(source, settings)) is not None:
             failures[index] = reason
             ready.add(index)
-        else:
-            todo.append(index)
+        return index in ready
+
+    todo = deque(index for index in _own_share_first(len(sources), rank, world_size) if not settle(index))
     ready_at_start = len(ready)
     built: list[str] = []
     held_elsewhere: list[int] = []
@@ -228,16 +229,6 @@ def build_cache(sources: list[VolumeSource], settings: PrepSettings, cache: Volu
         rate = new / max(time.monotonic() - started, 1e-6)
         left = len(sources) - len(ready)
         on_progress(CacheProgress(len(ready), len(sources), len(built), rate, left / rate if rate > 0 else None))
-
-    def settle(index: int) -> bool:
-        """Marks an entry held elsewhere as ready when it is; True when it is."""
-        source = sources[index]
-        if cache.is_fresh(source, settings):
-            ready.add(index)
-        elif (reason := cache.known_failure(source, settings)) is not None:
-            failures[index] = reason
-            ready.add(index)
-        return index in ready
 
     report(force=True)
     executor = _executor(workers)
