@@ -92,6 +92,7 @@ class SwinSSLSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.catalogueSelector.connect("currentIndexChanged(int)", self.onCatalogueEntryChanged)
         self.ui.downloadButton.connect("clicked(bool)", self.onDownload)
         self.ui.addToTrainingSetButton.connect("clicked(bool)", self.onAddToTrainingSet)
+        self.ui.trainingSetEdit.connect("currentPathChanged(QString)", lambda path: self.showCaseCount(Path(path)))
         self.ui.fineTuneButton.connect("clicked(bool)", lambda: self.onFineTune(resume=False))
         self.ui.fineTuneResumeButton.connect("clicked(bool)", lambda: self.onFineTune(resume=True))
         self.ui.fineTuneStopButton.connect("clicked(bool)", self.onStopFineTune)
@@ -165,11 +166,13 @@ class SwinSSLSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def refreshCatalogue(self) -> None:
         """The catalogue's entries, installed ones marked (reads the catalogue JSON only)."""
+        previous = self.ui.catalogueSelector.itemData(self.ui.catalogueSelector.currentIndex)
         wasBlocked = self.ui.catalogueSelector.blockSignals(True)
         self.ui.catalogueSelector.clear()
         for entry in self.logic.catalogue.entries():
             installed = " (installed)" if self.logic.catalogue.is_installed(entry) else ""
             self.ui.catalogueSelector.addItem(f"{entry.name}{installed}", entry.name)
+        self.ui.catalogueSelector.setCurrentIndex(max(0, self.ui.catalogueSelector.findData(previous)))
         self.ui.catalogueSelector.blockSignals(wasBlocked)
         self.onCatalogueEntryChanged(self.ui.catalogueSelector.currentIndex)
 
@@ -237,7 +240,7 @@ class SwinSSLSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 return
             node = self.logic.segmentation.finish(run, self._parameterNode.outputSegmentation)
             self._parameterNode.outputSegmentation = node
-            if run.confidence_node_id:  # over the input in the slice views; its summary is in the log below
+            if run.confidence_node_id and self._parameterNode.inputVolume:  # over the input in the slice views; summary in the log
                 self.logic.showConfidence(run.confidence_node_id, self._parameterNode.inputVolume)
             while run.messages:
                 self.ui.statusLog.appendPlainText(run.messages.pop(0))
@@ -290,8 +293,17 @@ class SwinSSLSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.refreshModels()  # the new model in the list, the catalogue entry marked installed
 
     # --- correct and retrain ----------------------------------------------------------------------
-    def showCaseCount(self) -> None:
-        count = self.logic.countCases(self._parameterNode.trainingSet) if self._parameterNode else 0
+    def trainingSetFolder(self) -> Path:
+        """The chosen training-set folder; an emptied path box must not mean Slicer's working directory."""
+        folder = self._parameterNode.trainingSet
+        if str(folder) in ("", "."):
+            raise ValueError("Choose a training-set folder first.")
+        return folder
+
+    def showCaseCount(self, folder: Path | None = None) -> None:
+        """Cases in ``folder`` (the path box's new text), else in the saved training-set folder."""
+        folder = folder or (self._parameterNode.trainingSet if self._parameterNode else None)
+        count = self.logic.countCases(folder) if folder is not None and str(folder) not in ("", ".") else 0
         self.ui.caseCountLabel.text = f"{count} case(s) in the training set"
 
     def onAddToTrainingSet(self) -> None:
@@ -299,7 +311,7 @@ class SwinSSLSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         with slicer.util.tryWithErrorDisplay("Could not add the case to the training set.", waitCursor=True):
             if not p.inputVolume or not p.outputSegmentation:
                 raise ValueError("Segment a volume first (or choose its segmentation under Output), then correct it in Segment Editor.")
-            written = self.logic.training.export_scene_cases([(p.inputVolume, p.outputSegmentation)], p.trainingSet)
+            written = self.logic.training.export_scene_cases([(p.inputVolume, p.outputSegmentation)], self.trainingSetFolder())
             self.ui.statusLog.appendPlainText(f"Added to the training set: {written[0].name}")
             self.showCaseCount()
 
@@ -308,7 +320,7 @@ class SwinSSLSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return
         p = self._parameterNode
         with slicer.util.tryWithErrorDisplay("Could not start fine-tuning.", waitCursor=True):
-            self._tuning = self.logic.training.start_tuning(p.modelPath, p.trainingSet, p.fineTuneSteps, p.device, resume=resume)
+            self._tuning = self.logic.training.start_tuning(p.modelPath, self.trainingSetFolder(), p.fineTuneSteps, p.device, resume=resume)
             self.ui.fineTuneProgressBar.value = 0
             self.ui.fineTuneStatusLabel.text = f"{'Resuming' if resume else 'Starting'} fine-tuning into {self._tuning.out.name} ..."
             self._tuningTimer.start()
