@@ -151,6 +151,32 @@ def test_a_wrong_hash_is_refused_and_nothing_is_installed(tmp_path, server):
     assert [p.name for p in models.iterdir()] == [".downloads"] and not list((models / ".downloads").iterdir())
 
 
+def test_a_file_of_another_size_than_the_catalogue_says_is_refused_naming_both_sizes(tmp_path, server):
+    data = bundle_zip(tmp_path)
+    server.files["/zoo/" + BUNDLE_ZIP] = data
+    models = tmp_path / "models"
+    result = download(catalogue(tmp_path, [bundle_entry(server.url("/zoo/" + BUNDLE_ZIP), data, size=len(data) + 1)]), models)
+    assert result.returncode == 1 and f"{len(data)} bytes received, the catalogue says {len(data) + 1}" in result.stderr
+    assert "Traceback" not in result.stderr and [p.name for p in models.iterdir()] == [".downloads"]
+    assert not list((models / ".downloads").iterdir())
+
+
+def test_available_lists_each_entry_with_its_state_hash_check_and_licence(tmp_path, server):
+    data = bundle_zip(tmp_path)
+    server.files["/zoo/" + BUNDLE_ZIP] = data
+    unverified = {"name": "tiny-encoder", "url": server.url("/weights/model_swinvit.pt"), "format": "ssl-weights", "hash": None,
+                  "licence": "not stated", "source": "test fixture"}
+    listing = catalogue(tmp_path, [bundle_entry(server.url("/zoo/" + BUNDLE_ZIP), data), unverified])
+    models = tmp_path / "models"
+    before = run_cli("models", "available", "--catalogue", str(listing), "--models-dir", str(models))
+    assert before.returncode == 0, before.stderr
+    assert "tiny-btcv  [monai-bundle, , not installed, SHA1 checked]" in before.stdout
+    assert "tiny-encoder  [ssl-weights, , not installed, no published hash]" in before.stdout and "licence: not stated" in before.stdout
+    assert download(listing, models).returncode == 0
+    after = run_cli("models", "available", "--catalogue", str(listing), "--models-dir", str(models))
+    assert "tiny-btcv  [monai-bundle, , installed, SHA1 checked]" in after.stdout
+
+
 def test_an_archive_member_escaping_its_folder_is_refused(tmp_path, server):
     data = bundle_zip(tmp_path, extra_member="../../escaped.txt")
     server.files["/zoo/" + BUNDLE_ZIP] = data

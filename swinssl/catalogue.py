@@ -36,6 +36,14 @@ class CatalogueEntry:
     segments: tuple[str, ...] = field(default_factory=tuple)
     citation: str = ""
 
+    def verification(self) -> str:
+        """How the download is checked: "SHA256 checked", or "no published hash"."""
+        return f"{self.hash_algorithm.upper()} checked" if self.hash_algorithm else "no published hash"
+
+    def installed_folder(self, models_root: Path) -> Path:
+        """Where it is (or would be) installed: ``<models>/<name>``."""
+        return Path(models_root) / self.name
+
     @property
     def file_name(self) -> str:
         """The downloaded file's name: the URL's last part."""

@@ -361,9 +361,8 @@ def _models_catalogue(args: argparse.Namespace, root: Path) -> int:
     entries = load_catalogue(Path(args.catalogue) if args.catalogue else None)
     if args.action == "available":
         for entry in entries:
-            state = "installed" if (root / entry.name).exists() else "not installed"
-            hashed = f"{entry.hash_algorithm} checked" if entry.hash_algorithm else "no published hash"
-            print(f"{entry.name}  [{entry.format}, {entry.modality}, {state}, {hashed}]\n  {entry.title}\n  licence: {entry.licence}")
+            state = "installed" if entry.installed_folder(root).exists() else "not installed"
+            print(f"{entry.name}  [{entry.format}, {entry.modality}, {state}, {entry.verification()}]\n  {entry.title}\n  licence: {entry.licence}")
         return 0
     if not args.source:
         raise ValueError("swinssl models download needs a NAME (see: swinssl models available)")

@@ -38,7 +38,7 @@ def download_model(entry: CatalogueEntry, root: Path, progress: DownloadProgress
         DownloadError: the download failed or the file is not the published one (then nothing is installed).
         ValueError: already installed, no published hash without ``allow_unverified``, or an unusable archive.
     """
-    target = root / entry.name
+    target = entry.installed_folder(root)
     if target.exists():
         raise ValueError(f"{entry.name} is already installed in {target}; remove that folder to install it again")
     if entry.hash_algorithm is None and not allow_unverified:
@@ -46,10 +46,11 @@ def download_model(entry: CatalogueEntry, root: Path, progress: DownloadProgress
                          "give --allow-unverified to install it anyway (its SHA-256 is recorded)")
     partial = root / DOWNLOADS / f"{entry.file_name}.part"
     download(entry.url, partial, progress)
-    if entry.size is not None and partial.stat().st_size != entry.size:
+    received = partial.stat().st_size
+    if entry.size is not None and received != entry.size:
         partial.unlink()
-        raise DownloadError(f"{entry.url}: {partial.stat().st_size if partial.exists() else 'the'} bytes received, the catalogue says "
-                            f"{entry.size}; the file was deleted and nothing was installed")
+        raise DownloadError(f"{entry.url}: {received} bytes received, the catalogue says {entry.size}; the file was deleted and "
+                            "nothing was installed")
     algorithm = entry.hash_algorithm or "sha256"
     digest = file_digest(partial, algorithm)
     if entry.hash_value is not None and digest != entry.hash_value:
@@ -76,9 +77,10 @@ def _install(entry: CatalogueEntry, downloaded: Path, staging: Path, provenance:
     from swinssl.package import load_package
 
     files = safe_extract(downloaded, staging / "extracted")
-    marker = "metadata.json" if entry.format == "monai-bundle" else MODEL_JSON
-    folders = sorted({f.parent.parent if entry.format == "monai-bundle" else f.parent for f in files if f.name == marker
-                      and (entry.format != "monai-bundle" or f.parent.name == "configs")})
+    if entry.format == "monai-bundle":  # <bundle>/configs/metadata.json
+        folders = sorted({f.parent.parent for f in files if f.name == "metadata.json" and f.parent.name == "configs"})
+    else:  # <package>/model.json
+        folders = sorted({f.parent for f in files if f.name == MODEL_JSON})
     if len(folders) != 1:
         kind = "MONAI bundle (configs/metadata.json)" if entry.format == "monai-bundle" else "model package (model.json)"
         raise ValueError(f"{entry.url}: the archive holds {len(folders)} {kind} folders; expected one")

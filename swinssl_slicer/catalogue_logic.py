@@ -68,12 +68,11 @@ class CatalogueLogic:
         return load_catalogue(self.catalogue)
 
     def is_installed(self, entry: CatalogueEntry) -> bool:
-        return (self.models_folder / entry.name).exists()
+        return entry.installed_folder(self.models_folder).exists()
 
     def describe(self, entry: CatalogueEntry) -> str:
         """One line for a list: title, format, whether the download is hash-checked, licence."""
-        checked = f"{entry.hash_algorithm.upper()} checked" if entry.hash_algorithm else "no published hash"
-        return f"{entry.title or entry.name} ({entry.modality or 'any'}; {checked}; licence: {entry.licence})"
+        return f"{entry.title or entry.name} ({entry.modality or 'any'}; {entry.verification()}; licence: {entry.licence})"
 
     def start(self, name: str, allow_unverified: bool = False) -> DownloadRun:
         """Starts ``swinssl models download NAME``; returns at once."""

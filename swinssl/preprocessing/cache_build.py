@@ -52,7 +52,6 @@ class CacheReport:
 
     failures: list[str | None]
     built: list[str] = field(default_factory=list)  # entry keys this process built
-    seconds: float = 0.0
 
 
 WORKER_MEMORY = 2 * 1024**3  # a worker holds a decoded full-resolution CT and its resampled copy: 1-2 GB
@@ -118,10 +117,14 @@ class _Locks:
     def path(self, key: str) -> Path:
         return self.root / f"{key}.lock"
 
+    def _record(self) -> str:
+        """What a lock holds: this process's host and id, and when it claimed the entry."""
+        return json.dumps({"host": self.host, "pid": os.getpid(), "time": time.time()})
+
     def claim(self, key: str) -> bool:
         """True when this process now holds ``key``; the lock appears whole (a hard link is created atomically)."""
         holder = self.root / f".{key}.{self.host}.{os.getpid()}.holder"
-        holder.write_text(json.dumps({"host": self.host, "pid": os.getpid(), "time": time.time()}))
+        holder.write_text(self._record())
         try:
             os.link(holder, self.path(key))
             return True
@@ -138,7 +141,7 @@ class _Locks:
         except FileExistsError:
             return False
         with os.fdopen(handle, "w") as stream:
-            json.dump({"host": self.host, "pid": os.getpid(), "time": time.time()}, stream)
+            stream.write(self._record())
         return True
 
     def release(self, key: str) -> None:
@@ -202,6 +205,7 @@ def build_cache(sources: list[VolumeSource], settings: PrepSettings, cache: Volu
     locks = _Locks(cache.root, stale_after_s)
     failures: list[str | None] = [None] * len(sources)
     ready: set[int] = set()
+
     def settle(index: int) -> bool:
         """Marks an entry as ready when it is built, or known to be unusable; True when it is."""
         source = sources[index]
@@ -276,4 +280,4 @@ def build_cache(sources: list[VolumeSource], settings: PrepSettings, cache: Volu
             locks.release(keys[index])
         executor.shutdown(wait=True, cancel_futures=True)
     report(force=True)
-    return CacheReport(failures, built, time.monotonic() - started)
+    return CacheReport(failures, built)
