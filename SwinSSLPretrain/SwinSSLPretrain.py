@@ -217,10 +217,16 @@ class SwinSSLPretrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.updateButtons()
 
     def pollRun(self, run) -> None:
-        self.logic.training.poll(run)
+        from swinssl.preview_text import metrics_text
+
+        events = self.logic.training.poll(run)
         if run.show_previews:  # once per run: later previews replace the same three volumes in place
             self.logic.showPreviews()
             run.show_previews = False
+        for event in events:
+            if event["event"] == "preview":
+                self.logic.labelPreviews(event["step"])
+                self.ui.statusLog.appendPlainText(f"Preview, step {event['step']}: {metrics_text(event)}")
         if run.show_plot:  # once per run, Resume included
             self.logic.showLossPlot(run.chart_node_id)
             run.show_plot = False
@@ -251,6 +257,7 @@ class SwinSSLPretrainLogic(ScriptedLoadableModuleLogic):
     def __init__(self) -> None:
         ScriptedLoadableModuleLogic.__init__(self)
         self._training = None
+        self._previewLabels = {}  # slice view name -> its vtkCornerAnnotation
 
     def getParameterNode(self):
         return SwinSSLPretrainParameterNode(super().getParameterNode())
@@ -278,6 +285,31 @@ class SwinSSLPretrainLogic(ScriptedLoadableModuleLogic):
                 widget.mrmlSliceNode().SetOrientationToAxial()
                 widget.mrmlSliceCompositeNode().SetBackgroundVolumeID(nodes[kind].GetID())
                 widget.sliceLogic().FitSliceToAll()
+
+    def labelPreviews(self, step: int) -> None:
+        """Writes original / masked (holes filled with noise) / reconstruction and the step in the upper-left corner of
+        the red, yellow and green views. Own annotation actors: the DataProbe's slice annotations rewrite every
+        corner of a view's built-in ``cornerAnnotation()`` on each update."""
+        import vtk
+
+        from swinssl.preview_text import PANEL_LABELS
+        from swinssl_slicer.training_logic import PREVIEW_KINDS
+
+        layoutManager = slicer.app.layoutManager()
+        for view, kind in zip(("Red", "Yellow", "Green"), PREVIEW_KINDS):
+            widget = layoutManager.sliceWidget(view)
+            if widget is None:
+                continue
+            sliceView = widget.sliceView()
+            if view not in self._previewLabels:
+                label = vtk.vtkCornerAnnotation()
+                label.SetMaximumFontSize(16)
+                label.GetTextProperty().SetColor(1.0, 0.83, 0.0)
+                label.GetTextProperty().ShadowOn()
+                sliceView.renderWindow().GetRenderers().GetFirstRenderer().AddViewProp(label)
+                self._previewLabels[view] = label
+            self._previewLabels[view].SetText(vtk.vtkCornerAnnotation.UpperLeft, f"{PANEL_LABELS[kind]}, step {step}")
+            sliceView.scheduleRender()
 
     def showLossPlot(self, chartNodeId: str) -> None:
         slicer.modules.plots.logic().ShowChartInLayout(slicer.mrmlScene.GetNodeByID(chartNodeId))

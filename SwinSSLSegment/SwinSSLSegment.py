@@ -51,9 +51,10 @@ class SwinSSLSegmentParameterNode:
     overlap: Annotated[float, WithinRange(0.0, 0.9)] = 0.5
     fast: bool = False
     confidence: bool = False
+    backend: Annotated[str, Choice(["auto", "torch", "openvino"])] = "auto"  # swinssl.inference.openvino_backend.BACKENDS
     outputSegmentation: vtkMRMLSegmentationNode
     trainingSet: Path  # "Add to training set" writes here; set to the shared default when empty
-    fineTuneSteps: Annotated[int, WithinRange(1, 1000000)] = 200
+    fineTuneSteps: Annotated[int, WithinRange(1, 1000000)] = 50  # training_logic.DEFAULT_TUNING_STEPS (not imported before the engine's requirements are)
 
 
 class SwinSSLSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
@@ -72,6 +73,7 @@ class SwinSSLSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._downloadTimer.setInterval(POLL_INTERVAL_MS)
         self._downloadTimer.connect("timeout()", self.onPollDownload)
         self._tuning = None  # the fine-tuning run of "Correct and retrain"
+        self._confidence = None  # (map, input volume) node IDs of the latest confidence map
         self._tuningTimer = qt.QTimer()
         self._tuningTimer.setInterval(POLL_INTERVAL_MS)
         self._tuningTimer.connect("timeout()", self.onPollTuning)
@@ -86,6 +88,7 @@ class SwinSSLSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
         self.ui.applyButton.connect("clicked(bool)", self.onApplyButton)
+        self.ui.confidenceCheckBox.connect("toggled(bool)", self.onConfidenceToggled)
         self.ui.importButton.connect("clicked(bool)", self.onImportButton)
         self.ui.refreshModelsButton.connect("clicked(bool)", self.refreshModels)
         self.ui.modelSelector.connect("currentIndexChanged(int)", self.onModelChanged)
@@ -187,6 +190,7 @@ class SwinSSLSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if self._parameterNode:
             self._parameterNode.modelPath = path or ""
         modalities = self.logic.channelNames(path) if path else ["Input"]
+        self.ui.modelInfoLabel.text = self.logic.modelDetails(path) if path else ""
         self.ui.inputLabel.text = f"{modalities[0]} volume:"
         twoChannels = len(modalities) > 1
         self.ui.secondInputLabel.visible = self.ui.secondInputSelector.visible = twoChannels
@@ -218,11 +222,15 @@ class SwinSSLSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return
         if not self.ensureDependencies():
             return
+        self.startRun(allowMismatch=False)
+
+    def startRun(self, allowMismatch: bool) -> None:
+        """Starts the engine on the chosen volumes; ``allowMismatch``: the user confirmed an input unlike the model's."""
         parameters = self._parameterNode
         with slicer.util.tryWithErrorDisplay("Could not start the segmentation.", waitCursor=True):
             inputs = [parameters.inputVolume, parameters.secondInputVolume][: len(self.logic.channelNames(parameters.modelPath))]
             self._run = self.logic.segmentation.start(inputs, parameters.modelPath, parameters.device, parameters.overlap, parameters.fast,
-                                                      confidence=parameters.confidence)
+                                                      confidence=parameters.confidence, allow_mismatch=allowMismatch, backend=parameters.backend)
             self.ui.applyButton.text = "Cancel"
             self.ui.progressBar.value = 0
             self.ui.statusLog.clear()
@@ -240,15 +248,22 @@ class SwinSSLSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 return
             node = self.logic.segmentation.finish(run, self._parameterNode.outputSegmentation)
             self._parameterNode.outputSegmentation = node
-            if run.confidence_node_id and self._parameterNode.inputVolume:  # over the input in the slice views; summary in the log
-                self.logic.showConfidence(run.confidence_node_id, self._parameterNode.inputVolume)
+            if run.confidence_node_id:  # over the input in the slice views (while the box is ticked); summary in the log
+                self._confidence = run.confidence_node_id, run.input_node_ids[0]
+                self.onConfidenceToggled(self._parameterNode.confidence)
             while run.messages:
                 self.ui.statusLog.appendPlainText(run.messages.pop(0))
             self.finishRun(f"Done: {node.GetName()}")
         except Exception as error:  # shown to the user; the scene is unchanged
             logging.error(str(error))
             self.logic.segmentation.cancel(run)
-            self.finishRun(f"Failed: {error}")
+            self.finishRun(f"{'Not segmented' if run.mismatch else 'Failed'}: {error}")
+            if run.mismatch and slicer.util.confirmYesNoDisplay(f"{error}.\n\nSegment it anyway? The result is likely to be wrong."):
+                self.startRun(allowMismatch=True)
+
+    def onConfidenceToggled(self, checked: bool) -> None:
+        """Shows the latest confidence map over its input volume, or takes every confidence map off the slice views."""
+        self.logic.showConfidence(*(self._confidence or (None, None)), shown=checked)
 
     def finishRun(self, message: str) -> None:
         self._timer.stop()
@@ -346,8 +361,10 @@ class SwinSSLSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             if status is None:
                 return
             self.ui.fineTuneStatusLabel.text = status
+            for line in run.comparison_lines():  # the tuned model against the selected one, per segment, on the same cases
+                self.ui.statusLog.appendPlainText(line)
             self.finishTuning()
-            self.refreshModels()  # the tuned model appears in the list
+            self.refreshModels()  # the tuned model appears in the list beside its parent; the selection stays
         except Exception as error:
             logging.error(str(error))
             self.ui.fineTuneStatusLabel.text = f"Error while following the fine-tuning: {error}"
@@ -378,13 +395,18 @@ class SwinSSLSegmentLogic(ScriptedLoadableModuleLogic):
         return SwinSSLSegmentParameterNode(super().getParameterNode())
 
     def availableModels(self) -> list:
-        return self.segmentation.available_models()
+        from swinssl_slicer.training_logic import parents_first
+
+        return parents_first(self.segmentation.available_models())
 
     def chooseModel(self, saved: str) -> str:
         return self.segmentation.choose_model(saved)
 
     def channelNames(self, path: str) -> list:
         return self.segmentation.channel_names(path)
+
+    def modelDetails(self, path: str) -> str:
+        return self.segmentation.model_details(path)
 
     @property
     def catalogue(self):
@@ -395,10 +417,12 @@ class SwinSSLSegmentLogic(ScriptedLoadableModuleLogic):
             self._catalogue = CatalogueLogic(temp_root=Path(slicer.app.temporaryPath) / "SwinSSL")
         return self._catalogue
 
-    def showConfidence(self, confidenceNodeID: str, inputVolume) -> None:
-        from swinssl_slicer.mrml_io import show_overlay
+    def showConfidence(self, confidenceNodeID: str | None, inputVolumeID: str | None, shown: bool) -> None:
+        """Confidence map ``confidenceNodeID`` (Inferno, drawn where unsure, with its legend) over the slice views showing
+        ``inputVolumeID``, after taking any confidence map off them; with ``shown`` False only the latter."""
+        from swinssl_slicer.confidence_display import show_confidence
 
-        show_overlay(slicer.mrmlScene, slicer.mrmlScene.GetNodeByID(confidenceNodeID), inputVolume, opacity=0.5)
+        show_confidence(slicer.mrmlScene, confidenceNodeID, inputVolumeID, shown)
 
     def defaultTrainingSet(self) -> Path:
         from swinssl_slicer.training_logic import default_training_set

@@ -13,6 +13,9 @@ import SimpleITK as sitk
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
+# Segmentation defaults to PyTorch in the suite (engine subprocesses inherit it): OpenVINO would convert every test's
+# model once (a minute each on 2 cores); test_segmentation.py asks for OpenVINO explicitly.
+os.environ.setdefault("SWINSSL_BACKEND", "torch")
 
 
 @pytest.fixture(scope="session")

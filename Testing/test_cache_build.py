@@ -172,3 +172,25 @@ def test_an_entry_whose_builder_gave_up_is_claimed_again(tmp_path, data_set):
     report = build_cache([source], SETTINGS, cache, workers=1)
     assert holder.wait(timeout=60) == 0
     assert report.built == [cache.key(source, SETTINGS)] and cache.is_fresh(source, SETTINGS)
+
+
+def test_two_runs_started_at_once_on_a_fresh_cache_build_one_volume_without_a_worker_pool(tmp_path, data_set):
+    """Two independent runs (both rank 0, 2 workers asked) on one fresh cache and one volume: the one that claims it
+    builds it in a thread, at once, instead of first starting a pool of worker processes (seconds to minutes on a
+    busy machine, while the other run waits on its lock); the other waits and builds nothing."""
+    single = tmp_path / "one"
+    single.mkdir()
+    os.symlink(data_set / "case_01.nii.gz", single / "case_01.nii.gz")
+    started = time.monotonic()
+    processes = [subprocess.Popen(
+        [sys.executable, "-m", "swinssl", "cache", "--data", str(single), "--cache-dir", str(tmp_path / "cache"), "--roi", "32",
+         "--cache-workers", "2", "--events", str(tmp_path / f"events_{run}.jsonl")],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for run in (0, 1)]
+    outputs = [process.communicate(timeout=300) for process in processes]
+    assert all(process.returncode == 0 for process in processes), [stderr[-1500:] for _, stderr in outputs]
+    logs = [read_events(tmp_path / f"events_{run}.jsonl") for run in (0, 1)]
+    built = [log[-1]["built"] for log in logs]
+    assert sorted(built) == [0, 1], built  # prepared once
+    progress = [event for log in logs for event in log if event["event"] == "cache"]
+    assert progress and all(event["workers"] == 1 for event in progress)  # no pool for a single entry
+    assert time.monotonic() - started < 120

@@ -38,12 +38,15 @@ def test_demo_walks_both_journeys_on_the_bundled_ct_and_shows_anatomy(tmp_path, 
     result = run_cli("demo", "--out", str(out), "--steps", "2")
     assert result.returncode == 0, result.stderr
     assert "SwinSSL demo finished" in result.stdout and "torchrun" in result.stdout and "first quarter" in result.stdout
-    assert "reconstruction vs original inside the body: r = " in result.stdout and "kidney_left" in result.stdout
+    assert "inside the holes: reconstruction r " in result.stdout and "interpolation (no learning) r " in result.stdout
+    assert "the contrastive term is off" in result.stdout and "show the pipeline, not a reconstruction" in result.stdout
+    assert "kidney_left" in result.stdout
     log = read_events(out / "events.jsonl")
     assert [e["step"] for e in log if e["event"] == "progress" and "stage" not in e] == [1, 2]
     previews = [e for e in log if e["event"] == "preview"]
     assert previews and Path(previews[-1]["paths"]["png"]).exists()
-    assert -1 <= previews[-1]["body_correlation"] <= 1
+    assert previews[-1]["unit"] == "HU" and previews[-1]["baseline"]["l1"] > 0 and previews[-1]["holes"]["voxels"] > 0
+    assert [e for e in log if e["event"] == "start"][0]["config"]["loss_contrast"] == 0
     assert (out / "checkpoint.pt").exists() and (out / "encoder.safetensors").exists() and (out / "loss_curves.png").exists()
 
     segmentation = slicerio.read_segmentation(str(out / "demo_ct_organs.seg.nrrd"))

@@ -1,8 +1,10 @@
-"""A command line that never loses work and never leaves the user guessing: every bad input of issue 11
+"""A command line that never loses work and never leaves the user guessing: every bad input of issues 11 and 22
 gives a short message naming the file and the problem, a non-zero exit and no traceback, and nothing the
 user had is overwritten or torn. Real files, real subprocesses."""
 
+import json
 import os
+import re
 import resource
 import shutil
 import signal
@@ -15,7 +17,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from conftest import TINY_MODEL, phantom_ct, run_cli, write_volume
+from conftest import REPO, TINY_MODEL, phantom_ct, run_cli, write_volume
 from swinssl.events import read_events
 from test_segmentation import make_package
 
@@ -106,8 +108,10 @@ def test_a_full_disk_never_tears_an_existing_segmentation(tmp_path, shared_data)
     assert run_cli("segment", "--model", str(package.path), "--input", str(ct), "--output", str(output), "--device", "cpu").returncode == 0
     before = output.read_bytes()
     result = subprocess.run([sys.executable, "-m", "swinssl", "segment", "--model", str(package.path), "--input", str(ct), "--output",
-                             str(output), "--device", "cpu"], capture_output=True, text=True, timeout=300, preexec_fn=_limited_file_size(4096))
+                             str(output), "--device", "cpu", "--overwrite"], capture_output=True, text=True, timeout=300,
+                            preexec_fn=_limited_file_size(4096))
     assert_user_error(result, output)
+    assert "already exists" not in result.stderr  # refused by the full disk, not before the work
     assert output.read_bytes() == before and not list(output.parent.glob(".swinssl-tmp-*"))
 
 
@@ -313,7 +317,7 @@ def test_models_by_name_with_a_header_readable_modes_and_refused_broken_packages
         assert run_cli("models", "import", str(source.path), "--name", name, env=environment).returncode == 0
     listing = run_cli("models", "list", env=environment).stdout.splitlines()
     assert listing[0].split()[:4] == ["NAME", "VERSION", "INPUTS", "SEGMENTS"]
-    assert [line.split()[0] for line in listing[1:]] == ["liver-a", "liver-b"]
+    assert [line.split()[0] for line in listing[1:]] == ["liver-a", "liver-b", "demo-organs"]  # the bundled one last
     mode = (models / "liver-b" / "model.json").stat().st_mode & 0o777
     assert mode & 0o044 == 0o044  # group and others can read a shared models folder
     result = run_cli("segment", "--model", "liver-b", "--input", str(shared_data / "ct" / "abdomen_ct_small_3mm.nii.gz"),
@@ -340,3 +344,222 @@ def test_third_party_deprecation_notices_are_not_shown_and_truncated_label_maps_
     reference = write_volume(tmp_path / "ref.nii.gz", np.ones((10, 10, 10), np.uint8))
     cut = truncated_copy(reference, tmp_path / "cut.nii.gz", share=0.6)
     assert_user_error(run_cli("evaluate", "--pred", str(cut), "--ref", str(reference)), cut, "truncated")
+
+
+# --- issue 22: the command line tells the truth ---------------------------------------------------------
+def fast_cli(*arguments: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    """A command that must be refused while its command line is read or just after, before torch is imported
+    (which alone takes several seconds here)."""
+    started = time.monotonic()
+    result = run_cli(*arguments, env=env)
+    assert time.monotonic() - started < 10, f"{arguments} took {time.monotonic() - started:.1f} s"
+    return result
+
+
+def real_segmentation(tmp_path: Path, shared_data: Path) -> Path:
+    """A real segmentation result as Slicer writes it: liver and spleen of the TotalSegmentator labels of a real CT."""
+    from swinssl.labels.segmentation_file import write_label_map
+    from swinssl.labels.table import LabelTable
+
+    labels = sitk.ReadImage(str(shared_data / "ct" / "abdomen_ct_small_3mm_labels.nii.gz"))
+    names = {name: int(value) for value, name in json.loads((shared_data / "ct" / "totalsegmentator_label_names.json").read_text()).items()}
+    array = sitk.GetArrayFromImage(labels)
+    organs = sitk.GetImageFromArray(np.where(array == names["liver"], 1, np.where(array == names["spleen"], 2, 0)).astype(np.uint8))
+    organs.CopyInformation(labels)
+    return write_label_map(organs, LabelTable.from_names(["liver", "spleen"]), tmp_path / "result.seg.nrrd")[0]
+
+
+def test_segment_refuses_an_atlas_and_a_segmentation_as_input_from_their_header(tmp_path, shared_data):
+    atlas = Path(shutil.copy(shared_data / "mr" / "brain_t1_colin27_aal_labels.nii.gz", tmp_path / "aal.nii.gz"))
+    output = tmp_path / "out.seg.nrrd"
+    for volume, reason in ((atlas, "a label map (its NIfTI header says so), not an image"),
+                           (real_segmentation(tmp_path, shared_data), "a segmentation (its header lists segments), not an image")):
+        assert_user_error(fast_cli("segment", "--model", "demo-organs", "--input", str(volume), "--output", str(output)), volume, reason)
+        assert not output.exists()
+
+
+def test_finetune_refuses_an_atlas_given_as_the_image_of_a_case(tmp_path, shared_data):
+    cases = tmp_path / "cases"
+    cases.mkdir()
+    atlas = Path(shutil.copy(shared_data / "mr" / "brain_t1_colin27_aal_labels.nii.gz", cases / "atlas.nii.gz"))
+    shutil.copy(atlas, cases / "atlas_labels.nii.gz")
+    result = run_cli("finetune", "--data", str(cases), "--out", str(tmp_path / "model"), "--steps", "1", "--roi", "64", "--feature-size", "12",
+                     "--device", "cpu")
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    assert f"warning: {atlas}: a label map (its NIfTI header says so), not an image" in result.stderr
+    assert not (tmp_path / "model" / "model.json").exists()
+
+
+def test_the_label_map_rule_refuses_real_label_maps_and_accepts_real_uint8_mr(tmp_path, shared_data):
+    """Distinct values alone cannot tell them apart (the brain-only Colin27 T1 has 127 values, the AAL atlas 117):
+    flat regions do. The AAL atlas is saved again without its NIfTI 'label' intent, so its values decide."""
+    from swinssl.io.discovery import VolumeSource
+    from swinssl.io.reader import VolumeError, read_volume
+
+    for image in (shared_data / "mr" / "brain_t1_colin27.nii.gz", shared_data / "mr" / "brain_t1_colin27_brainonly.nii.gz",
+                  shared_data / "mr" / "abdomen_mr_small_3mm.nii.gz", shared_data / "ct" / "abdomen_ct_small_3mm.nii.gz"):
+        read_volume(VolumeSource(image), 1)
+    atlas = sitk.ReadImage(str(shared_data / "mr" / "brain_t1_colin27_aal_labels.nii.gz"))
+    plain = sitk.GetImageFromArray(sitk.GetArrayFromImage(atlas))
+    plain.CopyInformation(atlas)
+    sitk.WriteImage(plain, str(tmp_path / "aal_plain.nii.gz"))
+    for labels, count in ((tmp_path / "aal_plain.nii.gz", 117), (shared_data / "ct" / "abdomen_ct_3mm_labels.nii.gz", 62),
+                          (shared_data / "ct" / "abdomen_ct_dicom_series_labels.nii.gz", 32),
+                          (shared_data / "mr" / "abdomen_mr_small_3mm_labels.nii.gz", 24)):
+        with pytest.raises(VolumeError, match=f"a label map \\({count} integer values in flat regions"):
+            read_volume(VolumeSource(labels), 1)
+
+
+def _wait_for(condition, process: subprocess.Popen, seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert process.poll() is None, process.communicate()[1]
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.1)
+
+
+def test_pretraining_skips_label_maps_says_the_time_per_step_and_warns_on_mr_read_as_ct(tmp_path, shared_data):
+    """Default sizes on the CPU: the start says how long a step takes and how to make it short; stopped before the first step."""
+    data = tmp_path / "data"
+    data.mkdir()
+    mr = Path(shutil.copy(shared_data / "mr" / "abdomen_mr_small_3mm.nii.gz", data / "mr.nii.gz"))
+    atlas = Path(shutil.copy(shared_data / "mr" / "brain_t1_colin27_aal_labels.nii.gz", data / "aal.nii.gz"))
+    organs = Path(shutil.copy(shared_data / "ct" / "abdomen_ct_small_3mm_labels.nii.gz", data / "organs.nii.gz"))  # no naming rule catches
+    events = tmp_path / "events.jsonl"
+    process = subprocess.Popen([sys.executable, "-m", "swinssl", "pretrain", "--data", str(data), "--out", str(tmp_path / "run"),
+                                "--cache-dir", str(tmp_path / "cache"), "--device", "cpu", "--events", str(events)],
+                               stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:  # the volumes' warnings come before the model is built and the first (minutes-long) step
+        _wait_for(lambda: events.exists() and any("nothing below" in e.get("reason", "") for e in read_events(events)), process, 240)
+    finally:
+        process.kill()
+        stderr = process.communicate()[1]
+    assert f"warning: {atlas}: a label map (its NIfTI header says so), not an image" in stderr
+    assert f"warning: {organs}: a label map (42 integer values in flat regions" in stderr
+    assert f"warning: nothing below -500 HU in 1 of 1 volume(s) read as CT ({mr})" in stderr and "--preset mr" in stderr
+    assert "a step at feature size 48, ROI 96, batch 2 takes about" in stderr and "1000 steps about" in stderr
+    assert "for a first run on a CPU use --roi 64 --feature-size 12 --batch-size 2" in stderr
+    assert stderr.index("a step at feature size 48") < stderr.index(f"warning: {atlas}")  # said before the volumes are prepared
+
+
+def test_the_bundled_demo_model_is_listed_segments_by_name_replaces_only_with_overwrite_and_logs_progress(tmp_path):
+    environment = dict(os.environ, SWINSSL_MODELS=str(tmp_path / "models"), SWINSSL_PROGRESS_EVERY="0.001")
+    listing = run_cli("models", "list", env=environment).stdout.splitlines()
+    assert any(line.split()[0] == "demo-organs" and "demo: one CT" in line for line in listing[1:]), listing
+    output = tmp_path / "patient.seg.nrrd"
+    output.write_bytes(b"another patient's result")
+    arguments = ["segment", "--model", "demo-organs", "--input", str(REPO / "swinssl" / "resources" / "demo_ct.nii.gz"), "--output",
+                 str(output), "--device", "cpu", "--backend", "torch"]  # no OpenVINO conversion to wait for
+    refused = fast_cli(*arguments, env=environment)
+    assert_user_error(refused, output, "already exists", "--overwrite")
+    assert output.read_bytes() == b"another patient's result"
+    result = run_cli(*arguments, "--overwrite", env=environment)  # stderr is a pipe here, as in a log file: progress lines
+    assert result.returncode == 0, result.stderr
+    assert "Segmented with demo-organs" in result.stderr
+    liver = next(line for line in result.stderr.splitlines() if line.split()[:1] == ["liver"])
+    assert 500 < float(liver.split()[1]) < 3000, liver  # mL: an adult liver, not 0.0
+    assert any(re.fullmatch(r"\d\d:\d\d:\d\d inference: \d+ of \d+ \(\d+ %\).*", line) for line in result.stderr.splitlines()), result.stderr
+    assert output.read_bytes()[:4] == b"NRRD"
+
+
+def test_a_second_run_into_a_folder_in_use_is_refused_with_the_owner_pid(tmp_path, phantom):
+    from swinssl.training.run_folder import LOCK_FILE, RunFolderLock, lock_owner
+
+    out = tmp_path / "run"
+    arguments = ["pretrain", "--data", str(phantom), "--out", str(out), "--cache-dir", str(tmp_path / "cache"), *TINY_PRETRAIN]
+    first = subprocess.Popen([sys.executable, "-m", "swinssl", *arguments, "--steps", "1000"],
+                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        _wait_for(lambda: (out / LOCK_FILE).exists(), first, 60)
+        for extra in ([], ["--overwrite"], ["--resume"]):
+            assert_user_error(fast_cli(*arguments, "--steps", "2", *extra), out, f"in use by swinssl pretrain (pid {first.pid}")
+        finetune = fast_cli("finetune", "--data", str(tmp_path / "data"), "--out", str(out), "--steps", "1")
+        assert_user_error(finetune, out, f"pid {first.pid}")
+        assert lock_owner(out)["pid"] == first.pid
+    finally:
+        first.kill()
+        first.wait()
+    assert lock_owner(out) is None  # killed: the lock it left is stale, and the next run takes the folder
+    with RunFolderLock(out, "test"):
+        assert lock_owner(out)["pid"] == os.getpid()
+    assert not (out / LOCK_FILE).exists()
+
+
+def test_outputs_are_checked_and_abbreviations_refused_when_the_command_line_is_read(tmp_path, phantom):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    cases = [
+        (["pretrain", "--data", str(phantom), "--out", str(blocker)], f"{blocker}: is a file; --out is a folder"),
+        (["finetune", "--data", str(tmp_path), "--out", str(blocker)], f"{blocker}: is a file; --out is a folder"),
+        (["segment", "--model", "demo-organs", "--input", str(phantom), "--output", str(tmp_path)], "the output must end in"),
+        (["evaluate", "--pred", str(phantom), "--ref", str(phantom), "--json", str(tmp_path)], f"{tmp_path}: is a folder"),
+        (["pretrain", "--data", str(phantom), "--out", str(tmp_path / "run"), "--step", "5"], "unrecognized arguments: --step 5"),
+        (["segment", "--model", "demo-organs", "--input", str(phantom), "--output", str(tmp_path / "o.seg.nrrd"), "--over"],
+         "unrecognized arguments: --over"),
+    ]
+    for arguments, message in cases:
+        assert_user_error(fast_cli(*arguments), message, code=2)
+    assert not (tmp_path / "run").exists() and blocker.read_text() == ""
+
+
+@pytest.fixture
+def read_only_folder(tmp_path):
+    """A folder this user cannot write into: mode 0555, or for root (who ignores modes) the immutable attribute."""
+    folder = tmp_path / "read-only"
+    folder.mkdir()
+    folder.chmod(0o555)
+    immutable = False
+    if os.access(folder, os.W_OK):
+        immutable = subprocess.run(["chattr", "+i", str(folder)], capture_output=True).returncode == 0 if shutil.which("chattr") else False
+        if not immutable or os.access(folder, os.W_OK):
+            pytest.skip("no way to make a read-only folder for this user here (root without chattr)")
+    yield folder
+    if immutable:
+        subprocess.run(["chattr", "-i", str(folder)], check=True)
+    folder.chmod(0o755)
+
+
+def test_a_read_only_output_folder_is_refused_before_the_work(tmp_path, phantom, read_only_folder):
+    for arguments in (["segment", "--model", "demo-organs", "--input", str(phantom), "--output", str(read_only_folder / "o.seg.nrrd")],
+                      ["segment", "--model", "demo-organs", "--input", str(phantom), "--output", str(tmp_path / "o.seg.nrrd"),
+                       "--overlay", str(read_only_folder / "sub" / "o.png")],
+                      ["pretrain", "--data", str(phantom), "--out", str(read_only_folder / "run")],
+                      ["pretrain", "--data", str(phantom), "--out", str(read_only_folder)]):
+        assert_user_error(fast_cli(*arguments), read_only_folder, "read-only", code=2)
+    assert list(read_only_folder.iterdir()) == [] and not (tmp_path / "o.seg.nrrd").exists()
+
+
+def test_an_impossible_voxel_spacing_is_refused_before_resampling(tmp_path):
+    """1000 mm voxels (metres written as millimetres): resampling onto the model grid asked ITK for terabytes."""
+    volume = write_volume(tmp_path / "metres.nii.gz", phantom_ct((30, 40, 40)), spacing=(1000.0, 1000.0, 2500.0))
+    result = fast_cli("segment", "--model", "demo-organs", "--input", str(volume), "--output", str(tmp_path / "o.seg.nrrd"))
+    assert_user_error(result, volume, "4e+04 x 4e+04 x 7.5e+04 mm across", "the spacing in its header is wrong")
+    assert "Failed to allocate" not in result.stderr and not (tmp_path / "o.seg.nrrd").exists()
+
+
+def test_evaluate_reads_a_csv_names_table_as_atlases_ship_it(tmp_path, shared_data):
+    """The reference labels carry no names; their table comes as value,name lines (from the TotalSegmentator names)."""
+    names = json.loads((shared_data / "ct" / "totalsegmentator_label_names.json").read_text())
+    table = tmp_path / "names.csv"
+    table.write_text("value,name\n" + "".join(f"{value},{name}\n" for value, name in names.items()))
+    result = run_cli("evaluate", "--pred", str(real_segmentation(tmp_path, shared_data)), "--ref",
+                     str(shared_data / "ct" / "abdomen_ct_small_3mm_labels.nii.gz"), "--ref-names", str(table))
+    assert result.returncode == 0, result.stderr
+    rows = {line.split("|")[1].strip(): line for line in result.stdout.splitlines() if line.startswith("|")}
+    assert "1.000" in rows["liver"] and "1.000" in rows["spleen"], result.stdout
+
+
+def test_names_tables_in_json_csv_and_atlas_text_or_a_message_that_says_what_is_needed(tmp_path, shared_data):
+    from swinssl.labels.table import read_names_file
+
+    aal = read_names_file(shared_data / "mr" / "aal_label_names.txt")  # "1 Precentral_L 2001": value, name, code
+    assert len(aal) == 116 and aal[1] == "Precentral_L" and aal[116] == "Vermis_10"
+    assert read_names_file(shared_data / "ct" / "totalsegmentator_label_names.json")[5] == "liver"
+    (tmp_path / "slicer.ctbl").write_text("# Slicer colour table\n0 Background 0 0 0 0\n1 tumour 255 0 0 255\n")
+    assert read_names_file(tmp_path / "slicer.ctbl") == {1: "tumour"}
+    (tmp_path / "bad.csv").write_text("organ;colour\nliver;red\n")
+    with pytest.raises(ValueError, match="bad.csv: no 'value,name' line found; a names table is CSV"):
+        read_names_file(tmp_path / "bad.csv")
+    (tmp_path / "broken.json").write_text('{"1": "liver",')
+    with pytest.raises(ValueError, match="broken.json: not valid JSON"):
+        read_names_file(tmp_path / "broken.json")

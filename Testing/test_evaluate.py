@@ -59,3 +59,19 @@ def test_cli_writes_json_and_markdown_against_a_real_reference(tmp_path, shared_
     metrics = json.loads((tmp_path / "m.json").read_text())
     assert list(metrics["classes"]) == ["liver"] and metrics["classes"]["liver"]["dice"] == pytest.approx(1.0)
     assert "| liver | 1.000 | 0.0 | 1.000 |" in (tmp_path / "m.md").read_text()
+
+
+def test_a_reference_on_another_grid_says_what_was_compared_and_never_scores_nothing_as_success(tmp_path, shared_data):
+    """A small crop of the same scan as reference: the prediction is resampled onto it and the result says so; a crop
+    without the predicted organ leaves nothing to score, which is an error naming why, not a table of n/a."""
+    labels = sitk.ReadImage(str(shared_data / "ct" / "abdomen_ct_small_3mm_labels.nii.gz"))
+    names = shared_data / "ct" / "totalsegmentator_label_names.json"
+    write_label_map(sitk.Cast(labels == 5, sitk.sitkUInt8), LabelTable.from_names(["liver"]), tmp_path / "pred.seg.nrrd")
+    sitk.WriteImage(labels[40:110, 20:90, :], str(tmp_path / "with_liver.nii.gz"))  # (I, J, K) crop through the liver
+    result = evaluate(tmp_path / "pred.seg.nrrd", tmp_path / "with_liver.nii.gz", ref_names_path=names)
+    assert result["classes"]["liver"]["dice"] == pytest.approx(1.0)
+    assert "resampled (nearest neighbour) onto the reference grid (size (70, 70, 30)" in result["compared"] and "covers 100%" in result["compared"]
+    sitk.WriteImage(labels[0:40, :, :], str(tmp_path / "no_liver.nii.gz"))
+    cli = run_cli("evaluate", "--pred", str(tmp_path / "pred.seg.nrrd"), "--ref", str(tmp_path / "no_liver.nii.gz"), "--ref-names", str(names))
+    assert cli.returncode == 1 and "| liver |" not in cli.stdout
+    assert "nothing to score (liver: absent from both maps)" in cli.stderr and "resampled (nearest neighbour)" in cli.stderr

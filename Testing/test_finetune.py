@@ -328,3 +328,71 @@ def test_validation_region_is_the_annotated_box_grown_by_the_margin():
     assert validation_region(label, present, margin=4) == (slice(6, 24), slice(1, 12), slice(8, 17))
     assert validation_region(label, np.array([True, True, True]), margin=4) == (slice(6, 36), slice(1, 35), slice(0, 17))
     assert validation_region(label, np.array([True, False, False]), margin=4) == (slice(0, 50), slice(0, 40), slice(0, 30))
+
+
+def test_fine_tuning_from_a_model_inherits_its_input_scores_both_on_the_same_cases_and_refuses_what_does_not_fit(tmp_path):
+    """Correct and retrain at the engine: ``--init`` a model package keeps its spacing, window, ROI, feature size,
+    classes and patch merging; the parent and the tuned model are scored on the same held-out case; the ETA counts
+    validation; a folder without labelled cases is named; a feature size that does not fit is refused before any step."""
+    from test_segmentation import ORGANS, make_package
+
+    parent = make_package(tmp_path / "parent", spacing=(4.0, 4.0, 4.0))  # CT without a window: -1000..1000 HU
+    data = labelled_phantoms(tmp_path / "data")
+    (data / "labels.json").write_text(json.dumps({"1": "liver", "2": "spleen"}))
+    (tmp_path / "empty").mkdir()
+    events = tmp_path / "tuned.jsonl"
+    result = run_cli("finetune", "--data", str(data), str(tmp_path / "empty"), "--init", str(parent.path), "--out", str(tmp_path / "tuned"),
+                     "--steps", "2", "--val-every", "2", "--device", "cpu", "--events", str(events))
+    assert result.returncode == 0, result.stderr
+    config = json.loads((tmp_path / "tuned" / "training" / "config.json").read_text())
+    inherited = {key: config[key] for key in ("spacing", "window", "roi", "feature_size", "classes", "patch_merging")}
+    assert inherited == {"spacing": [4.0, 4.0, 4.0], "window": [-1000.0, 1000.0], "roi": 64, "feature_size": 12, "classes": ORGANS,
+                         "patch_merging": "v1.5"}
+    log = read_events(events)
+    assert any(e["event"] == "warning" and e["file"] == str(tmp_path / "empty") and "no labelled case" in e["reason"] for e in log)
+    done = next(e for e in log if e["event"] == "done")
+    comparison = done["comparison"]
+    assert done["parent"]["name"] == "tiny-abdomen" and comparison["validated_on"] == "held-out cases"
+    scored = {row["segment"] for row in comparison["rows"] if row["parent"] is not None and row["tuned"] is not None}
+    assert scored and scored <= {"liver", "spleen"}  # both models on the same case's annotated segments
+    assert comparison["worse"] == (comparison["tuned_mean"] < comparison["parent_mean"])
+    assert ("tuned is WORSE than tiny-abdomen" in result.stdout) == comparison["worse"] and "held-out Dice" in result.stdout
+    assert comparison["worse"] or "tuned is not worse" in result.stdout
+    assert load_package(tmp_path / "tuned").metrics["comparison"]["parent_mean"] == comparison["parent_mean"]
+
+    start = next(e for e in log if e["event"] == "start")
+    parent_scored = max(e["time"] for e in log if e.get("model") == "parent") - start["time"]
+    first = next(e for e in log if e["event"] == "progress" and e.get("step") == 1 and "stage" not in e)
+    assert first["eta_s"] >= first["step_s"] + 0.9 * parent_scored  # the validation at step 2 is in the ETA
+
+    refused = run_cli("finetune", "--data", str(data), "--init", str(parent.path), "--out", str(tmp_path / "wide"), "--feature-size", "24",
+                      "--steps", "1", "--device", "cpu")
+    assert refused.returncode != 0 and "Traceback" not in refused.stderr
+    assert f"--init {parent.path}: the model 'tiny-abdomen' has feature size 12; --feature-size 24 does not fit" in refused.stderr
+    assert not (tmp_path / "wide" / "training" / "checkpoint.pt").exists()
+
+
+def test_what_does_not_fit_a_parent_model_is_named_and_the_verdict_says_worse_plainly(tmp_path):
+    from swinssl.finetune.parent import check_fits_parent, comparison_lines, compare_with_parent, inherit_from_parent
+    from test_segmentation import make_package
+
+    parent = make_package(tmp_path / "parent")
+    data = labelled_phantoms(tmp_path / "data")
+    fits = FinetuneConfig(**inherit_from_parent({"init": str(parent.path), "data": [str(data)]}))
+    check_fits_parent(fits, parent)
+    for change, message in (({"channel_presets": ["ct", "pet"]}, "takes 1 input channel"), ({"patch_merging": "legacy"}, "scramble"),
+                            ({"classes": ["spleen", "liver", "kidney_right"]}, "would read its outputs as other segments")):
+        with pytest.raises(ValueError, match=message):
+            check_fits_parent(FinetuneConfig(**inherit_from_parent({"init": str(parent.path), "data": [str(data)], **change})), parent)
+    fewer = {"init": str(parent.path), "data": [str(data)], "classes": ["liver", "spleen"]}  # another head: only the encoder is loaded
+    check_fits_parent(FinetuneConfig(**inherit_from_parent(fewer)), parent)
+
+    comparison = compare_with_parent({"name": "demo-organs", "dice": {"liver": 0.95, "spleen": 0.93}}, {"liver": 0.97, "spleen": 0.20},
+                                     "training cases (too few cases to hold any out)")
+    lines = comparison_lines(comparison, "demo-organs-tuned-1")
+    assert lines[0] == ("demo-organs-tuned-1 is WORSE than demo-organs on the same cases (training-case Dice): mean 0.585 vs 0.940. "
+                        "Keep using demo-organs.")
+    assert lines[1:] == ["liver: demo-organs 0.950, demo-organs-tuned-1 0.970", "spleen: demo-organs 0.930, demo-organs-tuned-1 0.200"]
+    better = compare_with_parent({"name": "m", "dice": {"liver": 0.5, "spleen": 0.5}}, {"liver": 0.9, "spleen": 0.45}, "held-out cases")
+    assert comparison_lines(better, "m-tuned-1")[0] == ("m-tuned-1 is not worse on average than m (held-out Dice: mean 0.675 vs 0.500) "
+                                                        "but WORSE on spleen.")

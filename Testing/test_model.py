@@ -73,6 +73,21 @@ def test_reference_heads_match_ssl_head_layer_for_layer():
     assert (large.in_channels, large.out_channels, large.kernel_size, large.stride) == (768, 1, (32, 32, 32), (32, 32, 32))
 
 
+def test_swinunetr_decoder_is_swinunetr_itself_under_its_own_names():
+    """--decoder swinunetr: SSLModel's weights load strictly into MONAI's SwinUNETR (heads aside), whose forward then
+    gives the same reconstruction."""
+    from monai.networks.nets import SwinUNETR
+
+    torch.manual_seed(0)
+    model = SSLModel(1, 12, 8, decoder="swinunetr", fused_attention=False).eval()
+    reference = SwinUNETR(in_channels=1, out_channels=1, feature_size=12).eval()
+    reference.load_state_dict({k: v for k, v in model.state_dict().items() if not k.startswith(("rotation_head", "contrastive_head"))})
+    x = torch.rand(1, 1, 64, 64, 64)
+    with torch.no_grad():
+        assert torch.allclose(model(x).reconstruction, reference(x), atol=1e-5)
+    assert not any(k.startswith("out.") for k in model.swinunetr_state_dict())
+
+
 def test_cli_choices_are_the_engines():
     from swinssl import cli
     from swinssl.finetune.sampler import CROP_SAMPLING
@@ -80,6 +95,12 @@ def test_cli_choices_are_the_engines():
     from swinssl.ssl.augment import CUTOUT_STYLES
     from swinssl.weights import PATCH_MERGING_ORDERS
 
+    from swinssl.ssl.losses import INPAINT_LOSSES
+
     assert cli.DECODER_CHOICES == DECODERS and cli.PATCH_MERGING_CHOICES == PATCH_MERGING_ORDERS
+    assert cli.INPAINT_LOSS_CHOICES == INPAINT_LOSSES
     assert cli.CUTOUT_STYLE_CHOICES == CUTOUT_STYLES and cli.CROP_SAMPLING_CHOICES == CROP_SAMPLING
     assert cli.PRECISION_CHOICES == PRECISIONS
+    from swinssl.inference.openvino_backend import BACKENDS
+
+    assert cli.BACKEND_CHOICES == BACKENDS

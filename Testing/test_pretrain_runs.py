@@ -1,6 +1,7 @@
 """Pretraining runs on the CPU: exact resume, stop on signals, SIGKILL safety, previews, bad files."""
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -51,6 +52,24 @@ def test_ten_steps_equal_five_plus_resume_plus_five(tmp_path):
     assert straight["history"] == split["history"]
     resumed_start = [e for e in read_events(tmp_path / "split" / "events.jsonl") if e["event"] == "start"][-1]
     assert resumed_start["resumed"] and resumed_start["start_step"] == 5
+    # the ln(2B-1) warning (B = 2 crops: ln 3) appears exactly when the contrastive loss sat there for the first 10 steps
+    log = read_events(tmp_path / "straight" / "events.jsonl")
+    flat = all(abs(e["losses"]["contrast"] - math.log(3)) <= 0.01 * math.log(3) for e in log if e["event"] == "progress")
+    warned = [e for e in log if e["event"] == "warning" and "ln(2B-1)" in e["reason"]]
+    assert len(warned) == int(flat)
+
+
+def test_masked_inpainting_loss_is_the_l1_over_the_cut_out_voxels_only():
+    from swinssl.ssl.losses import LossWeights, pretext_losses
+
+    torch.manual_seed(0)
+    target, reconstruction = torch.rand(2, 1, 8, 8, 8), torch.rand(2, 1, 8, 8, 8)
+    mask = torch.zeros(2, 1, 8, 8, 8, dtype=torch.bool)
+    mask[:, :, 2:5, 2:6, 1:4] = True
+    args = (torch.zeros(2, 4), torch.zeros(2, dtype=torch.int64), (torch.rand(1, 4), torch.rand(1, 4)), reconstruction, target, LossWeights())
+    masked = pretext_losses(*args, inpaint_mask=mask)["inpaint"]
+    assert torch.isclose(masked, (reconstruction - target).abs()[mask].mean())
+    assert torch.isclose(pretext_losses(*args)["inpaint"], (reconstruction - target).abs().mean())
 
 
 def test_a_different_seed_gives_different_weights(tmp_path):
@@ -165,20 +184,62 @@ def test_previews_carry_the_crop_geometry_and_match_the_source(tmp_path):
     assert abs(original[16, 16, 16] - np.clip((hu + 1000) / 2000, 0, 1)) < 2e-3
     difference = sitk.GetArrayFromImage(masked) != sitk.GetArrayFromImage(original)
     assert 0.25 <= difference.mean() <= 0.3 + 0.25**3  # fixed 30 % cutout
-    assert preview[0]["body_correlation"] is None or -1 <= preview[0]["body_correlation"] <= 1
+    holes = sitk.GetArrayFromImage(sitk.ReadImage(paths["holes"])).astype(bool)
+    assert (holes == difference).all()  # the holes file marks exactly the cut-out voxels
+    event = preview[0]
+    assert event["unit"] == "HU" and event["holes"]["voxels"] == event["baseline"]["voxels"] > 0
+    assert event["baseline"]["l1"] > 0 and "interpolation" in event["baseline"]["method"]
+    assert event["beats_interpolation"] in (True, False, None)
 
 
-def test_body_correlation_scores_anatomy_not_a_body_shaped_blob(shared_data):
-    from swinssl.training.preview import body_correlation
+def test_hole_metrics_score_inpainting_not_a_body_mean_fill_or_copied_noise(shared_data):
+    """On real CT with the preview's cutout: the old body-wide r gave a mean fill 0.85; inside the holes a flat fill
+    has no r and a large L1, copying the noise scores nothing, and the no-learning interpolation does better than both."""
+    from swinssl.ssl.augment import CutoutSettings, inner_cutout
+    from swinssl.training.preview import body_mask, hole_metrics, interpolate_holes
 
     ct = sitk.GetArrayFromImage(sitk.ReadImage(str(shared_data / "ct" / "abdomen_ct_small_3mm.nii.gz"))).astype(np.float32)
-    original = np.clip((ct + 1000) / 2000, 0, 1)
-    blob = np.where(original > 0.25, 0.52, 0.0).astype(np.float32)  # the body outline filled with soft tissue
-    blurred = original + np.random.default_rng(0).normal(0, 0.02, original.shape).astype(np.float32)
-    assert body_correlation(original, blob) is None  # constant inside the body: no anatomy to correlate
-    noisy_blob = blob + np.random.default_rng(1).normal(0, 0.02, original.shape).astype(np.float32)
-    assert abs(body_correlation(original, noisy_blob)) < 0.1
-    assert body_correlation(original, blurred) > 0.8
+    original = np.clip((ct[:, 20:84, 30:94] + 1000) / 2000, 0, 1)  # (K, J, I) 30 x 64 x 64 through the abdomen
+    masked, cut = inner_cutout(torch.from_numpy(original)[None, None], torch.Generator().manual_seed(0), CutoutSettings(0.3, 0.3, style="exact"))
+    masked, cut = masked[0, 0].numpy(), cut[0, 0].numpy()
+    holes = cut & body_mask(original)
+    mean_fill = np.where(cut, original[body_mask(original)].mean(), original)
+    flat, noise = hole_metrics(original, mean_fill, holes, 2000), hole_metrics(original, masked, holes, 2000)
+    interpolated = hole_metrics(original, interpolate_holes(masked, cut, 3.2), holes, 2000)
+    assert flat["r"] is None and abs(noise["r"]) < 0.1 and interpolated["r"] > 0.3
+    assert interpolated["l1"] < flat["l1"] < noise["l1"] and holes.sum() == interpolated["voxels"] > 1000
+
+
+def test_full_swinunetr_decoder_pretrains_resumes_and_hands_encoder_and_decoder_to_finetuning(tmp_path):
+    """--decoder swinunetr --inpaint-loss masked: stop after a step, resume, and the run's SwinUNETR-keyed file loads
+    through fine-tuning's route with the decoder (31 of 31 tensors) equal to the pretrained one (the fine-tuning
+    itself is ``finetune --init RUN``, whose load report names these counts)."""
+    from safetensors.torch import load_file
+
+    from swinssl.network import build_swin_unetr
+    from swinssl.weights import choose_patch_merging, load_weights, read_weights, weights_file_of
+
+    data = phantom_folder(tmp_path / "data")
+    config = dict(roi=64, batch_size=1, steps=2, decoder="swinunetr", inpaint_loss="masked")
+    assert run_pretraining(tiny_config(data, tmp_path / "run", stop_at=1, **config)) == EXIT_STOPPED
+    assert run_pretraining(tiny_config(data, tmp_path / "run", **config), resume=True) == EXIT_OK
+    log = read_events(tmp_path / "run" / "events.jsonl")
+    assert [e["start_step"] for e in log if e["event"] == "start"] == [0, 1]
+    handed = tmp_path / "run" / "swinunetr.safetensors"
+    assert weights_file_of(tmp_path / "run") == handed and log[-1]["outputs"]["swinunetr"] == str(handed)
+    pretrained = load_file(str(handed))
+    assert {key.split(".")[0] for key in pretrained} == {"swinViT", "encoder1", "encoder2", "encoder3", "encoder4", "encoder10",
+                                                         "decoder5", "decoder4", "decoder3", "decoder2", "decoder1"}
+    checkpoint = load_checkpoint(tmp_path / "run" / CHECKPOINT_NAME)["model"]
+    assert all(torch.equal(value, checkpoint[key]) for key, value in pretrained.items() if not key.startswith("swinViT."))
+
+    # fine-tuning's route (swinssl.finetune.train): the run folder's weights file, its order, a 3-class SwinUNETR
+    source = read_weights(weights_file_of(tmp_path / "run"))
+    merging = choose_patch_merging(source)
+    network = build_swin_unetr(1, 3, 12, merging[0] == "legacy")
+    report = load_weights(network, source, merging)
+    assert merging[0] == "v1.5" and "decoder 31/31" in report.summary() and report.encoder_matched == report.encoder_total
+    assert all(torch.equal(network.state_dict()[key], value) for key, value in pretrained.items())
 
 
 def test_must_show_cli_run_on_real_ct_and_mr_with_a_corrupt_file(tmp_path, shared_data):

@@ -153,14 +153,35 @@ def test_segment_setup_creates_the_parameter_node_before_the_model_list():
 
 def test_segment_inputs_follow_the_model_not_widget_visibility():
     """Item 10: .visible is False for a widget inside a collapsed section; the model's channels decide."""
-    apply = function_source("SwinSSLSegment", "SwinSSLSegmentWidget", "onApplyButton")
+    apply = function_source("SwinSSLSegment", "SwinSSLSegmentWidget", "startRun")  # Segment, and Segment anyway after a refusal
     assert "visible" not in apply and "channelNames" in apply
+
+
+def test_segment_shows_the_models_training_and_offers_to_segment_anyway_after_a_refusal():
+    """Issue 22: the label under the model list says what the model was trained on; a refused input (run.mismatch) asks
+    (slicer.util.confirmYesNoDisplay(text): util.py, 5.10 and 5.12) before running again with the override."""
+    poll = function_source("SwinSSLSegment", "SwinSSLSegmentWidget", "onPoll")
+    assert "if run.mismatch and slicer.util.confirmYesNoDisplay(" in poll and "self.startRun(allowMismatch=True)" in poll
+    assert "self.finishRun(" in poll.split("confirmYesNoDisplay")[0]  # the timer is stopped before the dialog
+    assert "self.logic.modelDetails(path)" in function_source("SwinSSLSegment", "SwinSSLSegmentWidget", "onModelChanged")
 
 
 def test_pretrain_shows_layout_and_plot_once_per_run():
     """Item 9: the layout is set at a run's first preview only; the plot at every run's first progress."""
     poll = function_source("SwinSSLPretrain", "SwinSSLPretrainWidget", "pollRun")
     assert "run.show_previews" in poll and "run.show_plot" in poll and "step == 1" not in poll
+
+
+def test_pretrain_labels_each_preview_view_with_its_own_annotation():
+    """Issue 23: each preview event labels the red / yellow / green views (original / masked / reconstruction) and logs
+    the hole metrics. DataProbe's SliceViewAnnotations.makeAnnotationText rewrites all four corners of a view's
+    cornerAnnotation() on every update, so the label is an actor of its own on the view's renderer
+    (ctkVTKAbstractView::renderWindow, scheduleRender)."""
+    poll = function_source("SwinSSLPretrain", "SwinSSLPretrainWidget", "pollRun")
+    assert "if event['event'] == 'preview':" in poll and "self.logic.labelPreviews(" in poll and "metrics_text(event)" in poll
+    label = function_source("SwinSSLPretrain", "SwinSSLPretrainLogic", "labelPreviews")
+    assert "vtk.vtkCornerAnnotation()" in label and "renderWindow().GetRenderers().GetFirstRenderer().AddViewProp(" in label
+    assert ".cornerAnnotation()" not in label and "PANEL_LABELS[kind]" in label and "sliceView.scheduleRender()" in label
 
 
 def test_torch_is_installed_through_the_pytorch_extension_with_a_version_requirement():

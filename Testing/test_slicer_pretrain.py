@@ -206,3 +206,4 @@ def test_starting_over_an_existing_run_fails_without_overwrite_and_replaces_it_w
     assert replaced.engine.events_path.parent.parent == tmp_path / "slicer-temp"
     wait(logic, replaced)
     assert replaced.status().startswith("Finished") and not (tmp_path / "run" / ".previous-run").exists()
+    assert list((tmp_path / "slicer-temp").iterdir()) == []  # each ended run's event log is gone

@@ -1,6 +1,7 @@
 """SwinSSLSegment logic on a real MRML scene (slicer-core): real files, a real engine subprocess, real cancel."""
 
 import time
+from pathlib import Path
 
 import numpy as np
 import slicer
@@ -49,6 +50,9 @@ def test_segment_a_real_volume_end_to_end(mrml_scene, shared_data, tmp_path):
     labelmap = slicer.util.arrayFromSegmentBinaryLabelmap(node, segment_id, volume)
     assert labelmap.shape == slicer.util.arrayFromVolume(volume).shape == (30, 101, 122)  # (K, J, I)
     assert node.GetDisplayNode() is not None and node.GetSegmentation().ContainsRepresentation("Closed surface")
+    volumes = {line.split(":")[0] for line in run.plausibility if line.endswith(" mL")}  # the result's check, for the faces
+    assert volumes and volumes <= set(ORGANS) and run.plausibility[-1].startswith("Confidence not computed")
+    assert set(run.plausibility) <= set(run.messages) and not run.warnings and not run.mismatch  # the real CT fits the CT model
 
 
 def test_cancel_stops_the_process_tree_and_leaves_the_scene_as_it_was(mrml_scene, shared_data, tmp_path):
@@ -186,11 +190,12 @@ def test_a_transformed_input_gives_a_result_under_the_same_transform(mrml_scene,
 def test_correct_and_retrain_adds_the_corrected_case_and_fine_tunes_the_model_with_stop_and_resume(mrml_scene, shared_data, tmp_path, monkeypatch):
     """What the Segment module's "Correct and retrain" does, through the shared logic on a real scene: segment the
     real CT, paint a correction, add it to the training set, fine-tune the model from it, stop, resume; the tuned
-    model keeps the model's classes and is listed."""
+    model is a new version installed beside the model (weights only; the checkpoint stays in the run folder), keeps
+    the model's input settings and classes, is compared with it, and is listed after it."""
     from swinssl.models import list_packages
     from swinssl.package import load_package
     from swinssl_slicer.segment_logic import SegmentationLogic
-    from swinssl_slicer.training_logic import TrainingLogic, count_cases, tuning_plan
+    from swinssl_slicer.training_logic import TrainingLogic, count_cases, parents_first, tuning_plan
 
     monkeypatch.setenv("SWINSSL_MODELS", str(tmp_path / "models"))
     package = make_package(tmp_path / "models" / "tiny", spacing=(6.0, 6.0, 6.0))
@@ -208,23 +213,56 @@ def test_correct_and_retrain_adds_the_corrected_case_and_fine_tunes_the_model_wi
     cases = tmp_path / "training-set"
     written = training.export_scene_cases([(volume, node)], cases)
     assert count_cases(cases) == 1 and written[0].name == "Abdomen_CT.seg.nrrd"
-    plan = tuning_plan(package.path)
-    assert plan.name == "tiny-abdomen-tuned" and plan.classes == ORGANS and plan.init == str(package.path)
+    plan = tuning_plan(package.path, training.taken_names())
+    assert plan.name == "tiny-abdomen-tuned-1" and plan.classes == ORGANS and plan.init == str(package.path)
+    assert tuning_plan(package.path, ["tiny-abdomen-tuned-1", "tiny-abdomen-tuned-3", "other-tuned-9"]).name == "tiny-abdomen-tuned-4"
 
-    first = training.start_tuning(package.path, cases, steps=2, device="cpu", extra=["--stop-at", "1", "--spacing", "6", "6", "6"])
+    first = training.start_tuning(package.path, cases, steps=2, device="cpu", extra=["--stop-at", "1"])
     wait_until_done(training, first, timeout=400)
     assert first.engine.outcome == "stopped" and first.step == 1 and "Resume continues" in first.status()
     second = training.start_tuning(package.path, cases, steps=2, device="cpu", resume=True)
     wait_until_done(training, second, timeout=400)
     assert second.engine.outcome == "done" and second.step == 2, second.engine.log_tail()
-    tuned = load_package(tmp_path / "models" / "tiny-abdomen-tuned")
+    installed = tmp_path / "models" / "tiny-abdomen-tuned-1"
+    assert sorted(path.name for path in installed.iterdir()) == ["model.json", "model.safetensors"]
+    assert (tmp_path / "runs" / "tiny-abdomen-tuned-1" / "training" / "checkpoint.pt").is_file()  # kept for a later resume
+    tuned = load_package(installed)
     assert tuned.labels.names == ORGANS and tuned.training["case_names"] == ["Abdomen_CT"]
-    assert "tiny-abdomen-tuned" in [p.name for p in list_packages()]
+    assert tuned.spacing == package.spacing and tuned.roi == package.roi and tuned.channels[0].window == (-1000.0, 1000.0)
+    assert second.comparison["parent"] == "tiny-abdomen" and second.comparison["validated_on"].startswith("training cases")
+    assert "training-case Dice" in second.status() and ("WORSE" in second.status()) == second.comparison["worse"]
+    assert [p.name for p in parents_first(list_packages())] == ["tiny-abdomen", "tiny-abdomen-tuned-1"]
+    assert load_package(package.path).metrics == package.metrics  # the parent is untouched
 
 
-def test_the_confidence_map_is_loaded_beside_the_segmentation_and_overlaid_on_its_volume(mrml_scene, shared_data, tmp_path):
-    from swinssl_slicer.mrml_io import show_overlay
-    from swinssl_slicer.segment_logic import CONFIDENCE_ATTRIBUTE, SegmentationLogic
+def slice_rgba(connection) -> np.ndarray:
+    """What a slice view layer (or the blend of its layers) draws, as a (rows, columns, RGBA) uint8 array: Slicer's
+    own reslice, colour mapping, display threshold and layer blending."""
+    from vtkmodules.util.numpy_support import vtk_to_numpy
+
+    producer = connection.GetProducer()
+    producer.Update()
+    image = producer.GetOutputDataObject(connection.GetIndex())
+    columns, rows, _ = image.GetDimensions()
+    return vtk_to_numpy(image.GetPointData().GetScalars()).reshape(rows, columns, -1)
+
+
+def test_the_time_left_counts_down_through_a_validation():
+    """The engine's ETA includes the validations to come; while one runs (no step events) the face counts down."""
+    from swinssl_slicer.training_logic import TrainingRun
+
+    run = TrainingRun("finetune", None, Path("run"), step=1, total=2, eta_s=100.0, eta_at=time.monotonic() - 40,
+                      validation="validating case 1 of 1: window 2 of 9")
+    assert run.progress_text() == "step 1 of 2, about 60 s left, validating case 1 of 1: window 2 of 9"
+
+
+def test_the_confidence_map_is_drawn_in_inferno_where_unsure_with_a_legend_and_taken_off_on_request(mrml_scene, shared_data, tmp_path):
+    """The map loads beside the segmentation with Slicer's Inferno colour table (node ID as Slicer names it), a 0..1
+    window, Slicer's display threshold at the engine's 'unsure' (0.6: transparent where the model is sure) and a
+    colour legend; shown over its CT it colours only unsure voxels, leaves the CT untouched elsewhere, and goes
+    from the views (legend with it) when turned off."""
+    from swinssl_slicer.confidence_display import CONFIDENCE_ATTRIBUTE, OVERLAY_OPACITY, show_confidence
+    from swinssl_slicer.segment_logic import SegmentationLogic
 
     package = make_package(tmp_path / "models" / "tiny", spacing=(6.0, 6.0, 6.0))
     volume, study = load_real_ct(mrml_scene, shared_data)
@@ -236,16 +274,53 @@ def test_the_confidence_map_is_loaded_beside_the_segmentation_and_overlaid_on_it
     assert confidence.GetAttribute(CONFIDENCE_ATTRIBUTE) == "1" and confidence.GetName() == "Abdomen CT tiny-abdomen confidence"
     values = slicer.util.arrayFromVolume(confidence)
     assert values.shape == slicer.util.arrayFromVolume(volume).shape and 0.0 <= values.min() and values.max() <= 1.0
+    assert (values < 0.6).any() and (values >= 0.6).any()  # both kinds of voxel are on screen below
     assert np.allclose(confidence.GetSpacing(), volume.GetSpacing()) and np.allclose(confidence.GetOrigin(), volume.GetOrigin(), atol=1e-3)
     assert set(run.confidence) <= set(ORGANS) and run.confidence and any("mean confidence" in m for m in run.messages)
     hierarchy = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(mrml_scene)
     assert hierarchy.GetItemParent(hierarchy.GetItemByDataNode(confidence)) == study
-    showing_ct, showing_other = (mrml_scene.AddNewNodeByClass("vtkMRMLSliceCompositeNode") for _ in range(2))
-    showing_ct.SetBackgroundVolumeID(volume.GetID())
-    showing_other.SetBackgroundVolumeID(confidence.GetID())
-    assert show_overlay(mrml_scene, confidence, volume, 0.4) == 1
-    assert showing_ct.GetForegroundVolumeID() == confidence.GetID() and abs(showing_ct.GetForegroundOpacity() - 0.4) < 1e-6
-    assert showing_other.GetForegroundVolumeID() is None  # views showing something else are left alone
+
+    display = confidence.GetDisplayNode()
+    assert display.GetColorNodeID() == "vtkMRMLColorTableNodeFileInferno.txt"  # Slicer's Inferno.txt node
+    inferno = display.GetColorNode().GetLookupTable()
+    assert inferno.GetNumberOfTableValues() == 256
+    assert np.allclose(inferno.GetTableValue(0)[:3], (0.0015, 0.0005, 0.0139), atol=2e-3)  # Inferno's black-purple end
+    assert np.allclose(inferno.GetTableValue(255)[:3], (0.9884, 0.9984, 0.6449), atol=2e-3)  # and its pale yellow end
+    assert (display.GetWindow(), display.GetLevel(), display.GetAutoWindowLevel()) == (1.0, 0.5, 0)
+    assert display.GetApplyThreshold() and (display.GetLowerThreshold(), display.GetUpperThreshold()) == (0.0, 0.6)
+    legend = slicer.vtkSlicerColorLogic.GetColorLegendDisplayNode(confidence)
+    assert legend is not None and legend.GetVisibility() and legend.GetTitleText() == "Confidence"
+    assert legend.GetPrimaryDisplayNode() is display and not legend.GetUseColorNamesForLabels()
+
+    slice_logic = slicer.vtkMRMLSliceLogic()
+    slice_logic.SetMRMLScene(mrml_scene)
+    slice_node = slice_logic.AddSliceNode("Red")
+    slice_node.SetDimensions(122, 101, 1)
+    slice_logic.GetSliceCompositeNode().SetBackgroundVolumeID(volume.GetID())
+    slice_logic.FitSliceToBackground()
+    slice_logic.SetSliceOffset(slice_logic.GetSliceOffset() + 6)  # an axial slice 6 mm off the centre
+    other = mrml_scene.AddNewNodeByClass("vtkMRMLSliceCompositeNode")
+    other.SetBackgroundVolumeID(confidence.GetID())
+    ct_only = slice_rgba(slice_logic.GetImageDataConnection())
+
+    showing = show_confidence(mrml_scene, confidence.GetID(), volume.GetID())
+    composite = slice_logic.GetSliceCompositeNode()
+    assert showing == [composite] and composite.GetForegroundVolumeID() == confidence.GetID()
+    assert abs(composite.GetForegroundOpacity() - OVERLAY_OPACITY) < 1e-6
+    assert other.GetForegroundVolumeID() is None  # views showing something else are left alone
+    overlay, blended = (slice_rgba(connection) for connection in (slice_logic.GetForegroundLayer().GetImageDataConnection(),
+                                                                  slice_logic.GetImageDataConnection()))
+    drawn = overlay[..., 3] == 255
+    assert drawn.any() and (~drawn).any() and set(np.unique(overlay[..., 3])) == {0, 255}
+    rgb = overlay[drawn][:, :3].astype(int)
+    assert (rgb.max(axis=1) - rgb.min(axis=1) > 40).all()  # Inferno below 0.6: purple to orange, never grey
+    assert np.array_equal(blended[~drawn], ct_only[~drawn])  # where the model is sure the CT is untouched
+    assert not np.array_equal(blended[drawn], ct_only[drawn])
+
+    assert show_confidence(mrml_scene, confidence.GetID(), volume.GetID(), shown=False) == []
+    assert composite.GetForegroundVolumeID() is None and mrml_scene.GetNodeByID(confidence.GetID()) is confidence
+    assert np.array_equal(slice_rgba(slice_logic.GetImageDataConnection()), ct_only)
+    assert show_confidence(mrml_scene, volume.GetID(), volume.GetID()) == []  # an ID that names no confidence map shows nothing
 
 
 def test_a_catalogue_model_downloads_with_progress_and_is_listed(mrml_scene, tmp_path):
@@ -280,3 +355,31 @@ def test_a_catalogue_model_downloads_with_progress_and_is_listed(mrml_scene, tmp
     finally:
         server.httpd.shutdown()
         server.httpd.server_close()
+
+
+def test_an_mr_volume_into_the_ct_demo_model_is_refused_with_the_volume_named(mrml_scene, shared_data):
+    """Issue 22: the real brain MR in the scene, the bundled abdominal CT model: the engine refuses before any window
+    runs; the face learns it is a mismatch it may override (start(..., allow_mismatch=True)), named by the volume,
+    not by the temporary file; the model's training is there to show beside the model choice."""
+    from pathlib import Path
+
+    import pytest
+
+    from swinssl_slicer.mrml_io import read_volume
+    from swinssl_slicer.segment_logic import SegmentationLogic
+
+    demo = Path(__file__).resolve().parents[1] / "swinssl" / "resources" / "demo_organs"
+    mr = read_volume(mrml_scene, shared_data / "mr" / "brain_t1c_brain1.nrrd", "Brain MR")
+    logic = SegmentationLogic(mrml_scene)
+    assert logic.model_details(demo).startswith("Trained on abdomen CT (3 mm voxels)") and "left kidney" in logic.model_details(demo)
+    run = logic.start([mr], demo, device="cpu")
+    wait_until_done(logic, run, timeout=120)
+    assert run.mismatch and run.windows_total == 0
+    assert run.error.startswith("Brain MR: looks like MR, not CT") and "trained on abdomen CT" in run.error
+    assert str(run.folder) not in run.error
+    with pytest.raises(RuntimeError, match="^Brain MR: looks like MR"):
+        logic.finish(run)
+    assert mrml_scene.GetNumberOfNodesByClass("vtkMRMLSegmentationNode") == 0 and not run.folder.exists()
+    overriding = logic.start([mr], demo, device="cpu", allow_mismatch=True)
+    assert "--allow-mismatch" in overriding.engine.process.args
+    logic.cancel(overriding)

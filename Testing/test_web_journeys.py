@@ -87,10 +87,13 @@ def test_upload_segment_and_download_match_the_engine(page, server, site, shared
     upload_ct(page, server, shared_data)
     page.reload()  # the model list is read when the page is (re)loaded
     wait_for_text(page, ".swinssl-model-info", "6 segments")
+    page.locator(".swinssl-confidence input").check()
     segment(page)
     shown = page.locator(".swinssl-editor .v-list input").evaluate_all("fields => fields.map(field => field.value)")
     assert shown == DEMO_ORGANS  # the segment list's (editable) names, in the model's order
+    check_the_confidence_map_is_drawn_and_taken_off(page)
     screenshot(page, "web-segment-result")
+    check_the_result_summary(page)
 
     downloaded = download(page, ".swinssl-download-seg", tmp_path)
     assert downloaded.name == "abdomen_ct_small_3mm.seg.nrrd"
@@ -103,6 +106,8 @@ def test_upload_segment_and_download_match_the_engine(page, server, site, shared
     completed = run_cli("segment", "--model", str(package), "--input", str(shared_data / "ct" / CT_NAME), "--output", str(reference),
                         "--device", "cpu")
     assert completed.returncode == 0, completed.stderr
+    web_liver = re.match(r"^liver: (\d+) mL", page.locator(".swinssl-plausibility-line").first.inner_text())
+    assert int(web_liver.group(1)) == round(float(re.search(r"liver +([\d.]+) mL", completed.stderr).group(1)))  # the engine's volume
     ours, theirs = segment_masks(downloaded, DEMO_ORGANS), segment_masks(reference, DEMO_ORGANS)
     assert sorted(ours) == sorted(DEMO_ORGANS)
     assert ours["liver"].sum() > 1000  # real anatomy: the liver is found
@@ -113,15 +118,108 @@ def test_upload_segment_and_download_match_the_engine(page, server, site, shared
     with zipfile.ZipFile(scene) as bundle:
         names = bundle.namelist()
     assert any(name.endswith(".mrml") for name in names) and any(name.endswith(".seg.nrrd") for name in names), names
+    check_an_mr_is_refused_unless_allowed(page, shared_data)
 
 
-def test_paint_add_to_training_set_and_fine_tune(page, server, site, shared_data, tmp_path):
-    """Journey 2: correct the result with Paint (undo becomes possible), add the case to the training set,
-    fine-tune the current model on it and follow the run to a new installed model."""
-    shutil.copytree(DEMO_MODEL, site / "models" / "demo_organs")
-    upload_ct(page, server, shared_data)
-    page.reload()
+def check_the_result_summary(page) -> None:
+    """Issue 22: beside the model, what it was trained on and misses; after the run, each segment's volume and
+    confidence, the known miss (the left kidney) said as such; no doubt about the input (a CT into a CT model)."""
+    assert text_of(page, ".swinssl-model-trained").startswith("Trained on abdomen CT (3 mm voxels)")
+    assert "does not segment the left kidney" in text_of(page, ".swinssl-model-trained")
+    lines = page.locator(".swinssl-plausibility-line").all_inner_texts()
+    assert [line.split(":")[0] for line in lines[:5]] == ["liver", "spleen", "kidney_right", "stomach", "aorta"], lines
+    assert all(re.match(r"^\w+: \d+ mL, mean confidence [01]\.\d\d, \d+% unsure", line) for line in lines[:5]), lines
+    assert "Empty, a known miss of this model: kidney_left" in lines and page.locator(".swinssl-fit-warning").count() == 0
+    page.locator(".swinssl-plausibility").evaluate("card => card.scrollIntoView({block: 'center'})")
+    screenshot(page, "web-plausibility")
+
+
+def check_an_mr_is_refused_unless_allowed(page, shared_data) -> None:
+    """Issue 22: the real brain MR into the abdominal CT model is refused before any window runs, the volume and the
+    reason named; "Segment anyway" then segments it, with the doubt shown as a warning."""
+    page.locator(".swinssl-upload input[type=file]").set_input_files(str(shared_data / "mr" / "brain_t1c_brain1.nrrd"))
+    wait_for_text(page, ".swinssl-case", "brain_t1c_brain1.nrrd", 60)
+    assert page.locator(".swinssl-plausibility").count() == 0  # the closed case's summary went with it
+    page.locator(".swinssl-segment").click()
+    error = wait_for_text(page, ".swinssl-error", "looks like MR, not CT", 120)
+    assert error.startswith("brain_t1c_brain1: ") and "not segmented: the model 'demo-organs' was trained on abdomen CT" in error
+    assert text_of(page, ".swinssl-message").startswith("Not segmented: brain_t1c_brain1")
+    page.locator(".swinssl-allow-mismatch input").check()
+    page.locator(".swinssl-segment").click()
+    wait_for_text(page, ".swinssl-fit-warning", "^brain_t1c_brain1: looks like MR, not CT", 120)
+    wait_for_text(page, ".swinssl-message", r"^Done: \d+ segments", 240)
+    assert page.locator(".swinssl-allow-mismatch").count() == 0  # the override was for that run only
+    assert page.locator(".swinssl-fit-warning").count() == 1
+    page.locator(".swinssl-fit-warning").evaluate("alert => alert.scrollIntoView({block: 'start'})")
+    page.wait_for_timeout(2000)  # the views draw the new segments
+    screenshot(page, "web-input-mismatch")
+
+
+def slice_views(page, previous: list[np.ndarray] | None = None, timeout_s: float = 15) -> list[np.ndarray]:
+    """The case's three slice views as the browser shows them, (rows, columns, RGB) int arrays; with ``previous``,
+    waits until every one of them has changed (each view redraws without being touched)."""
+    from io import BytesIO
+
+    from PIL import Image
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        time.sleep(0.5)
+        views = page.locator("img.image-display-area:visible")  # axial, then 3-D, coronal, sagittal
+        images = [np.asarray(Image.open(BytesIO(views.nth(index).screenshot())).convert("RGB"), dtype=int) for index in (0, 2, 3)]
+        if previous is None or all(np.abs(now - before).max() > 60 for now, before in zip(images, previous)):
+            return images
+        assert time.monotonic() < deadline, "a slice view was not redrawn"
+
+
+def check_the_confidence_map_is_drawn_and_taken_off(page) -> None:
+    """With "Confidence map" ticked the map is over the CT in every slice view, in Inferno colours where the model is
+    unsure (never grey), the rest of the CT untouched, with its legend; unticking takes it off every view at once
+    (none stays stale until touched), ticking brings it back. Ends unticked."""
+    legend = text_of(page, ".swinssl-confidence-legend")
+    assert "0 unsure" in legend and "1 sure" in legend and "drawn below 0.6" in legend
+    with_map = slice_views(page)
+    page.locator(".swinssl-confidence-legend").scroll_into_view_if_needed()
+    screenshot(page, "web-confidence-map")
+    page.locator(".swinssl-confidence input").uncheck()
+    without = slice_views(page, with_map)
+    assert page.locator(".swinssl-confidence-legend").count() == 0
+    tissue, touched = 0, 0
+    for drawn, plain in zip(with_map, without):
+        ct = (np.ptp(plain, axis=2) < 12) & (plain.mean(axis=2) > 60)  # where the plain view shows tissue in grey (no segment, no text)
+        difference = np.abs(drawn - plain).max(axis=2)
+        colours = drawn[ct & (difference > 40)]
+        inferno = (np.ptp(colours, axis=1) > 30) & (colours[:, 1] < colours[:, 0])  # Inferno below 0.6: purple to orange, green the weakest
+        assert inferno.sum() > 100, inferno.sum()  # in colour, not grey, in every view (the legend's bar too)
+        tissue, touched = tissue + ct.sum(), touched + (ct & (difference > 12)).sum()
+    assert touched / tissue < 0.3  # drawn only where the model is unsure: the rest of the CT is as it was, not fogged
+    page.locator(".swinssl-confidence input").check()
+    again = slice_views(page, without)
+    assert all(np.abs(one - other).mean() < 3 for one, other in zip(again, with_map))
+    page.locator(".swinssl-confidence input").uncheck()  # the plain result, from the page's top, for the next screenshot
+    slice_views(page, again)
+    page.locator(".swinssl-upload").scroll_into_view_if_needed()
+
+
+def test_paint_add_to_training_set_and_fine_tune(page, site, tmp_path):
+    """Journey 2, correct and retrain as a new user walks it (``swinssl web --demo``: the real demo CT and the
+    bundled demo model): correct the result with Paint (undo becomes possible), add the case to the training
+    set, fine-tune the current model on it. The tuned model is a new version installed beside its parent (weights
+    only), keeps the parent's input settings, is scored against it on the same (training) case with the page
+    saying plainly when it is worse, and is listed after the parent, which stays selected."""
+    server = start(site, "--demo")
+    try:
+        correct_and_retrain(page, server, site, tmp_path)
+    finally:
+        server.stop()
+
+
+def correct_and_retrain(page, server, site, tmp_path) -> None:
+    page.goto(server.url)
+    wait_for_text(page, ".swinssl-case", "demo_ct", 60)
     wait_for_text(page, ".swinssl-model-info", "6 segments")
+    parent = str(DEMO_MODEL)
+    assert page.evaluate("window.trame.state.get('seg_model')") == parent
     segment(page)
     before = segment_masks(download(page, ".swinssl-download-seg", tmp_path), DEMO_ORGANS)
 
@@ -141,30 +239,72 @@ def test_paint_add_to_training_set_and_fine_tune(page, server, site, shared_data
     page.locator(".swinssl-add-case").click()
     wait_for_text(page, ".swinssl-cases", "^1 case")
     cases = sorted((site / "cases").glob("*.seg.nrrd"))
-    assert [case.name for case in cases] == ["abdomen_ct_small_3mm.seg.nrrd"]
-    assert (site / "cases" / "abdomen_ct_small_3mm.nrrd").is_file()
+    assert [case.name for case in cases] == ["demo_ct.seg.nrrd"]
+    assert (site / "cases" / "demo_ct.nrrd").is_file()
     after = segment_masks(cases[0], DEMO_ORGANS)
     painted = DEMO_ORGANS[0]  # the editor's active segment is the first
     assert after[painted].sum() > before[painted].sum()
 
+    assert page.evaluate("window.trame.state.get('train_tune_steps')") == 50  # the default: minutes on a CPU, not hours
     fill(page, ".swinssl-finetune-steps", 2)
     page.locator(".swinssl-finetune-current").click()
     wait_for_text(page, ".swinssl-train-status", "^Fine-tuning", 30)
     screenshot(page, "web-finetune-progress")
-    wait_for_text(page, ".swinssl-train-status", "^Finished", 300)
+    status = wait_for_text(page, ".swinssl-train-status", "^Finished", 600)
     events = page.evaluate("window.trame.state.get('train_events')")
     assert {1, 2} <= {row["step"] for row in events if row["event"] == "progress"}  # progress was shown step by step
-    tuned = site / "models" / "demo-organs-tuned"
-    assert (tuned / "model.json").is_file() and (tuned / "model.safetensors").is_file()
+
+    tuned, run = site / "models" / "demo-organs-tuned-1", site / "runs" / "demo-organs-tuned-1"
+    assert sorted(path.name for path in tuned.iterdir()) == ["model.json", "model.safetensors"]  # weights, not the checkpoint
+    assert (run / "training" / "checkpoint.pt").is_file()
+    model = json.loads((DEMO_MODEL / "model.json").read_text())
+    config = json.loads((run / "training" / "config.json").read_text())
+    assert ([config["spacing"], config["window"], config["roi"], config["feature_size"], config["classes"], config["patch_merging"]]
+            == [model["spacing"], model["channels"][0]["window"], model["roi"], model["feature_size"], DEMO_ORGANS, model["patch_merging"]])
+    rows = json.loads((tuned / "model.json").read_text())["metrics"]["comparison"]["rows"]
+    scored = [row for row in rows if row["parent"] is not None and row["tuned"] is not None]
+    assert {row["segment"] for row in scored} >= {"liver", "spleen", "aorta"}  # the parent scored on the same case, segment by segment
+    worse = np.mean([row["tuned"] for row in scored]) < np.mean([row["parent"] for row in scored])
+    assert ("demo-organs-tuned-1 is WORSE than demo-organs" in status) == worse and "training-case Dice" in status, status
+    assert worse or "demo-organs-tuned-1 is not worse" in status
+    shown = page.locator(".swinssl-train-comparison").all_inner_texts()
+    for row in scored:
+        assert f"{row['segment']}: demo-organs {row['parent']:.3f}, demo-organs-tuned-1 {row['tuned']:.3f}" in shown
+    page.locator(".swinssl-train-comparison").first.scroll_into_view_if_needed()
+    screenshot(page, "web-finetune-compared")
+
     page.locator(".swinssl-tab-segment").click()
-    page.wait_for_function("window.trame.state.get('seg_models').some(model => model.title === 'demo-organs-tuned')", timeout=10_000)
+    page.wait_for_function("window.trame.state.get('seg_models').some(model => model.title === 'demo-organs-tuned-1')", timeout=10_000)
+    page.reload()
+    wait_for_text(page, ".swinssl-model-info", "6 segments")
+    titles = [model["title"] for model in page.evaluate("window.trame.state.get('seg_models')")]
+    assert titles.index("demo-organs") < titles.index("demo-organs-tuned-1")  # beside its parent, after it
+    assert page.evaluate("window.trame.state.get('seg_model')") == parent  # never preselected over it
     page.locator(".swinssl-model").click()
-    page.locator(".v-overlay .v-list-item-title", has_text="demo-organs-tuned").wait_for()  # the new model is offered
+    page.locator(".v-overlay .v-list-item-title", has_text="demo-organs-tuned-1").wait_for()  # the new model is offered
+
+
+def check_the_preview_views_are_labelled(page, timeout_s: float = 30) -> None:
+    """Each of the three preview views carries its label (yellow text over grey images) in its upper-left corner."""
+    from io import BytesIO
+
+    from PIL import Image
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        views = page.locator("img.image-display-area:visible")
+        corners = [np.asarray(Image.open(BytesIO(views.nth(index).screenshot())).convert("RGB"), dtype=int) for index in range(3)]
+        yellow = [int(((c[:40, :, 0] > 180) & (c[:40, :, 1] > 130) & (c[:40, :, 2] < 90)).sum()) for c in corners]
+        if views.count() == 3 and min(yellow) > 20:
+            return
+        assert time.monotonic() < deadline, f"preview views without their label (yellow pixels at the top: {yellow})"
+        time.sleep(0.5)
 
 
 def test_pretraining_chart_previews_stop_and_resume(page, server, site, shared_data):
-    """Journey 3: pretraining over a server folder draws the loss chart and shows the three preview volumes;
-    Stop writes a checkpoint and Resume continues the step count to the end."""
+    """Journey 3: pretraining over a server folder draws the loss chart and shows the three preview volumes, each
+    labelled, with the hole metrics beside the interpolation baseline; Stop writes a checkpoint and Resume continues
+    the step count to the end."""
     shutil.copy(shared_data / "ct" / "abdomen_ct_3mm.nii.gz", site / "data" / "ct")  # 336 mm long: crops hold anatomy
     page.goto(server.url)
     page.locator(".swinssl-tab-train").click()
@@ -176,6 +316,9 @@ def test_pretraining_chart_previews_stop_and_resume(page, server, site, shared_d
         fill(page, selector, value)
     page.locator(".swinssl-start").click()
     wait_for_text(page, ".swinssl-preview-caption", "of step [1-4]", 240)
+    metrics = wait_for_text(page, ".swinssl-preview-metrics", "^Inside the holes: reconstruction r ", 60)
+    assert "interpolation, no learning: r " in metrics and " HU" in metrics
+    check_the_preview_views_are_labelled(page)
     first_points = page.locator(".swinssl-loss-line").first.get_attribute("points").split()
     page.locator(".swinssl-stop").click()
     status = wait_for_text(page, ".swinssl-train-status", "^Stopped at step", 240)
@@ -245,7 +388,7 @@ def test_bad_input_gets_a_clear_message(page, site, shared_data, tmp_path):
         broken.write_bytes(b"\x1f\x8b this is not a NIfTI file" * 100)
         page.locator(".swinssl-upload input[type=file]").set_input_files(str(broken))
         error = wait_for_text(page, ".swinssl-error", "broken.nii.gz", 60)
-        assert "not a readable volume" in error
+        assert "unreadable" in error
         screenshot(page, "web-corrupt-upload")
         large = tmp_path / "large.nrrd"
         large.write_bytes(np.random.default_rng(0).bytes(1_500_000))

@@ -102,7 +102,7 @@ def test_a_page_cannot_reach_outside_the_data_roots_or_inject_options(page, data
         patient_file = tmp_path / "Doe_John_1950.nii.gz"
         patient_file.write_bytes(b"not a volume" * 50)
         page.locator(".swinssl-upload input[type=file]").set_input_files(str(patient_file))
-        wait_for_text(page, ".swinssl-error", "Doe_John_1950.nii.gz: not a readable volume", 30)
+        wait_for_text(page, ".swinssl-error", "Doe_John_1950.nii.gz: unreadable", 30)
     finally:
         server.stop()
     logs = server.log.read_text() + server.output.read_text()

@@ -94,29 +94,79 @@ def test_released_tang_encoder_through_monai_load_from_and_ours(tmp_path):
     assert_same_features(network, oracle)
 
 
-def test_monai_50k_ssl_weights_through_filter_swinunetr_and_ours(tmp_path):
-    """ssl_pretrained_weights.pth: {"model": {...}} with encoder.* (an extra .0 after the stage), mask token, final
-    norm, the pretrained decoder and out.conv.conv.*, as the tutorial and filter_swinunetr describe."""
+def write_monai_50k_release(path: Path) -> Path:
+    """ssl_pretrained_weights.pth in the layout MONAI's tutorial and ``filter_swinunetr`` describe: {"model": {...}} holding
+    the whole pretrained SwinUNETR. Encoder keys are ``encoder.`` + the stage with an extra ``.0`` (filter_swinunetr keeps
+    key[8:18] and drops key[18:20]); ``encoder.mask_token``, ``encoder.norm.*`` and the 1-channel reconstruction
+    ``out.conv.conv.*`` are the keys the tutorial deletes; every other key is loaded by its name, strictly, into SwinUNETR."""
     torch.manual_seed(9)
-    trained = build_swin_unetr(1, 3, FEATURE).state_dict()
+    pretrained = SwinUNETR(in_channels=1, out_channels=1, feature_size=FEATURE, downsample=LegacyPatchMerging).state_dict()
     ssl = {"encoder.mask_token": torch.zeros(1, 1, FEATURE), "encoder.norm.weight": torch.ones(16 * FEATURE),
-           "encoder.norm.bias": torch.zeros(16 * FEATURE), "out.conv.conv.weight": torch.zeros(1, FEATURE, 1, 1, 1),
-           "out.conv.conv.bias": torch.zeros(1)}
-    for key, value in trained.items():
+           "encoder.norm.bias": torch.zeros(16 * FEATURE)}
+    for key, value in pretrained.items():
+        value = value if key.endswith("relative_position_index") else torch.randn(value.shape) * 0.1 + 1.0 * ("norm" in key and key.endswith("weight"))
         if key.startswith("swinViT.patch_embed."):
-            ssl["encoder." + key.removeprefix("swinViT.")] = torch.randn(value.shape) * 0.1
-        elif key.startswith("swinViT.layers"):
-            stage, rest = key.removeprefix("swinViT.").split(".0.", 1)
-            ssl[f"encoder.{stage}.0.0.{rest}"] = value if rest.endswith("relative_position_index") else torch.randn(value.shape) * 0.1 + 1.0 * ("norm" in rest and rest.endswith("weight"))
-        elif key.startswith(("encoder1.", "decoder1.")):
+            ssl["encoder." + key.removeprefix("swinViT.")] = value
+        elif key.startswith("swinViT."):
+            stage, rest = key.removeprefix("swinViT.").split(".0.", 1)  # layers1.0.blocks.0... -> encoder.layers1.0.0.blocks.0...
+            ssl[f"encoder.{stage}.0.0.{rest}"] = value
+        elif key.startswith("out."):
+            ssl["out.conv.conv." + key.rsplit(".", 1)[1]] = value
+        else:
             ssl[key] = value
-    path = tmp_path / "ssl_pretrained_weights.pth"
     torch.save({"model": ssl}, path)
-    oracle = legacy_network()
-    copy_model_state(oracle, torch.load(path, weights_only=True)["model"], filter_func=filter_swinunetr)
-    network, report = import_for_finetuning(path)
+    return path
+
+
+@pytest.mark.parametrize("classes", [3, 1])
+def test_monai_50k_ssl_weights_every_tensor_as_monai_copy_model_state_loads_them(tmp_path, classes):
+    """MONAI's route (copy_model_state + filter_swinunetr) and ours must give the same SwinUNETR, tensor for tensor:
+    encoder and decoder from the file, ``out`` too when its shape fits (one class), else left as built."""
+    path = write_monai_50k_release(tmp_path / "ssl_pretrained_weights.pth")
+    raw = torch.load(path, weights_only=True)["model"]
+    assert all(filter_swinunetr(k, v) is None or filter_swinunetr(k, v)[0].startswith("swinViT.") for k, v in raw.items())
+    torch.manual_seed(1)
+    oracle = SwinUNETR(in_channels=1, out_channels=classes, feature_size=FEATURE, downsample=LegacyPatchMerging)
+    built = {k: v.clone() for k, v in oracle.state_dict().items()}
+    _, monai_loaded, _ = copy_model_state(oracle, raw, filter_func=filter_swinunetr)
+    source = read_weights(path)
+    merging = choose_patch_merging(source)
+    torch.manual_seed(1)
+    ours = build_swin_unetr(1, classes, FEATURE, merging[0] == "legacy")
+    report = load_weights(ours, source, merging)
+    expected, actual = oracle.state_dict(), ours.state_dict()
+    assert sorted(expected) == sorted(actual)
+    different = [k for k in expected if not torch.equal(expected[k], actual[k])]
+    assert different == [], f"{len(different)} tensors differ from MONAI's loader, e.g. {different[:3]}"
+    changed = {k for k in expected if not torch.equal(expected[k], built[k])}
+    assert {k for k in changed} <= set(monai_loaded) and any(k.startswith("decoder1.") for k in changed)
     assert report.layout == "monai-ssl" and report.patch_merging == "legacy"
-    assert_same_features(network, oracle)
+    assert (report.encoder_matched, report.decoder_matched, report.decoder_total) == (report.encoder_total, 31, 31)
+    assert report.output_loaded == (classes == 1) and len(monai_loaded) == report.matched == (159 if classes == 1 else 157)
+    assert "decoder 31/31" in report.summary()
+    if classes == 3:
+        assert_same_features(ours, oracle)
+        torch.manual_seed(1)
+        ablation = build_swin_unetr(1, classes, FEATURE, True)
+        fresh = {k: v.clone() for k, v in ablation.state_dict().items()}
+        report = load_weights(ablation, source, merging, encoder_only=True)
+        assert report.decoder_matched == 0 and "decoder not loaded (--encoder-only)" in report.summary()
+        assert all(torch.equal(v, fresh[k]) for k, v in ablation.state_dict().items() if not k.startswith("swinViT."))
+
+
+def test_pretraining_from_the_monai_50k_weights_starts_from_their_whole_reconstruction_network(tmp_path):
+    """pretrain --init monai-ssl-50k --decoder swinunetr: encoder, decoder and the 1-channel out, as MONAI's loader gives them."""
+    from swinssl.training.pretrain import load_pretraining_weights
+
+    path = write_monai_50k_release(tmp_path / "ssl_pretrained_weights.pth")
+    source = read_weights(path)
+    model = SSLModel(1, FEATURE, projection_dim=8, decoder="swinunetr", legacy_patch_merging=True)
+    report = load_pretraining_weights(model, source, choose_patch_merging(source))
+    assert (report["decoder_matched"], report["decoder_total"], report["encoder_matched"]) == (31, 31, report["encoder_total"])
+    oracle = SwinUNETR(in_channels=1, out_channels=1, feature_size=FEATURE, downsample=LegacyPatchMerging)
+    copy_model_state(oracle, torch.load(path, weights_only=True)["model"], filter_func=filter_swinunetr)
+    ours = model.state_dict()
+    assert all(torch.equal(ours[key], value) for key, value in oracle.state_dict().items())
 
 
 def test_btcv_finetuned_checkpoint_outside_a_bundle_is_legacy(tmp_path):

@@ -3,7 +3,7 @@
 Workloads (see each module): ``inference`` (sliding windows on the real abdomen CT vs MONAI's
 ``sliding_window_inference``), ``paper_size`` (feature 48, ROI 96, 14 classes on a 4-window crop: model-only
 and end-to-end ratios), ``bf16_cpu`` (bf16 autocast vs fp32 on the CPU: paper-size speed, label agreement of
-the trained demo model on the real CT), ``memory`` (peak RSS on a large CT-like volume vs MONAI's bundle
+the trained demo model on the real CT), ``openvino`` (the OpenVINO backend vs PyTorch vs MONAI: paper-size per window, and end to end on the full 512 x 512 real chest CT with the demo model), ``memory`` (peak RSS on a large CT-like volume vs MONAI's bundle
 pipeline), ``cache`` (building the pretraining cache from real CTs: serial vs a worker per core vs two
 ranks, volumes/s), ``pretraining`` (steps/s vs a decode-every-step research-style loop and vs MONAI ``CacheDataset``),
 ``pretraining_real`` (the same on full-resolution CTs at native spacing) and ``scaling``
@@ -19,10 +19,10 @@ import time
 import warnings
 from pathlib import Path
 
-from benchmarks import bf16_cpu, cache_build, inference, memory, paper_size, pretraining, scaling
+from benchmarks import bf16_cpu, cache_build, inference, memory, openvino, paper_size, pretraining, scaling
 from benchmarks.common import machine
 
-WORKLOADS = ("inference", "paper_size", "bf16_cpu", "memory", "cache", "pretraining", "pretraining_real", "scaling")
+WORKLOADS = ("inference", "paper_size", "bf16_cpu", "openvino", "memory", "cache", "pretraining", "pretraining_real", "scaling")
 
 
 def main() -> None:
@@ -52,6 +52,20 @@ def main() -> None:
         rows.append(("bf16 (CPU)", f"{figures['paper_size_fp32_s']:.1f} s fp32", f"{figures['paper_size_bf16_s']:.1f} s bf16",
                      f"{figures['bf16_speedup']:.2f}x faster", f"trained demo model on the real CT: labels agree on {figures['label_agreement']:.3%}, "
                      f"{figures['foreground_agreement']:.2%} of organ voxels"))
+    if "openvino" in args.only:
+        figures = result["openvino"] = openvino.run(args.repeats or 1)
+        flags = figures["cpu_flags"]
+        print(f"CPU flags: avx512_bf16 {flags['avx512_bf16']}, amx_bf16 {flags['amx_bf16']}, amx_tile {flags['amx_tile']}; "
+              f"OpenVINO {flags['openvino']} sees {' '.join(flags['openvino_capabilities'])}")
+        for part, label in (("per_window", "window"), ("end_to_end", "end to end")):
+            reference = figures[part]["rows"]["monai"]["s"]
+            for name, row in figures[part]["rows"].items():
+                if name == "monai":
+                    continue
+                organs = f", organ voxels {row['organ_voxel_agreement']:.3%}" if row.get("organ_voxel_agreement") is not None else ""
+                memory = f", peak {row['peak_ratio']:.2f}x MONAI's" if row.get("peak_ratio") is not None else ""
+                rows.append((f"{label} {name}", f"{reference:.1f} s MONAI", f"{row['s']:.1f} s", f"{row['speedup']:.2f}x faster",
+                             f"labels agree on {row['label_agreement']:.3%}{organs}{memory}"))
     if "memory" in args.only:
         figures = result["memory"] = memory.run(args.quick)
         result["peak_memory_ratio"] = figures["peak_memory_ratio"]

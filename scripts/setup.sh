@@ -5,6 +5,7 @@
 #           chromium and chromium-headless-shell packages: .ci/run installs them)
 # Where torch is missing it installs torch==2.13.0 first (a CPU build on the project machines),
 # so that the `torch>=2.4` requirement does not pull a multi-GB CUDA build.
+# The dependencies include openvino (the CPU inference backend of `swinssl segment`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}

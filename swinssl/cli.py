@@ -11,19 +11,23 @@ import json
 import sys
 import warnings
 from pathlib import Path
+from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Callable
 
 from swinssl import __version__
 from swinssl.cli_types import (
+    backend_name,
     existing_folder,
     existing_path,
     feature_size,
+    file_output,
     finite_float,
     fraction,
     init_source,
     model_folder,
     non_negative_float,
     non_negative_int,
+    output_folder,
     png_output,
     positive_float,
     positive_int,
@@ -43,9 +47,11 @@ PATCH_MERGING_CHOICES = ("legacy", "v1.5")  # = swinssl.weights.PATCH_MERGING_OR
 CUTOUT_STYLE_CHOICES = ("reference", "exact")  # = swinssl.ssl.augment.CUTOUT_STYLES
 CROP_SAMPLING_CHOICES = ("posneg", "classes")  # = swinssl.finetune.sampler.CROP_SAMPLING
 PRECISION_CHOICES = ("auto", "fp32", "bf16")  # = swinssl.inference.segment.PRECISIONS
+BACKEND_CHOICES = ("auto", "torch", "openvino")  # = swinssl.inference.openvino_backend.BACKENDS
 PATCH_MERGING_HELP = ("order of MONAI's 3-D patch-merging slots the weights were trained with: legacy (MONAI <= 1.4) or v1.5; "
                       "default: what the weights record, else the rule for their source (see the README)")
-DECODER_CHOICES = ("vae", "plain_deconv", "large_kernel_deconv", "deconv", "upsample")  # = swinssl.ssl.model.DECODERS (no torch import here)
+INPAINT_LOSS_CHOICES = ("all", "masked")  # = swinssl.ssl.losses.INPAINT_LOSSES
+DECODER_CHOICES = ("vae", "plain_deconv", "large_kernel_deconv", "deconv", "upsample", "swinunetr")  # = swinssl.ssl.model.DECODERS (no torch import here)
 OVERWRITE_HELP = "replace the run or model in --out (it is kept aside until the new run's first checkpoint is written)"
 
 if TYPE_CHECKING:
@@ -83,7 +89,10 @@ def _add_pretrain_arguments(parser: argparse.ArgumentParser) -> None:
     model.add_argument("--projection-dim", type=positive_int, help="contrastive projection size (default 512)")
     model.add_argument("--decoder", choices=DECODER_CHOICES,
                        help="inpainting head: our normalised deconv (default) or upsample stages, or the reference code's vae "
-                            "(its default; --roi 64 or more), plain_deconv or large_kernel_deconv (see the README)")
+                            "(its default; --roi 64 or more), plain_deconv or large_kernel_deconv, or swinunetr: SwinUNETR's whole "
+                            "decoder, DAE-style (--roi 64 or more; fine-tuning then gets encoder and decoder; see the README)")
+    model.add_argument("--inpaint-loss", choices=INPAINT_LOSS_CHOICES,
+                       help="inpainting L1 over every voxel (all, default, the published setting) or the cut-out voxels only (masked: DAE, SimMIM)")
     model.add_argument("--gradient-checkpointing", action="store_const", const=True)
     model.add_argument("--init", type=init_source, help="start from these weights instead of random ones: a pretraining model, run "
                        "or checkpoint (ours or the reference script's: encoder and heads), or an encoder in any supported layout; "
@@ -113,7 +122,7 @@ def _add_pretrain_arguments(parser: argparse.ArgumentParser) -> None:
     optim.add_argument("--seed", type=int)
     optim.add_argument("--device", choices=("auto", "cpu", "cuda"))
     run = parser.add_argument_group("run control")
-    run.add_argument("--out", required=True, help="run folder: config, checkpoint, encoder, previews")
+    run.add_argument("--out", required=True, type=output_folder, help="run folder: config, checkpoint, encoder, previews")
     run.add_argument("--events", help="JSON Lines event file, or - for stdout")
     run.add_argument("--checkpoint-every", type=positive_int, help="default 100")
     run.add_argument("--preview-every", type=non_negative_int, help="write an inpainting preview every K steps (default 0: never)")
@@ -155,11 +164,28 @@ def _normalised(value):
 def _cmd_pretrain(args: argparse.Namespace) -> int:
     from swinssl.training.run_folder import PRETRAIN_MARKERS, check_run_folder
 
-    check_run_folder(Path(args.out), PRETRAIN_MARKERS, args.resume, args.overwrite)  # before torch is imported
-    from swinssl.training.pretrain import run_pretraining
+    check_run_folder(Path(args.out), PRETRAIN_MARKERS, args.resume, args.overwrite, _is_rank_zero())  # before torch is imported
+    with _run_lock(args.out, "pretrain"):
+        from swinssl.training.pretrain import run_pretraining
 
-    return run_pretraining(_pretrain_config(args), resume=args.resume, show_progress=sys.stderr.isatty(), overwrite=args.overwrite,
-                           print_summary=True)
+        return run_pretraining(_pretrain_config(args), resume=args.resume, show_progress=sys.stderr.isatty(), overwrite=args.overwrite,
+                               print_summary=True)
+
+
+def _is_rank_zero() -> bool:
+    """False in torchrun's processes other than rank 0 (they start the same command into the same folder)."""
+    import os
+
+    return os.environ.get("RANK", "0") == "0"
+
+
+def _run_lock(out: str, command: str) -> AbstractContextManager:
+    """The run folder's lock (:class:`~swinssl.training.run_folder.RunFolderLock`), taken by rank 0 alone."""
+    from contextlib import nullcontext
+
+    from swinssl.training.run_folder import RunFolderLock
+
+    return RunFolderLock(Path(out), command) if _is_rank_zero() else nullcontext()
 
 
 def _cmd_cache(args: argparse.Namespace) -> int:
@@ -219,9 +245,13 @@ def _cmd_web(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from swinssl.demo import run_demo
+    from swinssl.training.run_folder import check_run_folder
 
-    return run_demo(Path(args.out), steps=args.steps, events=args.events, show_progress=sys.stderr.isatty())
+    check_run_folder(Path(args.out), (), False, False)  # another demo writing there
+    with _run_lock(args.out, "demo"):
+        from swinssl.demo import run_demo
+
+        return run_demo(Path(args.out), steps=args.steps, events=args.events, show_progress=sys.stderr.isatty())
 
 
 def _with_event_log(path: str | None, work: Callable[[EventLog], list[Path]]) -> int:
@@ -250,9 +280,35 @@ def _cmd_align(args: argparse.Namespace) -> int:
     return _with_event_log(args.events, align)
 
 
+def _segment_outputs(args: argparse.Namespace) -> list[Path]:
+    """Every file ``segment`` writes: the segmentation (+ the label table beside a NIfTI), the overlay, the confidence map."""
+    output = Path(args.output)
+    outputs = [output]
+    if output.name.lower().endswith((".nii", ".nii.gz")):
+        outputs.append(output.with_name(output.name[: -len(".nii.gz") if output.name.lower().endswith(".gz") else -len(".nii")] + ".json"))
+    return outputs + [Path(path) for path in (args.overlay, args.confidence) if path]
+
+
+def _check_segment_files(args: argparse.Namespace) -> None:
+    """Before torch is imported: an existing output is kept unless --overwrite, and an input whose header says it is a
+    segmentation, a label map or impossibly large is refused."""
+    existing = [path for path in _segment_outputs(args) if path.exists()]
+    if existing and not args.overwrite:
+        raise FileExistsError(f"{existing[0]} already exists (an earlier result, maybe another patient's): add --overwrite to "
+                              "replace it, or give another --output")
+    from swinssl.io.reader import check_header
+
+    for path in map(Path, args.input):
+        if path.is_file():
+            check_header(path)
+
+
 def _cmd_segment(args: argparse.Namespace) -> int:
     import time
 
+    _check_segment_files(args)
+    from swinssl.inference.input_fit import InputMismatchError
+    from swinssl.inference.plausibility import flag_lines
     from swinssl.inference.segment import SegmentOptions, segment_files
     from swinssl.package import load_package
     from swinssl.summary import duration
@@ -262,7 +318,8 @@ def _cmd_segment(args: argparse.Namespace) -> int:
     def segment(events: EventLog) -> list[Path]:
         package = load_package(args.model)
         options = SegmentOptions(overlap=args.overlap, fast=args.fast, device=args.device, batch_size=args.batch_size, register=args.register,
-                                 show_progress=sys.stderr.isatty(), precision=args.precision)
+                                 show_progress=sys.stderr.isatty(), precision=args.precision, allow_mismatch=args.allow_mismatch,
+                                 **({"backend": args.backend} if args.backend else {}))
         written = segment_files([Path(p) for p in args.input], Path(args.output), package, options, events,
                                 Path(args.overlay) if args.overlay else None, Path(args.confidence) if args.confidence else None,
                                 args.confidence_threshold)
@@ -273,15 +330,20 @@ def _cmd_segment(args: argparse.Namespace) -> int:
             sure = (f"  confidence {confidence[name]['mean']:.2f}, {confidence[name]['below']:.0%} below {args.confidence_threshold:g}"
                     if name in confidence else "")
             print(f"  {name:<24} {millilitres:>10.1f} mL{sure}", file=sys.stderr)
+        for line in flag_lines(done["plausibility"]) if "plausibility" in done else []:
+            print(f"  {line}", file=sys.stderr)
         return written
 
-    return _with_event_log(args.events, segment)
+    try:
+        return _with_event_log(args.events, segment)
+    except InputMismatchError as error:  # the event log has the reason alone; the terminal also gets the way out
+        raise ValueError(f"{error}; to segment it anyway, add --allow-mismatch") from None
 
 
 def _cmd_finetune(args: argparse.Namespace) -> int:
     from swinssl.training.run_folder import FINETUNE_MARKERS, check_run_folder
 
-    check_run_folder(Path(args.out), FINETUNE_MARKERS, args.resume, args.overwrite)  # before torch is imported
+    check_run_folder(Path(args.out), FINETUNE_MARKERS, args.resume, args.overwrite, _is_rank_zero())  # before torch is imported
     from swinssl.finetune.config import FINETUNE_RUN_CONTROL, FinetuneConfig
     from swinssl.finetune.train import run_finetune
     from swinssl.preprocessing.intensity import CT_WINDOW
@@ -301,8 +363,13 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
         saved.update(stop_at=given.get("stop_at"), stop_file=given.get("stop_file"))
         config = FinetuneConfig.from_dict(saved)
     else:
-        config = FinetuneConfig(**given)
-    return run_finetune(config, resume=args.resume, show_progress=sys.stderr.isatty(), overwrite=args.overwrite, print_summary=True)
+        from swinssl.finetune.parent import check_fits_parent, inherit_from_parent, parent_package
+
+        config = FinetuneConfig(**inherit_from_parent(given))  # from a model package: its input settings unless given
+        if parent_package(config.init) is not None:
+            check_fits_parent(config, parent_package(config.init))  # before any case is read (the engine checks again)
+    with _run_lock(args.out, "finetune"):
+        return run_finetune(config, resume=args.resume, show_progress=sys.stderr.isatty(), overwrite=args.overwrite, print_summary=True)
 
 
 def _cmd_compare_init(args: argparse.Namespace) -> int:
@@ -314,7 +381,8 @@ def _cmd_compare_init(args: argparse.Namespace) -> int:
 
     given = {k: v for k, v in vars(args).items()
              if v is not None and k not in NOT_SETTINGS + ("pretrained", "counts", "init", "ood_data", "ood_preset")}
-    rows = compare_init(FinetuneConfig(**given), args.pretrained, args.counts, Path(args.out), args.ood_data, args.ood_preset)
+    with _run_lock(args.out, "compare-init"):
+        rows = compare_init(FinetuneConfig(**given), args.pretrained, args.counts, Path(args.out), args.ood_data, args.ood_preset)
     print((Path(args.out) / "compare_init.md").read_text(), end="")
     return 0 if rows else 1
 
@@ -337,20 +405,23 @@ def _cmd_models(args: argparse.Namespace) -> int:
 
 def _list_models(root: Path) -> int:
     from swinssl.model_download import WEIGHTS_JSON
-    from swinssl.models import list_packages
+    from swinssl.models import bundled_packages, list_packages
 
     packages = list_packages(root)
     weights = sorted(root.glob(f"*/{WEIGHTS_JSON}")) if root.is_dir() else []
-    if not packages and not weights:
-        print(f"No models installed in {root}.\nAdd one with: swinssl models download NAME (see: swinssl models available), "
-              "or swinssl models import FOLDER (a package, a MONAI bundle or a fine-tuning run)")
-        return 0
+    installed = {p.name for p in packages}
+    bundled = [(p, note) for p, note in bundled_packages() if p.name not in installed]  # an installed one of that name comes first
     rows = [("NAME", "VERSION", "INPUTS", "SEGMENTS", "FOLDER")]
     rows += [(p.name, p.version, "+".join(c.modality for c in p.channels), str(len(p.labels.labels)), str(p.path)) for p in packages]
     rows += [(meta.parent.name, "-", "encoder", "(--init)", str(meta.parent)) for meta in weights]
+    rows += [(p.name, p.version, "+".join(c.modality for c in p.channels), str(len(p.labels.labels)), f"{p.path}  [bundled; {note}]")
+             for p, note in bundled]
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
     for row in rows:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[4])
+    if not packages and not weights:
+        print(f"\nNo models installed in {root}.\nAdd one with: swinssl models download NAME (see: swinssl models available), "
+              "or swinssl models import FOLDER (a package, a MONAI bundle or a fine-tuning run)")
     return 0
 
 
@@ -402,12 +473,12 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         atomic_write_text(Path(args.json), json.dumps(result, indent=2))
     if args.markdown:
         atomic_write_text(Path(args.markdown), table + "\n")
-    print(table)
+    print(f"Compared: {result['compared']}\n{table}")
     return 0
 
 
 def _add_finetune_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", required=True, help="model package folder (training state goes to OUT/training)")
+    parser.add_argument("--out", required=True, type=output_folder, help="model package folder (training state goes to OUT/training)")
     parser.add_argument("--data", nargs="+", metavar="DIR", type=existing_path, help="MSD folders (dataset.json) or folders of <name> + <name>_label(s)/_seg pairs")
     parser.add_argument("--datalist", dest="datalists", nargs="+", metavar="JSON", type=existing_path, help="MONAI/MSD datalists (training/validation entries)")
     parser.add_argument("--scenes", nargs="+", metavar="MRB|SEG", type=existing_path, help="Slicer .mrb bundles, .seg.nrrd files (beside their volume) or folders of them")
@@ -422,8 +493,11 @@ def _add_finetune_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--spacing", nargs=3, type=positive_float, metavar=("X", "Y", "Z"), help="model spacing in mm (default 1.5 1.5 2)")
     parser.add_argument("--roi", type=roi_size, help="window edge in voxels, multiple of 32, >= 64 (default 96)")
     parser.add_argument("--feature-size", type=feature_size, help="default 48")
-    parser.add_argument("--init", type=init_source, help="random (default), a pretraining run, a model package (folder or installed name), a MONAI bundle folder or a weights file")
+    parser.add_argument("--init", type=init_source, help="random (default), a pretraining run, a model package (folder or installed name; its spacing, window, ROI, feature "
+                        "size, classes and patch merging are kept unless given, and the result is compared with it), a MONAI bundle folder or a weights file")
     parser.add_argument("--patch-merging", choices=PATCH_MERGING_CHOICES, help=PATCH_MERGING_HELP)
+    parser.add_argument("--encoder-only", action="store_true", default=None,
+                        help="load only the encoder (swinViT) of --init (an ablation); default: every tensor whose name and shape fit, decoder included")
     parser.add_argument("--crop-sampling", choices=CROP_SAMPLING_CHOICES,
                         help="centre of the positive half of the crops: posneg (default, as the BTCV tutorial) a random labelled "
                              "voxel, so large organs dominate; classes: a random voxel of a random class present in the case")
@@ -468,7 +542,7 @@ def build_parser() -> argparse.ArgumentParser:
     compare.set_defaults(handler=_cmd_compare_init)
     align = commands.add_parser("align", help="register CT to PET per patient and write 2-channel CT+PET volumes on the PET grid")
     align.add_argument("--data", nargs="+", required=True, metavar="DIR", type=existing_path, help="folders with <case>_ct.* + <case>_pet.* (or ct/ + pet/ subfolders)")
-    align.add_argument("--out", required=True, help="folder for <case>_ctpet.nrrd (+ _labels) files")
+    align.add_argument("--out", required=True, type=output_folder, help="folder for <case>_ctpet.nrrd (+ _labels) files")
     align.add_argument("--affine", action="store_true", help="an affine stage after the rigid one")
     align.add_argument("--no-register", dest="register", action="store_false", help="data already aligned: resample only")
     align.add_argument("--events", help="JSON Lines event file, or - for stdout")
@@ -482,15 +556,21 @@ def build_parser() -> argparse.ArgumentParser:
                          help="also write OUT.nrrd: per voxel the largest softmax probability (0..1) on the input grid; the summary and "
                               "the done event give each segment's mean and share below --confidence-threshold")
     segment.add_argument("--confidence-threshold", type=fraction, default=0.6, help="default 0.6 (two classes tied give 0.5)")
+    segment.add_argument("--overwrite", action="store_true", help="replace existing output files (refused without it)")
     segment.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     segment.add_argument("--overlap", type=fraction, default=0.5, help="sliding-window overlap (default 0.5)")
     segment.add_argument("--precision", choices=PRECISION_CHOICES, default="auto",
-                         help="auto (default): bf16/fp16 on GPUs, fp32 on the CPU; bf16 on a CPU with AVX-512 BF16 or AMX is about "
-                              "1.75x faster at feature size 48 but changes 1-2.5 %% of organ voxels (see benchmarks/RESULTS.md)")
+                         help="auto (default): bf16/fp16 on GPUs, fp32 on the CPU; bf16 on a CPU with AVX-512 BF16 or AMX is "
+                              "faster but changes about 1 %% of organ voxels (fp32 where the CPU has no bf16; see benchmarks/RESULTS.md)")
+    segment.add_argument("--backend", type=backend_name, choices=BACKEND_CHOICES,
+                         help="auto (default, or $SWINSSL_BACKEND): OpenVINO on the CPU when installed, PyTorch on GPUs; torch; "
+                              "openvino (the CPU; the first run converts the model, later runs load it from the cache)")
     segment.add_argument("--fast", action="store_true", help="coarser spacing (x1.5) for quick previews")
     segment.add_argument("--batch-size", type=positive_int, default=4, help="windows per forward pass")
     segment.add_argument("--register", action="store_true",
                          help="several inputs taken apart (e.g. CT and PET): register each to the first (rigid MI) before stacking")
+    segment.add_argument("--allow-mismatch", action="store_true",
+                         help="segment an input that is certainly not the model's kind (e.g. an MR into a CT model) anyway; refused without it")
     segment.add_argument("--events", help="JSON Lines event file, or - for stdout")
     segment.set_defaults(handler=_cmd_segment)
     models = commands.add_parser("models", help="list installed models, list the catalogue, download or import a model")
@@ -508,10 +588,11 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = commands.add_parser("evaluate", help="per-class Dice, HD95 and surface Dice of a segmentation against a reference")
     evaluate.add_argument("--pred", required=True, type=existing_path, help="predicted .seg.nrrd or label map")
     evaluate.add_argument("--ref", required=True, type=existing_path, help="reference .seg.nrrd or label map (classes matched by name)")
-    evaluate.add_argument("--ref-names", type=existing_path, help="JSON {value: name} for a reference label map without names")
+    evaluate.add_argument("--ref-names", type=existing_path, help="names of a reference label map without them: JSON {value: name} "
+                          "or CSV value,name lines (as atlases ship them)")
     evaluate.add_argument("--tolerance", type=positive_float, default=2.0, help="surface Dice tolerance in mm (default 2)")
-    evaluate.add_argument("--json", help="write the metrics as JSON here")
-    evaluate.add_argument("--markdown", help="write the Markdown table here")
+    evaluate.add_argument("--json", type=file_output, help="write the metrics as JSON here")
+    evaluate.add_argument("--markdown", type=file_output, help="write the Markdown table here")
     evaluate.set_defaults(handler=_cmd_evaluate)
     cache = commands.add_parser("cache", help="prepare the preprocessed-volume cache of pretrain ahead of a (cluster) run, in parallel")
     _add_data_arguments(cache, required=True)
@@ -533,7 +614,7 @@ def build_parser() -> argparse.ArgumentParser:
     web.add_argument("--catalogue", type=existing_path, help="the model catalogue offered for download (default: the built-in one)")
     web.set_defaults(handler=_cmd_web)
     demo = commands.add_parser("demo", help="short pretraining with previews on the bundled CT (CPU, a few minutes)")
-    demo.add_argument("--out", default="swinssl-demo", help="output folder (default ./swinssl-demo)")
+    demo.add_argument("--out", default="swinssl-demo", type=output_folder, help="output folder (default ./swinssl-demo)")
     demo.add_argument("--steps", type=positive_int, default=10)
     demo.add_argument("--events", help="JSON Lines event file, or - for stdout")
     demo.set_defaults(handler=_cmd_demo)
@@ -541,7 +622,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 class _Parser(argparse.ArgumentParser):
-    """Usage errors in one line plus a pointer to --help (the full usage of a command is a screen long)."""
+    """Usage errors in one line plus a pointer to --help (the full usage of a command is a screen long). No abbreviated
+    options (``--step 5`` is an error, not ``--steps 5``); the subcommands' parsers are of this class too."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> None:
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n(see '{self.prog} --help')\n")

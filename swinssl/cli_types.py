@@ -4,6 +4,7 @@ torch or MONAI is imported, so a typo fails in a fraction of a second with one l
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 
@@ -113,13 +114,42 @@ def init_source(text: str) -> str:
     return str(weights) if weights is not None else model_folder(text)
 
 
+def _check_writable_parent(text: str) -> None:
+    """The nearest existing folder above ``text`` must be a folder this user may write into (a read-only mount counts)."""
+    existing = next(parent for parent in Path(text).absolute().parents if parent.exists())
+    if not existing.is_dir():
+        raise argparse.ArgumentTypeError(f"{text}: cannot be written, {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise argparse.ArgumentTypeError(f"{text}: cannot be written, the folder {existing} is read-only (for this user)")
+
+
 def _writable_output(text: str, suffixes: tuple[str, ...]) -> str:
     """A path with one of ``suffixes`` whose folder exists or can be made (checked now, not after the work)."""
     if not text.lower().endswith(suffixes):
         raise argparse.ArgumentTypeError(f"{text}: the output must end in {', '.join(suffixes[:-1])}{' or ' if len(suffixes) > 1 else ''}{suffixes[-1]}")
-    existing = next(parent for parent in Path(text).absolute().parents if parent.exists())
-    if not existing.is_dir():
-        raise argparse.ArgumentTypeError(f"{text}: cannot be written, {existing} is a file, not a folder")
+    return file_output(text)
+
+
+def output_folder(text: str) -> str:
+    """A run's or model's ``--out`` folder: an existing folder this user can write into, or one that can be made."""
+    path = Path(text)
+    if path.exists() and not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text}: is a file; --out is a folder (a run's or a model's)")
+    if path.is_dir():
+        if not os.access(path, os.W_OK | os.X_OK):
+            raise argparse.ArgumentTypeError(f"{text}: the folder is read-only (for this user)")
+        return text
+    _check_writable_parent(text)
+    return text
+
+
+def file_output(text: str) -> str:
+    """A file to write: not a folder, not a read-only file, in a folder that exists (or can be made) and is writable."""
+    if Path(text).is_dir():
+        raise argparse.ArgumentTypeError(f"{text}: is a folder; give a file name")
+    if Path(text).exists() and not os.access(text, os.W_OK):
+        raise argparse.ArgumentTypeError(f"{text}: exists and is read-only")
+    _check_writable_parent(text)
     return text
 
 
@@ -136,3 +166,12 @@ def png_output(text: str) -> str:
 def volume_output(text: str) -> str:
     """A .nrrd/.nii(.gz) volume path (a float map such as the confidence)."""
     return _writable_output(text, (".nrrd", ".nii", ".nii.gz"))
+
+
+def backend_name(text: str) -> str:
+    """``segment --backend``: auto, torch or openvino; openvino must be installed (looked up without importing it)."""
+    import importlib.util
+
+    if text == "openvino" and importlib.util.find_spec("openvino") is None:
+        raise argparse.ArgumentTypeError("openvino is not installed in this Python (pip install openvino; or --backend auto or torch)")
+    return text

@@ -16,10 +16,9 @@ import SimpleITK as sitk
 import torch
 from monai.metrics import compute_dice, compute_hausdorff_distance, compute_surface_dice
 
-from swinssl.finetune.cases import names_from_mapping
 from swinssl.io.reader import check_gzip_stream
 from swinssl.labels.segmentation_file import read_seg_nrrd
-from swinssl.labels.table import normalize_name
+from swinssl.labels.table import normalize_name, read_names_file
 
 MARGIN = 2
 
@@ -82,22 +81,40 @@ def box_overlap(image: sitk.Image, reference: sitk.Image) -> float:
     return float(np.prod(inside) / max(np.prod(high_b - low_b), 1e-9))
 
 
-def evaluate(pred_path: Path, ref_path: Path, tolerance_mm: float = 2.0, ref_names_path: Path | None = None) -> dict:
-    """Metrics per class shared by name, and their means over classes present in either map.
+def same_grid(image: sitk.Image, reference: sitk.Image) -> bool:
+    """Same size, origin, spacing and direction (to 1e-3)."""
+    return image.GetSize() == reference.GetSize() and all(
+        np.allclose(getattr(image, name)(), getattr(reference, name)(), atol=1e-3) for name in ("GetOrigin", "GetSpacing", "GetDirection"))
 
-    ``ref_names_path``: a JSON {value: name} table for a reference label map that carries no names.
+
+def _mm(spacing: tuple[float, ...]) -> str:
+    return " x ".join(f"{value:.3g}" for value in spacing) + " mm"
+
+
+def evaluate(pred_path: Path, ref_path: Path, tolerance_mm: float = 2.0, ref_names_path: Path | None = None) -> dict:
+    """Metrics per class shared by name, and their means over classes present in either map; ``compared`` says on
+    which grid (a prediction on another grid is resampled onto the reference's).
+
+    Raises:
+        ValueError: the maps do not overlap, or no class can be scored (none shared, or all absent from both).
+
+    ``ref_names_path``: a names table (JSON {value: name} or CSV value,name) for a reference label map that carries no names.
     """
     prediction, pred_names = read_labelled(pred_path)
     reference, ref_names = read_labelled(ref_path)
     if ref_names_path is not None:
-        table = names_from_mapping(json.loads(Path(ref_names_path).read_text()))
+        table = read_names_file(Path(ref_names_path))
         present = {int(v) for v in np.unique(sitk.GetArrayViewFromImage(reference))} - {0}
         ref_names = {v: n for v, n in table.items() if v in present or normalize_name(n) in {normalize_name(p) for p in pred_names.values()}}
-    if prediction.GetSize() != reference.GetSize() or not np.allclose(prediction.GetOrigin(), reference.GetOrigin(), atol=1e-3):
+    compared = f"same grid (size {reference.GetSize()})"
+    if not same_grid(prediction, reference):
         covered = box_overlap(prediction, reference)
         if covered < MIN_OVERLAP:
             raise ValueError(f"{pred_path} (size {prediction.GetSize()}) covers {covered:.0%} of the field of view of {ref_path} "
                              f"(size {reference.GetSize()}): they are not segmentations of the same scan")
+        compared = (f"the prediction (size {prediction.GetSize()}, spacing {_mm(prediction.GetSpacing())}) resampled (nearest neighbour) "
+                    f"onto the reference grid (size {reference.GetSize()}, spacing {_mm(reference.GetSpacing())}), which it covers "
+                    f"{covered:.0%}; scored inside the reference's field of view only")
         prediction = sitk.Resample(prediction, reference, sitk.Transform(), sitk.sitkNearestNeighbor, 0)
     pred_array = sitk.GetArrayViewFromImage(prediction)
     ref_array = sitk.GetArrayViewFromImage(reference)
@@ -112,11 +129,16 @@ def evaluate(pred_path: Path, ref_path: Path, tolerance_mm: float = 2.0, ref_nam
         classes[name] = _class_metrics(pred_array == pred_value, ref_array == value, spacing, tolerance_mm)
     not_predicted = [n for n in ref_names.values() if normalize_name(n) not in pred_by_name]
     not_in_reference = [n for n in pred_names.values() if normalize_name(n) not in ref_keys]
+    if not any(metrics["dice"] is not None for metrics in classes.values()):
+        why = (f"{', '.join(classes)}: absent from both maps" if classes else
+               f"no class of the prediction ({', '.join(pred_names.values()) or 'none'}) is named in the reference "
+               f"({', '.join(ref_names.values()) or 'none'}; a reference without names needs --ref-names)")
+        raise ValueError(f"{pred_path} against {ref_path}: nothing to score ({why}); compared: {compared}")
     means = {}
     for metric in ("dice", "hd95_mm", "surface_dice"):
         values = [c[metric] for c in classes.values() if c[metric] is not None and math.isfinite(c[metric])]
         means[metric] = float(np.mean(values)) if values else None
-    return {"prediction": str(pred_path), "reference": str(ref_path), "tolerance_mm": tolerance_mm, "classes": classes, "mean": means,
+    return {"prediction": str(pred_path), "reference": str(ref_path), "compared": compared, "tolerance_mm": tolerance_mm, "classes": classes, "mean": means,
             "reference_classes_not_predicted": not_predicted, "predicted_classes_not_in_reference": not_in_reference}
 
 

@@ -13,6 +13,8 @@ import time
 from pathlib import Path
 from typing import IO, Any
 
+from swinssl.progress_lines import ProgressLines
+
 SCHEMA_VERSION = 1
 EVENT_KINDS = ("start", "cache", "progress", "preview", "checkpoint", "warning", "stopped", "done", "error")
 
@@ -37,7 +39,8 @@ class EventLog:
 
     Each line is flushed at once so that a reader polling the file sees whole events. With
     ``echo_warnings`` (the command line does this) every ``warning`` is also printed to stderr as one line,
-    and :meth:`close` ends with their count, so a terminal run never hides a skipped file.
+    and :meth:`close` ends with their count, so a terminal run never hides a skipped file; when stderr is no terminal,
+    ``progress`` events also become a line there every 30 s (:mod:`swinssl.progress_lines`).
     """
 
     def __init__(self, target: str | Path | None = None, echo_warnings: bool = False) -> None:
@@ -46,6 +49,7 @@ class EventLog:
         self.echo_warnings = echo_warnings
         self.warnings = 0
         self.last: dict[str, dict[str, Any]] = {}  # the latest event of each kind, for summaries
+        self._progress_lines = ProgressLines.for_stderr() if echo_warnings else None  # the command line's log without a terminal
         if target is None:
             return
         if str(target) == "-":
@@ -67,6 +71,8 @@ class EventLog:
             if self.echo_warnings:
                 where = f"{record['file']}: " if record.get("file") else ""
                 print(f"warning: {where}{record.get('reason')}", file=sys.stderr, flush=True)
+        if self._progress_lines is not None:
+            self._progress_lines.offer(record)
         if self._stream is not None:
             self._stream.write(json.dumps(record) + "\n")
             self._stream.flush()

@@ -24,17 +24,31 @@ def models_dir() -> Path:
     return Path(os.environ.get("XDG_DATA_HOME", Path.home() / ".local" / "share")) / "swinssl" / "models"
 
 
+BUNDLED_MODELS = Path(__file__).parent / "resources"
+BUNDLED_NOTES = {"demo_organs": "demo: one CT"}  # carried packages (folder name -> what they are), listed after the installed ones
+
+
+def bundled_packages() -> list[tuple[ModelPackage, str]]:
+    """The packages carried inside swinssl (the demo organ model), each with its note."""
+    return [(load_package(BUNDLED_MODELS / folder), note) for folder, note in BUNDLED_NOTES.items()
+            if (BUNDLED_MODELS / folder / MODEL_JSON).is_file()]
+
+
 def resolve_model(reference: str | Path, root: Path | None = None) -> Path:
-    """A package folder given as a path, a folder name in the models folder, or an installed model's name."""
+    """A package folder given as a path, a folder name in the models folder, an installed model's name, or the name of
+    a bundled one (an installed model of the same name comes first)."""
     root = root or models_dir()
     for folder in (Path(reference), root / str(reference)):
         if (folder / MODEL_JSON).is_file():
             return folder
     installed = list_packages(root)
     match = next((package.path for package in installed if package.name == str(reference)), None)
+    match = match or next((package.path for package, _ in bundled_packages() if package.name == str(reference)), None)
     if match is None:
         names = ", ".join(package.name for package in installed) or "none"
-        raise ValueError(f"{reference}: neither a model package folder nor an installed model (installed in {root}: {names})")
+        bundled = ", ".join(package.name for package, _ in bundled_packages())
+        raise ValueError(f"{reference}: neither a model package folder nor an installed model (installed in {root}: {names}; "
+                         f"bundled: {bundled})")
     return match
 
 

@@ -7,7 +7,12 @@
      "channels": [{"modality": "CT", "preset": "ct", "window": null}],
      "spacing": [1.5, 1.5, 2.0], "roi": 96, "feature_size": 48,
      "patch_merging": "v1.5", "legacy_patch_merging": false, "monai_version": "1.5.0",
-     "swinssl_version": "0.1.0", "training": {...}, "metrics": {...}}
+     "swinssl_version": "0.1.0", "training": {...}, "metrics": {...},
+     "trained_on": {"region": "abdomen", "source": "...", "spacing_mm": [1.5, 2.0], "known_misses": ["..."]}}
+
+``trained_on`` (optional; older packages have none) says what the model has seen, so a face can show it next
+to the model choice and :mod:`swinssl.inference.input_fit` can warn about inputs unlike it. ``metrics`` may hold
+``confidence`` {segment: mean confidence on the validation cases}, the reference of the plausibility summary.
 
 ``patch_merging`` is the order of MONAI's 3-D patch-merging slots the weights were trained with (``legacy``:
 MONAI <= 1.4; see :mod:`swinssl.weights`); ``legacy_patch_merging`` repeats it for earlier swinssl versions.
@@ -44,6 +49,29 @@ class InputChannel:
         return IntensitySettings(self.preset, tuple(self.window) if self.window else None, self.pet_max_suv)
 
 
+@dataclass(frozen=True)
+class TrainedOn:
+    """What a model was trained on, beyond its channels' modalities: body ``region`` (e.g. "abdomen"; "" when not
+    recorded), the training data's ``source``, the input voxel spacings it saw (``spacing_mm``: finest, coarsest;
+    None: the package spacing) and what it is known to miss, in words that name the segment (an empty segment named in
+    a known miss is reported as that miss, not as a surprise)."""
+
+    region: str = ""
+    source: str = ""
+    spacing_mm: tuple[float, float] | None = None
+    known_misses: tuple[str, ...] = ()
+
+    @classmethod
+    def from_json(cls, meta: dict) -> TrainedOn:
+        spacing = meta.get("spacing_mm")
+        return cls(str(meta.get("region", "")), str(meta.get("source", "")), (float(spacing[0]), float(spacing[1])) if spacing else None,
+                   tuple(str(miss) for miss in meta.get("known_misses", ())))
+
+    def to_json(self) -> dict:
+        return {"region": self.region, "source": self.source, "spacing_mm": list(self.spacing_mm) if self.spacing_mm else None,
+                "known_misses": list(self.known_misses)}
+
+
 @dataclass
 class ModelPackage:
     name: str
@@ -59,6 +87,7 @@ class ModelPackage:
     swinssl_version: str = __version__
     training: dict = field(default_factory=dict)
     metrics: dict = field(default_factory=dict)
+    trained_on: TrainedOn = field(default_factory=TrainedOn)
     path: Path | None = None
 
     def __post_init__(self) -> None:
@@ -82,7 +111,22 @@ class ModelPackage:
             "swinssl_version": self.swinssl_version,
             "training": self.training,
             "metrics": self.metrics,
+            "trained_on": self.trained_on.to_json(),
         }
+
+    def kind(self) -> str:
+        """What the model takes, in words: "abdomen CT", "CT + PET" (region when recorded)."""
+        modalities = " + ".join(channel.modality for channel in self.channels)
+        return f"{self.trained_on.region} {modalities}" if self.trained_on.region else modalities
+
+    def describe_training(self) -> str:
+        """One line for the faces, next to the model choice: what it was trained on and what it is known to miss."""
+        spacing = self.trained_on.spacing_mm or (min(self.spacing), max(self.spacing))
+        voxels = f"{spacing[0]:g} mm" if spacing[0] == spacing[1] else f"{spacing[0]:g}-{spacing[1]:g} mm"
+        text = f"Trained on {self.kind()} ({voxels} voxels)" + (f": {self.trained_on.source}" if self.trained_on.source else "")
+        if self.trained_on.known_misses:
+            text += ". Known misses: " + "; ".join(self.trained_on.known_misses)
+        return text + "."
 
     def build_network(self):
         """SwinUNETR with this package's architecture, weights loaded strictly, in eval mode."""
@@ -149,5 +193,6 @@ def load_package(folder: str | Path) -> ModelPackage:
         swinssl_version=meta.get("swinssl_version", "unknown"),
         training=meta.get("training", {}),
         metrics=meta.get("metrics", {}),
+        trained_on=TrainedOn.from_json(meta.get("trained_on") or {}),
         path=folder,
     )

@@ -5,14 +5,19 @@ Layouts (what the public code writes and loads; see the README's "Weights and th
 - ``tang-ssl``: the released Tang et al. ``model_swinvit.pt``: ``state_dict`` with ``module.patch_embed.*``,
   ``module.layers{1-4}.0.blocks.*`` (``mlp.fc1/fc2``), ``module.layers{1-4}.0.downsample.*``, ``module.norm.*``,
   the keys MONAI's ``SwinUNETR.load_from`` reads;
-- ``monai-ssl``: MONAI's ~50k-volume SSL weights (``model``; ``encoder.`` prefix with an extra ``.0`` after the
-  stage index, as the tutorial's renaming and MONAI's ``filter_swinunetr`` undo; decoder keys ignored);
+- ``monai-ssl``: MONAI's ~50k-volume SSL weights (``model``): the whole SwinUNETR was pretrained. Encoder keys carry
+  an ``encoder.`` prefix with an extra ``.0`` after the stage index, which the tutorial's renaming and MONAI's
+  ``filter_swinunetr`` undo (``encoder.mask_token`` and ``encoder.norm.*`` have no counterpart); every other key
+  (``encoder1-4``, ``encoder10``, ``decoder1-5``, ``out``) is already SwinUNETR's and is loaded as it is, as
+  ``copy_model_state`` does: the decoder always, ``out.*`` (one reconstruction channel) only where its shape fits;
 - ``reference-ssl``: a checkpoint of the reference pretraining script (research-contributions
   SwinUNETR/Pretrain ``main.py``): ``state_dict`` of its ``SSLHead`` (``swinViT.*``, ``rotation_head``,
   ``contrastive_head``, ``conv``), with ``module.`` in front of every key when it ran under DDP;
 - ``swinunetr``: a full SwinUNETR state dict (``swinViT.``, ``encoder1``...), e.g. the BTCV fine-tuned
   checkpoints, a MONAI bundle's ``models/model.pt``, a model package, our encoder export;
-- ``swinssl-pretrain``: a pretraining checkpoint or model of ours (``swinViT.`` + our heads).
+- ``swinssl-pretrain``: a pretraining checkpoint or model of ours (``swinViT.`` + our heads; with ``--decoder swinunetr``
+  the reconstruction head is SwinUNETR's decoder under its own names, loaded with the encoder, ``out`` excepted).
+Every tensor whose mapped name and shape fit the network is loaded (``--encoder-only``: ``swinViT.*`` only).
 A ``module.`` prefix on every key (a DDP-wrapped model's state dict) is removed first.
 Files are read with safetensors or ``torch.load(weights_only=True)``: a pickle that would run code is refused.
 
@@ -37,6 +42,12 @@ from swinssl.io.weights_file import WeightsFileError, load_safetensors, load_tor
 PATCH_MERGING_ORDERS = ("legacy", "v1.5")
 LEGACY_MERGING_LAYOUTS = ("tang-ssl", "monai-ssl", "reference-ssl")
 CONTAINER_KEYS = ("state_dict", "model", "network", "net", "model_state_dict")
+# SwinUNETR's decoder: the convolutional skip encoders and the up-sampling blocks (not ``out``, the class-specific layer).
+DECODER_MODULES = ("encoder1", "encoder2", "encoder3", "encoder4", "encoder10", "decoder5", "decoder4", "decoder3", "decoder2", "decoder1")
+
+
+def is_decoder_key(key: str) -> bool:
+    return key.split(".", 1)[0] in DECODER_MODULES
 
 
 WeightsError = WeightsFileError  # weights that cannot be read or that load nothing useful; the message names the file
@@ -71,12 +82,14 @@ def _unwrap(data: Any, path: Path) -> dict[str, torch.Tensor]:
 
 
 def weights_file_of(reference: str | Path) -> Path:
-    """The weights file of ``reference``: a file, or a model package, pretraining run or MONAI bundle folder."""
+    """The weights file of ``reference``: a file, or a model package, pretraining run (its SwinUNETR-keyed encoder +
+    decoder when pretrained with ``--decoder swinunetr``, else its encoder) or MONAI bundle folder."""
     path = Path(reference)
-    for candidate in (path, path / "model.safetensors", path / "encoder.safetensors", path / "models" / "model.pt", path / "checkpoint.pt"):
+    names = ("model.safetensors", "swinunetr.safetensors", "encoder.safetensors", "models/model.pt", "checkpoint.pt")
+    for candidate in (path, *(path / name for name in names)):
         if candidate.is_file():
             return candidate
-    raise FileNotFoundError(f"{reference}: no weights file (model.safetensors, encoder.safetensors, models/model.pt, checkpoint.pt)")
+    raise FileNotFoundError(f"{reference}: no weights file ({', '.join(names)})")
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
@@ -198,10 +211,10 @@ def to_swinunetr_keys(state: dict[str, torch.Tensor], layout: str) -> dict[str, 
                 key = f"swinViT.{match.group(1)}.0.{match.group(2)}"
             elif key.startswith("encoder.patch_embed."):
                 key = "swinViT." + key.removeprefix("encoder.")
-            else:
-                continue
+            elif key.startswith("encoder."):
+                continue  # mask token and final norm
         elif layout in ("swinssl-pretrain", "reference-ssl"):
-            if not key.startswith("swinViT."):
+            if not key.startswith("swinViT.") and not is_decoder_key(key):
                 continue
             key = _mlp_names(key)
         mapped[key] = value
@@ -220,16 +233,23 @@ class LoadReport:
     encoder_total: int
     patch_merging: str
     patch_merging_reason: str
+    decoder_matched: int = 0
+    decoder_total: int = 0
+    output_loaded: bool = False
+    encoder_only: bool = False
 
     def summary(self) -> str:
+        decoder = "not loaded (--encoder-only)" if self.encoder_only else f"{self.decoder_matched}/{self.decoder_total}"
         return (f"{self.source} ({self.layout}): {self.matched} tensors loaded, {self.missing} missing, {self.unexpected} unexpected, "
-                f"{self.shape_mismatch} of other shape; encoder {self.encoder_matched}/{self.encoder_total}; "
-                f"patch merging {self.patch_merging} ({self.patch_merging_reason})")
+                f"{self.shape_mismatch} of other shape; encoder {self.encoder_matched}/{self.encoder_total}, decoder {decoder}, "
+                f"output layer {'loaded' if self.output_loaded else 'new'}; patch merging {self.patch_merging} ({self.patch_merging_reason})")
 
 
-def load_weights(network: torch.nn.Module, source: WeightsSource | str | Path, patch_merging: tuple[str, str] | None = None) -> LoadReport:
+def load_weights(network: torch.nn.Module, source: WeightsSource | str | Path, patch_merging: tuple[str, str] | None = None,
+                 encoder_only: bool = False) -> LoadReport:
     """Loads every tensor of ``source`` whose name and shape match ``network`` (a SwinUNETR built with the
-    order ``patch_merging`` = (order, why), by default :func:`choose_patch_merging` of the source).
+    order ``patch_merging`` = (order, why), by default :func:`choose_patch_merging` of the source), as MONAI's
+    ``copy_model_state`` does; with ``encoder_only`` the ``swinViT.*`` tensors only.
 
     Raises:
         WeightsError: when the encoder (``swinViT.``) got nothing, or less than half of its tensors.
@@ -237,12 +257,15 @@ def load_weights(network: torch.nn.Module, source: WeightsSource | str | Path, p
     source = source if isinstance(source, WeightsSource) else read_weights(source)
     order, why = patch_merging or choose_patch_merging(source)
     mapped = to_swinunetr_keys(source.state, source.layout)
+    if encoder_only:
+        mapped = {k: v for k, v in mapped.items() if k.startswith("swinViT.")}
     target = network.state_dict()
     usable = {k: v for k, v in mapped.items() if k in target and target[k].shape == v.shape}
     mismatched = sum(1 for k, v in mapped.items() if k in target and target[k].shape != v.shape)
     network.load_state_dict(usable, strict=False)
     # Learned encoder tensors (index buffers match whatever the feature size, so they do not count).
     encoder_keys = [k for k in target if k.startswith("swinViT.") and not k.endswith("relative_position_index")]
+    decoder_keys = [k for k in target if is_decoder_key(k)]
     report = LoadReport(
         source=str(source.path),
         layout=source.layout + (", DDP" if source.data_parallel else ""),
@@ -254,6 +277,10 @@ def load_weights(network: torch.nn.Module, source: WeightsSource | str | Path, p
         encoder_total=len(encoder_keys),
         patch_merging=order,
         patch_merging_reason=why,
+        decoder_matched=len([k for k in usable if k in decoder_keys]),
+        decoder_total=len(decoder_keys),
+        output_loaded=any(k.startswith("out.") for k in usable),
+        encoder_only=encoder_only,
     )
     if report.encoder_matched < max(1, report.encoder_total // 2):
         raise WeightsError(f"{source.path}: no usable encoder weights for this model ({report.summary()}); check the feature size and layout")

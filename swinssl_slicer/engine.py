@@ -25,6 +25,7 @@ ENGINE_REQUIREMENTS = (
     "scipy>=1.10",
     "psutil>=5.9",
     "packaging>=21",
+    "openvino>=2025.0",  # the CPU inference backend (wheels for Linux, Windows and macOS, x86-64 and ARM)
 )
 TORCH_REQUIREMENT = next(r for r in ENGINE_REQUIREMENTS if r.startswith("torch"))
 

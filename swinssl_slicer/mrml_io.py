@@ -102,14 +102,3 @@ def place_under_study(node, reference_node) -> None:
     else:
         hierarchy.CreateItem(parent, node)
 
-
-def show_overlay(scene, overlay, under, opacity: float = 0.5) -> int:
-    """Shows volume node ``overlay`` as the foreground, at ``opacity``, in every slice view whose background is
-    volume node ``under`` (as slicer.util.setSliceViewerLayers does, limited to those views); returns how many."""
-    shown = 0
-    for composite in nodes_by_class(scene, "vtkMRMLSliceCompositeNode"):
-        if composite.GetBackgroundVolumeID() == under.GetID():
-            composite.SetForegroundVolumeID(overlay.GetID())
-            composite.SetForegroundOpacity(opacity)
-            shown += 1
-    return shown

@@ -14,20 +14,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from swinssl_slicer.confidence_display import CONFIDENCE_ATTRIBUTE, style_confidence_map
 from swinssl_slicer.engine import engine_process, ensure_engine_on_path
 from swinssl_slicer.mrml_io import place_under_study, read_segmentation, read_volume, same_parent_transform, write_volume
 
 ensure_engine_on_path()
 
 from swinssl.models import list_packages, models_dir  # noqa: E402  (reads model.json files only: no torch import)
+from swinssl.inference.plausibility import summary_lines  # noqa: E402  (plain Python: no torch import)
 from swinssl.package import ModelPackage, load_package  # noqa: E402
 
 if TYPE_CHECKING:
     from swinssl.runner import EngineProcess
-
-CONFIDENCE_ATTRIBUTE = "SwinSSL.Confidence"
-# vtkMRMLColorLogic::GetFileColorNodeID("Inferno.txt") in Slicer 5.10 and 5.12 (Base/Logic/Resources/ColorFiles/Inferno.txt)
-CONFIDENCE_COLOURS = "vtkMRMLColorTableNodeFileInferno.txt"
 
 
 @dataclass
@@ -46,6 +44,16 @@ class SegmentRun:
     confidence_output: Path | None = None  # asked for a confidence map: where the engine writes it
     confidence: dict = field(default_factory=dict)  # segment name -> {"mean", "below"} from the done event
     confidence_node_id: str | None = None  # the loaded map, after finish()
+    input_names: dict[str, str] = field(default_factory=dict)  # temporary input file -> its volume's name, for messages
+    warnings: list[str] = field(default_factory=list)  # the engine's doubts about the inputs (e.g. "looks like a chest CT")
+    mismatch: bool = False  # refused: an input is certainly not the model's kind; start(..., allow_mismatch=True) overrides
+    plausibility: list[str] = field(default_factory=list)  # after the run: volumes, confidence and flags, one line each
+
+    def named(self, text: str) -> str:
+        """``text`` with the temporary input files replaced by their volumes' names."""
+        for path, name in self.input_names.items():
+            text = text.replace(path, name)
+        return text
 
     @property
     def progress(self) -> float:
@@ -89,13 +97,20 @@ class SegmentationLogic:
             return []
         return [channel.modality for channel in load_package(model).channels]
 
+    def model_details(self, model: str | Path) -> str:
+        """What the model was trained on and what it is known to miss, for beside the model choice; "" without a model."""
+        return load_package(model).describe_training() if model else ""
+
     def start(self, input_nodes: list, model: str | Path, device: str = "auto", overlap: float = 0.5, fast: bool = False,
-              output_name: str | None = None, register: bool = True, confidence: bool = False) -> SegmentRun:
+              output_name: str | None = None, register: bool = True, confidence: bool = False, allow_mismatch: bool = False,
+              backend: str = "auto") -> SegmentRun:
         """Writes the inputs to temporary NRRD files (uncompressed) and starts the engine; returns at once.
 
         With several inputs (e.g. CT and PET volumes) and ``register``, the engine registers each to
         the first before stacking them; the segmentation is on the first input's grid. With ``confidence``
-        the engine also writes the confidence map, which :meth:`finish` loads as a volume.
+        the engine also writes the confidence map, which :meth:`finish` loads as a volume. An input that is certainly
+        not the model's kind (an MR into a CT model) is refused by the engine (``run.mismatch``) unless ``allow_mismatch``.
+        ``backend``: auto (the engine's default: OpenVINO on the CPU), torch or openvino.
         """
         if not model:
             raise ValueError(f"choose a model: none is installed in {self.models_folder} (Import... adds one)")
@@ -104,6 +119,9 @@ class SegmentationLogic:
             raise ValueError(f"model {package.name!r} needs {len(package.channels)} input volume(s): "
                              + ", ".join(c.modality for c in package.channels))
         same_parent_transform(input_nodes)
+        from swinssl_slicer.volume_reading import check_source_files  # SimpleITK: not needed to list models
+
+        check_source_files(input_nodes)  # what Slicer read from a file the engine would refuse (truncated, NaN)
         if self.temp_root is not None:
             Path(self.temp_root).mkdir(parents=True, exist_ok=True)
         folder = Path(tempfile.mkdtemp(prefix="SwinSSLSegment-", dir=self.temp_root))
@@ -116,12 +134,15 @@ class SegmentationLogic:
                 arguments.append("--register")
             confidence_output = folder / "confidence.nrrd" if confidence else None
             arguments += ["--confidence", str(confidence_output)] if confidence_output else []
+            arguments += ["--allow-mismatch"] if allow_mismatch else []
+            arguments += ["--backend", backend] if backend != "auto" else []  # auto: the engine's default ($SWINSSL_BACKEND, else auto)
             engine = engine_process().start(arguments, folder / "events.jsonl", self.python)
         except Exception:
             shutil.rmtree(folder, ignore_errors=True)
             raise
         name = output_name or f"{input_nodes[0].GetName()} {package.name}"
-        run = SegmentRun(engine, folder, output, [node.GetID() for node in input_nodes], name, confidence_output=confidence_output)
+        run = SegmentRun(engine, folder, output, [node.GetID() for node in input_nodes], name, confidence_output=confidence_output,
+                         input_names={str(path): node.GetName() for path, node in zip(inputs, input_nodes)})
         self.active.append(run)
         return run
 
@@ -132,17 +153,21 @@ class SegmentationLogic:
             if event["event"] == "progress" and event.get("stage") == "register":
                 metric = event["registration"]["metric"]
                 run.messages.append(f"Input {event['channel'] + 1} registered to input 1 (mutual information {metric:.3f})")
+            elif event["event"] == "progress" and event.get("stage") == "prepare":
+                run.messages += [event["message"].capitalize()] if "message" in event else []  # OpenVINO's first conversion of a model
             elif event["event"] == "progress":
                 run.windows_done, run.windows_total = event["step"], event["total"]
             elif event["event"] == "warning":
-                run.messages.append(f"Warning: {event['reason']}")
-            elif event["event"] == "done" and event.get("confidence"):
-                run.confidence = event["confidence"]
-                threshold = event.get("confidence_threshold")
-                run.messages += [f"{name}: mean confidence {values['mean']:.2f}, {values['below']:.0%} of its voxels below {threshold}"
-                                 for name, values in run.confidence.items()]
+                warning = run.named(f"{event['file']}: {event['reason']}" if event.get("file") else event["reason"])
+                run.warnings.append(warning)
+                run.messages.append(f"Warning: {warning}")
+            elif event["event"] == "done":
+                run.confidence = event.get("confidence") or {}
+                run.plausibility = summary_lines(event["plausibility"]) if "plausibility" in event else []
+                run.messages += run.plausibility
             elif event["event"] == "error":
-                run.error = event["message"]
+                run.error = run.named(event["message"])
+                run.mismatch = event.get("kind") == "InputMismatchError"
         return events
 
     def cancel(self, run: SegmentRun) -> None:
@@ -174,16 +199,13 @@ class SegmentationLogic:
             self._forget(run)
 
     def _load_confidence(self, run: SegmentRun, reference):
-        """The confidence map as a volume beside the segmentation: 0..1 window, Slicer's Inferno colours when loaded."""
+        """The confidence map as a volume beside the segmentation, styled as every face shows it (Inferno over 0..1,
+        drawn below the engine's threshold of 'unsure', with a colour legend: :mod:`swinssl_slicer.confidence_display`)."""
         volume = read_volume(self.scene, run.confidence_output, f"{run.output_name} confidence")
         volume.SetAttribute(CONFIDENCE_ATTRIBUTE, "1")
         volume.SetAndObserveTransformNodeID(reference.GetTransformNodeID())
-        display = volume.GetDisplayNode()
-        display.SetAutoWindowLevel(False)
-        display.SetWindowLevelMinMax(0.0, 1.0)
-        colours = self.scene.GetNodeByID(CONFIDENCE_COLOURS)  # absent where Slicer's colour files are not loaded
-        if colours is not None:
-            display.SetAndObserveColorNodeID(colours.GetID())
+        done = next(event for event in run.engine.events if event["event"] == "done")
+        style_confidence_map(volume, done["confidence_threshold"])
         place_under_study(volume, reference)
         return volume
 

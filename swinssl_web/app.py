@@ -8,6 +8,7 @@ runs it until interrupted.
 from __future__ import annotations
 
 import asyncio
+import faulthandler
 import logging
 import os
 import socket
@@ -33,6 +34,7 @@ from trame_slicer.rca_view import register_rca_factories  # noqa: E402
 from trame_slicer.views import Layout, LayoutDirection, ViewLayoutDefinition, ViewProps, ViewType  # noqa: E402
 
 from swinssl_web.downloads import ModelDownloads  # noqa: E402
+from swinssl_web.main_thread_gc import collect_garbage, collect_on_main_thread_only  # noqa: E402
 from swinssl_web.segment_page import SegmentPage  # noqa: E402
 from swinssl_web.train_page import PREVIEW_VIEW_GROUP, PREVIEW_VIEWS, TrainPage  # noqa: E402
 from swinssl_web.ui import SwinSSLWebUI  # noqa: E402
@@ -96,13 +98,12 @@ class SwinSSLWebApp(TrameApp):
         self.uploads = UploadInbox(settings.upload_limit_mb * 1_000_000)
         self.upload_error: str | None = None
         scene = self.slicer_app.scene
-        segmentation, training = SegmentationLogic(scene), TrainingLogic(scene)
-        beside_models = models_dir().parent
+        runs = settings.runs or models_dir().parent / "runs"
+        segmentation, training = SegmentationLogic(scene), TrainingLogic(scene, runs_root=runs)
         cases = settings.cases or default_training_set()
         self.segment = SegmentPage(self.server, self.slicer_app, segmentation, training, cases, settings.extra_models)
         self.downloads = ModelDownloads(self.server, CatalogueLogic(catalogue=settings.catalogue), self.segment.refresh_models)
-        self.train = TrainPage(self.server, self.slicer_app, training, self.data_roots, settings.runs or beside_models / "runs", cases,
-                               self.segment.packages)
+        self.train = TrainPage(self.server, self.slicer_app, training, self.data_roots, runs, cases, self.segment.packages)
 
         state = self.server.state
         state.trame__title = "SwinSSL"
@@ -111,6 +112,7 @@ class SwinSSLWebApp(TrameApp):
         state.browse_folder, state.browse_parent, state.browse_entries = None, None, []
         state.change("page")(lambda page, **_: self.report(self.on_page_changed, page))
         state.change("seg_model")(lambda seg_model, **_: self.report(self.segment.on_model_changed, seg_model))
+        state.change("seg_confidence")(lambda seg_confidence, **_: self.report(self.segment.show_confidence, bool(seg_confidence)))
         self.ui = SwinSSLWebUI(self)
         self.editor_logic.set_ui(self.ui.editor)
         self.layout_logic.set_ui(self.ui.layout_button)
@@ -151,8 +153,8 @@ class SwinSSLWebApp(TrameApp):
         state.browse_parent = folder and self.data_roots.parent(folder)
 
     def open_server_path(self, path: str) -> None:
-        files = self.data_roots.volume_files(path)
-        self.segment.open_case(files, Path(path).name)
+        location = self.data_roots.volume_location(path)
+        self.segment.open_case(location, location.name)
 
     def on_upload_begin(self) -> None:
         """A new upload: a fresh private folder (what an abandoned upload left is removed)."""
@@ -176,7 +178,7 @@ class SwinSSLWebApp(TrameApp):
             if not received:
                 raise ValueError("no file was received")
             name = received[0].name + (f" and {len(received) - 1} more" if len(received) > 1 else "")
-            self.segment.open_case(received, name)
+            self.segment.open_case(received[0] if len(received) == 1 else self.uploads.folder, name)
         finally:
             self.uploads.clear()
 
@@ -207,7 +209,9 @@ class SwinSSLWebApp(TrameApp):
         asyncio.get_event_loop().call_later(VIEW_SIZE_SETTLE_SECONDS, self.slicer_app.display_manager.reset_views)
 
     async def poll_forever(self) -> None:
-        """Follows the engine processes twice a second; a failure is reported and polling goes on."""
+        """Follows the engine processes twice a second, and collects Python's cyclic garbage on this (the main)
+        thread (see :mod:`swinssl_web.main_thread_gc`); a failure is reported and polling goes on."""
+        calls = 0
         while True:
             await asyncio.sleep(POLL_SECONDS)
             try:
@@ -216,6 +220,8 @@ class SwinSSLWebApp(TrameApp):
                 self.report(self.downloads.poll)
             except Exception as error:  # noqa: BLE001 (a failed flush must not end polling)
                 log.error("polling failed: %s", type(error).__name__)
+            calls += 1
+            collect_garbage(calls)
 
     def close(self) -> None:
         """Cancels a running segmentation and removes uploads (a training run is stopped with a checkpoint)."""
@@ -233,8 +239,10 @@ def serve(settings: WebSettings) -> int:
         os.environ["SWINSSL_MODELS"] = str(settings.models)
     from vtkmodules.vtkCommonCore import vtkObject
 
+    faulthandler.enable()  # a crash in native code leaves every thread's Python stack in the server's log (no data: code only)
     vtkObject.GlobalWarningDisplayOff()  # views without a volume warn at every render: they would flood the server log
     app = SwinSSLWebApp(settings)
+    collect_on_main_thread_only()  # VTK objects are destroyed on the main thread only (swinssl_web.main_thread_gc)
     try:
         app.server.start(host=settings.host, port=settings.port, open_browser=False, show_connection_info=False,
                          disable_logging=True, timeout=0)  # wslink's default stops an idle server after 5 minutes, runs and all

@@ -78,12 +78,15 @@ class DataRoots:
                         raise OutsideDataRoots(f"{path.relative_to(folder)} in {folder.name}: a link that leads outside "
                                                "the server's data folders (refused)") from None
 
-    def volume_files(self, path: str | Path) -> list[Path]:
-        """What to load for ``path``: the file itself, or every file of a folder (a DICOM series)."""
+    def volume_location(self, path: str | Path) -> Path:
+        """What to read for ``path``: the file itself, or a folder whose files (a DICOM series, volume files) are read
+        as the engine reads a folder; a link among those files that leads outside the roots is refused."""
         real = self.resolve(path)
         if real.is_file():
-            return [real]
-        files = sorted(p for p in real.iterdir() if p.is_file() and not p.name.startswith("."))
+            return real
+        files = [p for p in real.iterdir() if p.is_file() and not p.name.startswith(".")]
         if not files:
             raise FileNotFoundError(f"{real.name}: the folder holds no files")
-        return [self.resolve(p) for p in files]
+        for file in files:
+            self.resolve(file)
+        return real

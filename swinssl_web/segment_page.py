@@ -15,15 +15,15 @@ from pathlib import Path
 from trame_server import Server
 from trame_slicer.core import SlicerApp
 
-from swinssl_slicer.mrml_io import nodes_by_class, show_overlay, write_segmentation
+from swinssl_slicer.confidence_display import show_confidence
+from swinssl_slicer.mrml_io import nodes_by_class, write_segmentation
 from swinssl_slicer.segment_logic import CONFIDENCE_ATTRIBUTE, SegmentationLogic, SegmentRun
-from swinssl_slicer.training_logic import PREVIEW_ATTRIBUTE, RUN_ATTRIBUTE, TrainingLogic, count_cases
+from swinssl_slicer.training_logic import PREVIEW_ATTRIBUTE, RUN_ATTRIBUTE, TrainingLogic, count_cases, parents_first, tuning_verdict
+from swinssl_slicer.volume_reading import add_volume_node, read_checked_volumes
 
-from swinssl.io.discovery import VOLUME_SUFFIXES, volume_stem
 from swinssl.package import ModelPackage, load_package
 
 CASE_VIEW_GROUP = 0  # the Segment layout's views; previews live in group 1
-DICOM_NO_SERIES_NUMBER = "None: "  # trame-slicer names a series "<series number>: <series description>"
 
 
 def training_nodes(scene) -> list:
@@ -41,7 +41,22 @@ def training_nodes(scene) -> list:
 def describe_model(package: ModelPackage) -> str:
     names = [label.name for label in package.labels.labels]
     shown = ", ".join(names[:6]) + (f" and {len(names) - 6} more" if len(names) > 6 else "")
-    return f"{' + '.join(c.modality for c in package.channels)} · {len(names)} segments: {shown}"
+    verdict = tuning_verdict(package)
+    return f"{' + '.join(c.modality for c in package.channels)} · {len(names)} segments: {shown}" + (f" · {verdict}" if verdict else "")
+
+
+def confidence_legend(confidence, stops: int = 11) -> dict:
+    """The page's colour bar for the confidence map as drawn: its colour table over its 0..1 window as a CSS
+    gradient, faded from the display threshold up (not drawn there), and that threshold."""
+    display = confidence.GetDisplayNode()
+    table, threshold = display.GetColorNode().GetLookupTable(), display.GetUpperThreshold()
+    colours = []
+    for value in sorted({index / (stops - 1) for index in range(stops)} | {threshold}):
+        red, green, blue, _ = table.GetTableValue(round(value * (table.GetNumberOfTableValues() - 1)))
+        rgb = f"{round(255 * red)}, {round(255 * green)}, {round(255 * blue)}"
+        colours += [f"rgb({rgb}) {value:.0%}"] if value <= threshold else []  # both at the threshold: a hard edge
+        colours += [f"rgba({rgb}, 0.25) {value:.0%}"] if value >= threshold else []
+    return {"style": f"height: 10px; border-radius: 2px; background: linear-gradient(to right, {', '.join(colours)});", "threshold": f"{threshold:g}"}
 
 
 class SegmentPage:
@@ -54,12 +69,17 @@ class SegmentPage:
         self.cases_folder = cases_folder
         self.extra_models = list(extra_models)
         self.run: SegmentRun | None = None
+        self.confidence_ids: tuple[str, str] | None = None  # the latest confidence map and the volume it is over
         state = server.state
         state.seg_models, state.seg_model, state.seg_model_info, state.seg_channels = [], "", "", []
         state.seg_volumes, state.seg_inputs, state.seg_case_name, state.seg_download_stem = [], [], "", ""
         state.seg_uploading = False
         state.seg_running, state.seg_progress, state.seg_message, state.seg_cases = False, 0, "", count_cases(self.cases_folder)
         state.seg_confidence, state.seg_confidence_lines = False, []
+        state.seg_backend = "auto"  # the inference engine: auto (OpenVINO on the CPU), torch, openvino
+        state.seg_confidence_legend = None  # the colour bar while a confidence map is on the views: confidence_legend()
+        state.seg_model_trained, state.seg_warnings, state.seg_plausibility = "", [], []  # what the model knows; doubts; the result's check
+        state.seg_mismatch, state.seg_allow_mismatch = False, False  # the engine refused the input; the user's explicit override
         self.refresh_models()
 
     @property
@@ -70,7 +90,7 @@ class SegmentPage:
     def packages(self) -> list:
         listed = self.segmentation.available_models()
         paths = {package.path.resolve() for package in listed}
-        return listed + [load_package(path) for path in self.extra_models if Path(path).resolve() not in paths]
+        return parents_first(listed + [load_package(path) for path in self.extra_models if Path(path).resolve() not in paths])
 
     def refresh_models(self) -> None:
         """Lists the installed models (and keeps the chosen one while it is installed)."""
@@ -94,6 +114,7 @@ class SegmentPage:
             return
         package = load_package(self.listed_model(seg_model))
         state.seg_model_info = describe_model(package)
+        state.seg_model_trained = package.describe_training()
         state.seg_channels = [channel.modality for channel in package.channels]
         self.choose_inputs()
 
@@ -124,28 +145,18 @@ class SegmentPage:
             self.scene.RemoveNode(node)
         state = self.server.state
         state.seg_case_name, state.seg_download_stem, state.seg_volumes, state.seg_inputs = "", "", [], []
+        state.seg_warnings, state.seg_plausibility, state.seg_mismatch, state.seg_allow_mismatch = [], [], False, False  # the closed case's
+        state.seg_confidence_lines = []  # the closed case's
+        state.seg_confidence_legend = None  # its map went with it
 
-    def open_case(self, files: list[Path], name: str) -> list:
-        """Loads ``files`` (volume files, or the files of one DICOM series) as the new case; ValueError naming
-        ``name`` when nothing readable is in them. Returns the volume nodes."""
+    def open_case(self, location: Path, name: str) -> list:
+        """Reads the volumes in ``location`` (a file, or the files of one folder: volume files and DICOM series) as
+        the engine does, then replaces the open case with them. A volume the engine refuses raises ValueError
+        (naming the file and the problem) before anything changes: the open case, its edits and lines stay.
+        Returns the volume nodes."""
+        checked = read_checked_volumes(location, name)
         self.close_case()
-        try:
-            volumes = self.slicer_app.io_manager.load_volumes([str(path) for path in files])
-        except Exception as error:  # readers raise many types on corrupt files
-            raise ValueError(f"{name}: not a readable volume ({type(error).__name__})") from None
-        volumes = [node for node in volumes if node is not None and node.GetImageData() is not None]
-        if not volumes:
-            raise ValueError(f"{name}: not a readable volume (NIfTI, NRRD, MetaImage or a DICOM series)")
-        dimensions = volumes[0].GetImageData().GetDimensions()
-        if min(dimensions) < 2:
-            for node in volumes:
-                self.scene.RemoveNode(node)
-            raise ValueError(f"{name}: a 2-D image ({dimensions[0]}x{dimensions[1]}), not a volume")
-        for node in volumes:  # named as the Slicer GUI names them: the file name without its extension
-            if node.GetName().lower().endswith(VOLUME_SUFFIXES):
-                node.SetName(volume_stem(Path(node.GetName())))
-            elif node.GetName().startswith(DICOM_NO_SERIES_NUMBER):
-                node.SetName(node.GetName().removeprefix(DICOM_NO_SERIES_NUMBER))
+        volumes = [add_volume_node(self.scene, volume) for volume in checked]
         self.server.state.seg_case_name, self.server.state.seg_download_stem = name, volumes[0].GetName()
         self.show_case(volumes[0])
         self.choose_inputs()
@@ -170,7 +181,11 @@ class SegmentPage:
         if not self.case_volumes():
             raise ValueError("open a volume first (upload, or a server folder)")
         nodes = [self.scene.GetNodeByID(node_id) for node_id in state.seg_inputs]
-        self.run = self.segmentation.start(nodes, self.listed_model(state.seg_model), device="auto", confidence=bool(state.seg_confidence))
+        if state.seg_backend not in ("auto", "torch", "openvino"):
+            raise ValueError(f"unknown inference engine {state.seg_backend!r}")
+        self.run = self.segmentation.start(nodes, self.listed_model(state.seg_model), device="auto", confidence=bool(state.seg_confidence),
+                                           allow_mismatch=bool(state.seg_mismatch and state.seg_allow_mismatch), backend=state.seg_backend)
+        state.seg_warnings, state.seg_plausibility, state.seg_mismatch, state.seg_allow_mismatch = [], [], False, False
         state.seg_running, state.seg_progress, state.seg_confidence_lines = True, 0, []
         state.seg_message = f"Segmenting {state.seg_case_name} ..."
 
@@ -188,6 +203,7 @@ class SegmentPage:
             return
         run, state = self.run, self.server.state
         self.segmentation.poll(run)
+        state.seg_warnings = list(run.warnings)
         state.seg_progress = round(100 * run.progress)
         if run.windows_total:
             state.seg_message = f"Segmenting {state.seg_case_name}: window {run.windows_done} of {run.windows_total}"
@@ -198,14 +214,25 @@ class SegmentPage:
         try:
             node = self.segmentation.finish(run)
         except RuntimeError as error:
-            state.seg_message = f"Segmentation failed: {error}"
+            state.seg_mismatch = run.mismatch  # offers "Segment anyway"
+            state.seg_message = f"Not segmented: {error}" if run.mismatch else f"Segmentation failed: {error}"
             raise
         self.edit(node)
         state.seg_message = f"Done: {node.GetSegmentation().GetNumberOfSegments()} segments. Correct them with the segment editor."
-        if run.confidence_node_id:  # over the input in the case's views, with each segment's summary below
-            show_overlay(self.scene, self.scene.GetNodeByID(run.confidence_node_id), self.scene.GetNodeByID(run.input_node_ids[0]))
+        state.seg_plausibility = run.plausibility
+        if run.confidence_node_id:  # over the input in the case's views (while the box is ticked), with each segment's summary below
+            self.confidence_ids = run.confidence_node_id, run.input_node_ids[0]
+            self.show_confidence(bool(state.seg_confidence))
             state.seg_confidence_lines = [f"{name}: mean confidence {values['mean']:.2f}, {values['below']:.0%} of its voxels unsure"
                                           for name, values in run.confidence.items()]
+
+    def show_confidence(self, shown: bool) -> None:
+        """The "Confidence map" box: the latest map over its volume in the case's views, or none; each view is
+        redrawn at once (a slice view redraws itself only when told)."""
+        showing = show_confidence(self.scene, *(self.confidence_ids or (None, None)), shown)
+        self.server.state.seg_confidence_legend = confidence_legend(self.scene.GetNodeByID(self.confidence_ids[0])) if showing else None
+        for view in self.slicer_app.view_manager.get_slice_views(CASE_VIEW_GROUP):
+            view.schedule_render()
 
     def edit(self, node) -> None:
         """Makes ``node`` the segment editor's segmentation (an empty one the editor made is removed)."""

@@ -14,9 +14,11 @@ from typing import Callable
 from trame_server import Server
 from trame_slicer.core import SlicerApp
 
-from swinssl_slicer.training_logic import PREVIEW_KINDS, TrainingLogic, TrainingRun, count_cases, safe_name, tuning_plan
+from swinssl_slicer.training_logic import (DEFAULT_TUNING_STEPS, PREVIEW_KINDS, TrainingLogic, TrainingRun, count_cases, safe_name,
+                                           tuning_plan)
 
 from swinssl.package import ModelPackage
+from swinssl.preview_text import PANEL_LABELS, metrics_text
 from swinssl_web.data_roots import DataRoots
 from swinssl_web.loss_chart import EMPTY_CHART, chart_from_table
 
@@ -55,7 +57,7 @@ def event_row(event: dict) -> dict:
         if event.get("val_mean_dice") is not None:
             detail += f", validation Dice {event['val_mean_dice']:.3f}"
     elif kind == "preview":
-        detail = "original / masked / reconstruction written"
+        detail = metrics_text(event) or "original / masked / reconstruction written"
     elif kind in ("warning", "stopped", "error"):
         detail = str(event.get("reason") or event.get("message") or "")
     elif kind == "start":
@@ -80,9 +82,11 @@ class TrainPage:
         state.train_weight_rotation, state.train_weight_contrastive, state.train_weight_inpainting = 1.0, 1.0, 1.0
         state.train_ct_pet, state.train_swinfuse = False, False
         state.train_init, state.train_inits, state.train_classes, state.train_model_name = "random", [], "", "my-model"
-        state.train_use_cases = True
+        state.train_use_cases, state.train_tune_steps, state.train_comparison = True, DEFAULT_TUNING_STEPS, []
         state.train_running, state.train_can_resume, state.train_step, state.train_total = False, False, 0, 0
         state.train_status, state.train_chart, state.train_events, state.train_preview_step = "", dict(EMPTY_CHART), [], None
+        state.train_preview_metrics = ""
+        self.view_labels: dict = {}  # view tag -> its vtkCornerAnnotation
         self.refresh_inits()
 
     # --- choices -----------------------------------------------------------------------------------
@@ -145,27 +149,28 @@ class TrainPage:
         name = folder_name(state.train_model_name, "model")
         classes = [safe_class_name(c.strip()) for c in state.train_classes.split(",") if c.strip()] or None
         init = one_of(state.train_init, [choice["value"] for choice in state.train_inits], "initial weights")
-        out = self.training.default_model_folder(name)
         self.run = self.training.start_finetuning_from_scene(
             name, [], sources, init, classes, int(state.train_roi), int(state.train_feature_size), int(state.train_steps),
-            one_of(state.train_device, DEVICES, "device"), overwrite=self.training.holds_run(out, "finetune"))
+            one_of(state.train_device, DEVICES, "device"))
         self.started(f"Fine-tuning model {name} ...")
 
     def finetune_from_model(self, model: str) -> None:
-        """The Segment page's "Fine-tune": the current model on the training set, same architecture and classes,
-        into a model named after it."""
+        """The Segment page's "Fine-tune": the current model on the training set into a new version beside it
+        (``<model>-tuned-<n>``), with the model's input settings, scored against it on the same cases."""
         self.require_idle()
         if not count_cases(self.cases_folder):
             raise ValueError("the training set is empty: correct a segmentation and click 'Add to training set' first")
-        plan = tuning_plan(model)
-        state = self.server.state  # the Train page shows the settings the run uses
-        state.train_kind, state.train_use_cases, state.train_data = "finetune", True, []
-        state.train_model_name, state.train_init = plan.name, plan.init
-        state.train_classes = ", ".join(plan.classes)
-        state.train_roi, state.train_feature_size = plan.roi, plan.feature_size
+        state = self.server.state
+        plan = tuning_plan(model, self.training.taken_names())
+        steps = int(state.train_tune_steps)
+        self.run = self.training.start_tuning(model, self.cases_folder, steps, one_of(state.train_device, DEVICES, "device"))
+        state.train_kind, state.train_use_cases, state.train_data = "finetune", True, []  # the Train page shows the settings the run uses
+        state.train_model_name, state.train_init, state.train_classes = self.run.out.name, plan.init, ", ".join(plan.classes)
+        state.train_roi, state.train_feature_size, state.train_steps = plan.roi, plan.feature_size, steps
         if plan.init not in [choice["value"] for choice in state.train_inits]:
-            state.train_inits = state.train_inits + [{"title": f"Model: {plan.name.removesuffix('-tuned')}", "value": plan.init}]
-        self.start_finetuning()
+            state.train_inits = state.train_inits + [{"title": f"Model: {plan.parent}", "value": plan.init}]
+        self.started(f"Fine-tuning {plan.parent} into {self.run.out.name} (spacing {' x '.join(f'{v:g}' for v in plan.spacing)} mm, "
+                     f"as {plan.parent}) ...")
 
     def require_idle(self) -> None:
         if self.run is not None and self.run.engine.running:
@@ -173,8 +178,9 @@ class TrainPage:
 
     def started(self, message: str) -> None:
         state = self.server.state
-        state.train_running, state.train_can_resume, state.train_status = True, False, message
+        state.train_running, state.train_can_resume, state.train_status, state.train_comparison = True, False, message, []
         state.train_step, state.train_total, state.train_chart, state.train_preview_step = 0, int(state.train_steps), dict(EMPTY_CHART), None
+        state.train_preview_metrics = ""
 
     def stop(self) -> None:
         if self.run is not None:
@@ -191,6 +197,9 @@ class TrainPage:
             rows = [event_row(event) for event in reversed(events)
                     if event.get("stage") != "validation" and event["event"] != "cache"]  # those show in the status
             state.train_events = (rows + list(state.train_events))[:EVENT_ROWS]
+            previews = [event for event in events if event["event"] == "preview"]
+            if previews:
+                state.train_preview_metrics = metrics_text(previews[-1])
         if events and (run.total or run.preparing):
             state.train_step, state.train_total = run.step, run.total
             state.train_status = f"{'Pretraining' if run.kind == 'pretrain' else 'Fine-tuning'}: {run.progress_text()}"
@@ -202,18 +211,34 @@ class TrainPage:
         outcome = run.status()
         if outcome is not None:
             state.train_running = False
-            state.train_status = outcome
+            state.train_status, state.train_comparison = outcome, run.comparison_lines()[1:]  # the verdict is in the status
             state.train_can_resume = run.kind == "pretrain" and run.engine.outcome == "stopped"
             self.refresh_inits()
             self.run = None
 
     def show_previews(self, step: int) -> None:
-        """Each preview volume in its own axial view (group 1), centred on it: original / masked / reconstruction."""
+        """Each preview volume in its own axial view (group 1), centred on it and labelled in the view's corner:
+        original / masked (holes filled with noise) / reconstruction."""
         nodes = self.training.preview_nodes()
         views = self.slicer_app.view_manager
         for kind in PREVIEW_KINDS:
             view = views.get_view(PREVIEW_VIEWS[kind])
             if view is not None and kind in nodes:
                 view.set_background_volume_id(nodes[kind].GetID())
+                self._label(view, PREVIEW_VIEWS[kind], f"{PANEL_LABELS[kind]}, step {step}")
                 view.reset_view()
         self.server.state.train_preview_step = step if len(nodes) == len(PREVIEW_KINDS) else None
+
+    def _label(self, view, tag: str, text: str) -> None:
+        """Writes ``text`` in the upper-left corner of ``view`` (drawn into the streamed image, like Slicer's own annotations)."""
+        from vtkmodules.vtkRenderingAnnotation import vtkCornerAnnotation
+
+        if tag not in self.view_labels:
+            label = vtkCornerAnnotation()
+            label.SetMaximumFontSize(16)
+            label.GetTextProperty().SetColor(1.0, 0.83, 0.0)
+            label.GetTextProperty().ShadowOn()
+            view.renderer().AddViewProp(label)
+            self.view_labels[tag] = label
+        self.view_labels[tag].SetText(vtkCornerAnnotation.UpperLeft, text)
+        view.schedule_render()

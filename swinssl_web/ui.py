@@ -144,17 +144,35 @@ class SwinSSLWebUI:
                 VSelect(label="Model", items=("seg_models",), v_model=("seg_model",), density="compact", hide_details=True,
                         classes="swinssl-model")
                 html.Div("{{ seg_model_info }}", classes="text-caption my-1 swinssl-model-info")
+                html.Div("{{ seg_model_trained }}", v_if=("seg_model_trained",), classes="text-caption mb-1 text-medium-emphasis swinssl-model-trained")
                 VSelect(v_for="(modality, index) in seg_channels", key="index", label=("'Input ' + (index + 1) + ': ' + modality",),
                         items=("seg_volumes",), model_value=("seg_inputs[index]",), density="compact", hide_details=True,
                         update_modelValue=REPLACE_ITEM.format(key="seg_inputs", value="$event"), classes="mb-1 swinssl-input")
                 VCheckbox(label="Confidence map (where the model is unsure)", v_model=("seg_confidence",), density="compact",
                           hide_details=True, classes="swinssl-confidence")
+                VSelect(label="Inference engine", items=("['auto', 'torch', 'openvino']",), v_model=("seg_backend",), density="compact",
+                        hide_details=True, classes="mb-2 swinssl-backend")  # auto: OpenVINO on the CPU
                 VBtn("Segment", v_if=("!seg_running",), color="primary", block=True, classes="swinssl-segment",
                      disabled=("!seg_model || !seg_volumes.length",), click="trigger('swinssl_segment')")
                 VBtn("Cancel", v_else=True, color="error", block=True, classes="swinssl-cancel", click="trigger('swinssl_cancel')")
                 VProgressLinear(model_value=("seg_progress",), height=6, classes="my-2 swinssl-progress", color="primary")
                 html.Div("{{ seg_message }}", classes="text-caption swinssl-message")
+                VAlert(v_for="warning in seg_warnings", key="warning", text=("warning",), type="warning", density="compact",
+                       variant="tonal", classes="mt-1 text-caption swinssl-fit-warning")
+                VCheckbox(v_if=("seg_mismatch",), label="Segment anyway: I know this input is not what the model was trained on",
+                          v_model=("seg_allow_mismatch",), density="compact", hide_details=True, classes="swinssl-allow-mismatch")
+                with html.Div(v_if=("seg_plausibility.length",), classes="mt-2 pa-2 swinssl-plausibility",
+                              style="border: 1px solid rgba(128, 128, 128, 0.4); border-radius: 4px;"):
+                    html.Div("Result check (volumes, confidence, what is missing)", classes="text-caption font-weight-bold")
+                    html.Div("{{ line }}", v_for="line in seg_plausibility", key="line", classes="text-caption swinssl-plausibility-line")
                 html.Div("{{ line }}", v_for="line in seg_confidence_lines", key="line", classes="text-caption swinssl-confidence-line")
+                with html.Div(v_if=("seg_confidence_legend",), classes="mt-2 swinssl-confidence-legend"):
+                    html.Div(style=("seg_confidence_legend.style",))
+                    with html.Div(classes="d-flex justify-space-between text-caption"):
+                        html.Span("0 unsure")
+                        html.Span("1 sure")
+                    html.Div("Confidence map in Inferno colours, drawn below {{ seg_confidence_legend.threshold }} where the model is unsure; "
+                             "the CT is left clear where it is sure.", classes="text-caption text-medium-emphasis")
         self.model_downloads()
         with VCard(variant="outlined", classes="ma-2"):
             VCardTitle("3. Correct", classes="text-subtitle-2")
@@ -169,7 +187,7 @@ class SwinSSLWebUI:
                      click=DOWNLOAD_JS.format(what="scene", name="(seg_download_stem || 'scene') + '.mrb'"))
                 VBtn("Add to training set", prepend_icon="mdi-plus", variant="tonal", block=True, classes="mb-1 swinssl-add-case",
                      click="trigger('swinssl_add_case')")
-                VTextField(label="Fine-tuning steps", v_model_number=("train_steps",), type="number", density="compact",
+                VTextField(label="Fine-tuning steps", v_model_number=("train_tune_steps",), type="number", density="compact",
                            hide_details=True, classes="mb-1 swinssl-finetune-steps")
                 VBtn("Fine-tune on the training set", prepend_icon="mdi-school", variant="tonal", block=True,
                      classes="swinssl-finetune-current", disabled=("!seg_cases",), click="trigger('swinssl_finetune_current')")
@@ -252,13 +270,16 @@ class SwinSSLWebUI:
                 VBtn("Stop", v_else=True, color="error", classes="swinssl-stop", click="trigger('swinssl_stop')")
                 VProgressLinear(model_value=("train_total ? 100 * train_step / train_total : 0",), height=6, classes="my-2", color="primary")
                 html.Div("{{ train_status }}", classes="text-caption swinssl-train-status")
+                html.Div("{{ line }}", v_for="line in train_comparison", key="line", classes="text-caption swinssl-train-comparison")
         with VCard(variant="outlined", classes="ma-2"):
             VCardTitle("Losses", classes="text-subtitle-2")
             with html.Div(classes="pa-2") as chart:
                 chart.add_child(CHART_SVG)
             html.Div("{{ train_preview_step === null ? 'Previews (original / masked / reconstruction) appear in the three views as they arrive.'"
-                     " : 'Views: original / masked / reconstruction of step ' + train_preview_step }}",
+                     " : 'Views, labelled in their corner: original / masked (holes filled with noise) / reconstruction of step ' + train_preview_step }}",
                      v_if=("train_kind === 'pretrain'",), classes="text-caption px-2 pb-2 swinssl-preview-caption")
+            html.Div("{{ train_preview_metrics }}", v_if=("train_kind === 'pretrain' && train_preview_metrics",),
+                     classes="text-caption px-2 pb-2 swinssl-preview-metrics")
         with VCard(variant="outlined", classes="ma-2"):
             VCardTitle("Events", classes="text-subtitle-2")
             VDataTable(headers=("swinssl_event_headers", EVENT_HEADERS), items=("train_events",), density="compact",

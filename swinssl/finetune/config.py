@@ -33,6 +33,7 @@ class FinetuneConfig(JsonSettings):
     feature_size: int = 48
     init: str = "random"
     patch_merging: str | None = None  # legacy | v1.5; None: decided from --init (swinssl.weights.choose_patch_merging), then recorded
+    encoder_only: bool = False  # load only the encoder of --init (ablation); default: every tensor that fits, decoder included
     batch_size: int = 1
     crop_sampling: str = "posneg"  # positive crops: posneg (tutorial) or classes (each present class equally often)
     steps: int = 1000

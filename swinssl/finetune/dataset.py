@@ -44,11 +44,12 @@ def read_case_labels(case: LabelledCase) -> CaseLabels:
     return CaseLabels(image, names, {}, {})
 
 
-def build_label_table(cases_labels: list[CaseLabels], classes: list[str] | None = None) -> LabelTable:
+def build_label_table(cases_labels: list[CaseLabels], classes: list[str] | None = None, parent: LabelTable | None = None) -> LabelTable:
     """One table for the model: ``classes`` in the given order, or every segment name in first-seen order.
 
     Names match case-insensitively ('Liver' == 'liver' == ' LIVER'); colours and terminology come
-    from the first case that has them.
+    from the first case that has them, else from ``parent`` (the table of the model the run starts from),
+    whose classes may be annotated in no case (they are kept: no case teaches them, none unlearns them).
     """
     colors: dict[str, tuple] = {}
     terminology: dict[str, dict] = {}
@@ -60,8 +61,15 @@ def build_label_table(cases_labels: list[CaseLabels], classes: list[str] | None 
             colors.setdefault(normalize_name(name), color)
         for name, entry in labels.terminology.items():
             terminology.setdefault(normalize_name(name), entry)
+    for label in parent.labels if parent is not None else []:
+        colors.setdefault(normalize_name(label.name), label.color)
+        if label.terminology:
+            terminology.setdefault(normalize_name(label.name), label.terminology)
     if classes:
         unknown = [c for c in classes if normalize_name(c) not in seen]
+        kept = {normalize_name(name) for name in parent.names} if parent is not None else set()
+        seen.update({normalize_name(c): c for c in unknown if normalize_name(c) in kept})
+        unknown = [c for c in unknown if normalize_name(c) not in kept]
         if unknown:
             raise ValueError(f"classes not found in any case: {unknown}; available: {sorted(seen.values())[:20]}")
         names = [seen[normalize_name(c)] for c in classes]

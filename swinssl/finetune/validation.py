@@ -47,11 +47,12 @@ def dice_scores(predicted: np.ndarray, reference: np.ndarray, present: np.ndarra
 
 
 def validate(network: torch.nn.Module, cases: list[PreparedCase], table: LabelTable, config: FinetuneConfig, runtime: Runtime,
-             progress: ValidationProgress | None = None) -> dict[str, float]:
+             progress: ValidationProgress | None = None, value_map: np.ndarray | None = None) -> dict[str, float]:
     """Mean Dice per class over the validation cases, each segmented (sliding window, as at inference) in its
     :func:`validation_region` with a margin of half a window: false positives farther from the annotated
     organs are not counted (a model-selection score, not a benchmark). Under DDP each rank segments every
-    world_size-th case and all ranks return the same means. ``network`` is the bare model, not its DDP wrapper."""
+    world_size-th case and all ranks return the same means. ``network`` is the bare model, not its DDP wrapper.
+    ``value_map`` (network output value -> ``table`` value) scores a network with other outputs (a parent model)."""
     was_training = network.training
     network.eval()
     scores: list[dict[str, float]] = []
@@ -60,8 +61,10 @@ def validate(network: torch.nn.Module, cases: list[PreparedCase], table: LabelTa
         region = validation_region(case.label, case.present, config.roi // 2)
         image = torch.from_numpy(np.asarray(case.image[(slice(None), *region)], dtype=np.float32))
         report = None if progress is None else (lambda done, total, _skipped, number=index + 1: progress(number, len(cases), done, total))
-        predicted = sliding_window_labels(image, network, config.roi, table.num_classes, config.overlap, device=runtime.device,
+        outputs = table.num_classes if value_map is None else len(value_map)
+        predicted = sliding_window_labels(image, network, config.roi, outputs, config.overlap, device=runtime.device,
                                           channels_last=False, progress=report).numpy()  # the training weights keep their layout
+        predicted = predicted if value_map is None else value_map[predicted]
         scores.append(dice_scores(predicted, case.label[region], case.present, table))
     network.train(was_training)
     per_class: dict[str, list[float]] = {}

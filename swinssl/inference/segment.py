@@ -9,7 +9,7 @@ exact input grid.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import NamedTuple
 
@@ -20,6 +20,9 @@ from tqdm import tqdm
 
 from swinssl.events import EventLog
 from swinssl.inference.confidence import DEFAULT_THRESHOLD, confidence_on_input_grid, confidence_summary, write_confidence
+from swinssl.inference.input_fit import InputMismatchError, check_input_fit
+from swinssl.inference.plausibility import plausibility
+from swinssl.inference.openvino_backend import OpenVINOFailed, compiled_network, default_backend, uses_openvino
 from swinssl.inference.sliding_window import sliding_window_predict
 from swinssl.io.discovery import VolumeSource, find_volumes
 from swinssl.io.reader import VolumeError, as_channel_image, check_values, read_image
@@ -44,6 +47,8 @@ class SegmentOptions:
     show_progress: bool = False  # a progress bar with the ETA on the terminal
     precision: str = "auto"  # auto: bf16 (or fp16) autocast on GPUs, fp32 on the CPU; fp32; bf16 (also on the CPU)
     confidence: bool = False  # also compute the confidence map (max softmax probability)
+    backend: str = field(default_factory=default_backend)  # auto: OpenVINO on the CPU when installed, else PyTorch; torch; openvino
+    allow_mismatch: bool = False  # segment an input that is certainly not the model's kind (input_fit) anyway
 
 
 class Segmentation(NamedTuple):
@@ -150,7 +155,8 @@ def segment_image(images: list[sitk.Image], package: ModelPackage, options: Segm
     del array
     device = pick_device(options.device)
     amp = inference_dtype(device, options.precision)
-    network = package.build_network()
+    network = compiled_network(package, options.precision, events) if uses_openvino(options.backend, device) else None
+    network = package.build_network() if network is None else network
 
     started = time.monotonic()
     bar = tqdm(disable=not options.show_progress, unit="window", desc="segment", dynamic_ncols=True)
@@ -166,6 +172,9 @@ def segment_image(images: list[sitk.Image], package: ModelPackage, options: Segm
                overlap=options.overlap, batch_size=options.batch_size, body_threshold=threshold, progress=report, confidence=options.confidence)
     try:
         prediction = sliding_window_predict(device=device, amp_dtype=amp, **run)
+    except OpenVINOFailed as error:
+        events.emit("warning", file=None, reason=f"{error}; segmenting with PyTorch")
+        prediction = sliding_window_predict(device=device, amp_dtype=amp, **{**run, "network": package.build_network()})
     except torch.cuda.OutOfMemoryError:
         events.emit("warning", file=None, reason="the GPU ran out of memory; continuing on the CPU")
         torch.cuda.empty_cache()
@@ -201,6 +210,16 @@ def overlay_window(package: ModelPackage) -> tuple[float, float] | None:
     return SOFT_TISSUE_HU if package.channels[0].preset == "ct" else None
 
 
+def check_fit(images: list[sitk.Image], names: list[str], package: ModelPackage, options: SegmentOptions, events: EventLog) -> None:
+    """Warns (events) about inputs unlike what the model was trained on; raises :class:`InputMismatchError` for one that is
+    certainly not its kind, unless ``options.allow_mismatch`` (then that is a warning too)."""
+    report = check_input_fit(images, names, package)
+    if report.mismatch and not options.allow_mismatch:
+        raise InputMismatchError(report.mismatch.file, report.mismatch.reason, package.name, package.kind())
+    for doubt in report.warnings + ([report.mismatch] if report.mismatch else []):
+        events.emit("warning", file=doubt.file, reason=f"{doubt.reason} (the model {package.name!r} was trained on {package.kind()})")
+
+
 def segment_files(inputs: list[Path], output: Path, package: ModelPackage, options: SegmentOptions, events: EventLog,
                   overlay: Path | None = None, confidence: Path | None = None, threshold: float = DEFAULT_THRESHOLD) -> list[Path]:
     """Reads the inputs, segments them and writes ``output`` (.seg.nrrd, or .nii.gz + .json), with ``overlay`` a PNG
@@ -209,6 +228,7 @@ def segment_files(inputs: list[Path], output: Path, package: ModelPackage, optio
     events.emit("start", task="segment", model=package.name, inputs=[str(p) for p in inputs], device=str(pick_device(options.device)),
                 overlap=options.overlap, fast=options.fast)
     images = read_inputs(inputs, package)
+    check_fit(images, [str(inputs[index * len(inputs) // len(images)]) for index in range(len(images))], package, options, events)
     label_image, confidence_image = segment_image(images, package, replace(options, confidence=confidence is not None), events)
     written = write_label_map(label_image, package.labels, output)
     if overlay is not None:
@@ -223,6 +243,7 @@ def segment_files(inputs: list[Path], output: Path, package: ModelPackage, optio
     if confidence_image is not None:
         written.append(write_confidence(confidence_image, confidence))
         summary = dict(confidence=confidence_summary(label_image, confidence_image, package.labels, threshold), confidence_threshold=threshold)
-    events.emit("done", outputs={k: v for k, v in outputs.items() if v is not None}, voxels_per_label=present,
-                volume_ml={name: round(count * millilitres, 2) for name, count in present.items()}, **summary)
+    volume_ml = {name: round(count * millilitres, 2) for name, count in present.items()}
+    events.emit("done", outputs={k: v for k, v in outputs.items() if v is not None}, voxels_per_label=present, volume_ml=volume_ml,
+                plausibility=plausibility(volume_ml, summary.get("confidence", {}), package), **summary)
     return written

@@ -63,8 +63,9 @@ def _is_volume_file(name: str) -> bool:
     return name.lower().endswith(VOLUME_SUFFIXES)
 
 
-def find_volumes(roots: list[str | Path], include_labels: bool = False) -> tuple[list[VolumeSource], list[tuple[Path, str]]]:
-    """Finds volumes under each root, recursively, in a stable (sorted) order.
+def find_volumes(roots: list[str | Path], include_labels: bool = False,
+                 recursive: bool = True) -> tuple[list[VolumeSource], list[tuple[Path, str]]]:
+    """Finds volumes under each root, recursively (``recursive``; else in the root folder only), in a stable (sorted) order.
 
     A root may be a folder or a single file. A folder holding files without a volume suffix is
     asked for DICOM series; each SeriesInstanceUID becomes its own source.
@@ -81,7 +82,7 @@ def find_volumes(roots: list[str | Path], include_labels: bool = False) -> tuple
             sources.append(VolumeSource(root))
             continue
         for folder, subfolders, files in os.walk(root):
-            subfolders.sort()
+            subfolders[:] = sorted(subfolders) if recursive else []
             folder_path = Path(folder)
             other_files = False
             for name in sorted(files):

@@ -1,8 +1,12 @@
-"""A model's label table: value, name, RGB colour and (optional) Slicer terminology per class."""
+"""A model's label table: value, name, RGB colour and (optional) Slicer terminology per class; and the
+{value: name} tables that come with label maps (JSON or CSV)."""
 
 from __future__ import annotations
 
+import json
+import re
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 
 @dataclass(frozen=True)
@@ -85,3 +89,66 @@ class LabelTable:
 
         return cls([Label(int(i["value"]), str(i["name"]), tuple(i["color"]), i.get("terminology") or (standard_anatomy(i["name"]) or (None, None))[1])
                     for i in items])
+
+
+NAME_TABLE_SUFFIXES = (".json", ".csv", ".tsv", ".txt", ".lut", ".ctbl")
+
+
+def read_names_file(path: Path) -> dict[int, str]:
+    """{value: name} (background 0 dropped) from a names table as atlases and datasets ship them:
+
+    - JSON: {"1": "liver"}, {"liver": 1} (nnU-Net v2), or {"labels": {...} or [{"value": 1, "name": "liver"}, ...]};
+    - text (.csv, .tsv, .txt, Slicer colour tables, FreeSurfer LUTs): one label a line, value then name, separated
+      by a comma, semicolon, tab or blanks; further columns (a code, a colour) are ignored, and so are a header
+      line, blank lines and ``#`` comments.
+
+    Raises:
+        ValueError: naming the file and the line, for anything else.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError:
+        raise ValueError(f"{path}: not a text file; a names table is JSON ({{\"1\": \"liver\"}}) or CSV (value,name per line)") from None
+    if path.suffix.lower() == ".json" or text.lstrip().startswith(("{", "[")):
+        return _names_from_json(path, text)
+    names: dict[int, str] = {}
+    for number, line in enumerate(text.splitlines(), start=1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        cells = [cell.strip().strip('"') for cell in re.split(r"[,;\t]" if re.search(r"[,;\t]", line) else r"\s+", line)]
+        value, name = (cells + [""])[:2]
+        if not value.lstrip("-").isdigit():
+            if not names:  # a header line (value,name)
+                continue
+            raise ValueError(f"{path}, line {number}: {line[:60]!r} does not start with a label value; "
+                             "a names table has one 'value,name' line per label (or is JSON)")
+        if not name:
+            raise ValueError(f"{path}, line {number}: label {value} has no name")
+        names[int(value)] = name
+    if not names:
+        raise ValueError(f"{path}: no 'value,name' line found; a names table is CSV (value,name per line) or JSON ({{\"1\": \"liver\"}})")
+    return {value: name for value, name in names.items() if value != 0}
+
+
+def _names_from_json(path: Path, text: str) -> dict[int, str]:
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path}: not valid JSON (line {error.lineno}: {error.msg})") from None
+    if isinstance(data, dict) and "labels" in data:
+        data = data["labels"]
+    if isinstance(data, list):
+        try:
+            data = {str(int(item["value"])): str(item["name"]) for item in data}
+        except (TypeError, KeyError, ValueError):
+            raise ValueError(f"{path}: a list of labels needs a 'value' and a 'name' in every entry") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a {{value: name}} mapping")
+    from swinssl.finetune.cases import names_from_mapping  # the one reading of MSD / nnU-Net mappings
+
+    names = names_from_mapping(data)
+    if not names:
+        raise ValueError(f"{path}: no {{value: name}} pairs in it")
+    return names

@@ -44,6 +44,7 @@ class CacheProgress:
     built: int
     volumes_per_s: float
     eta_s: float | None
+    workers: int = 1  # worker processes this process started (1: it builds in a thread, no process start-up)
 
 
 @dataclass
@@ -217,6 +218,10 @@ def build_cache(sources: list[VolumeSource], settings: PrepSettings, cache: Volu
         return index in ready
 
     todo = deque(index for index in _own_share_first(len(sources), rank, world_size) if not settle(index))
+    # No more workers than entries to build: a pool's start-up (a fork server importing the preprocessing code, each
+    # worker importing torch) takes seconds to minutes on a busy machine, while a small volume builds in well under
+    # a second; for one entry it held the lock that a second run on the same cache waited on for minutes.
+    workers = max(1, min(workers, len(todo)))
     ready_at_start = len(ready)
     built: list[str] = []
     held_elsewhere: list[int] = []
@@ -232,7 +237,7 @@ def build_cache(sources: list[VolumeSource], settings: PrepSettings, cache: Volu
         new = len(ready) - ready_at_start
         rate = new / max(time.monotonic() - started, 1e-6)
         left = len(sources) - len(ready)
-        on_progress(CacheProgress(len(ready), len(sources), len(built), rate, left / rate if rate > 0 else None))
+        on_progress(CacheProgress(len(ready), len(sources), len(built), rate, left / rate if rate > 0 else None, workers))
 
     report(force=True)
     executor = _executor(workers)

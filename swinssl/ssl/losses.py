@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+INPAINT_LOSSES = ("all", "masked")  # L1 over every voxel (Tang et al.), or over the cut-out voxels only (DAE mask_only, SimMIM)
+
 import torch
 import torch.nn.functional as F
 
@@ -42,6 +44,7 @@ def pretext_losses(
     target: torch.Tensor,
     weights: LossWeights,
     temperature: float = 0.5,
+    inpaint_mask: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
     """All three pretext losses and their weighted total.
 
@@ -49,9 +52,15 @@ def pretext_losses(
         rotation_logits: (2N, 4); rotation_labels: (2N,) int64.
         projections: the two views' (N, D) projections, gathered from all ranks when distributed.
         reconstruction, target: (2N, C, X, Y, Z); target is the uncut, rotated view.
+        inpaint_mask: (2N, 1, X, Y, Z) bool, True on cut-out voxels: the L1 is then taken over those voxels only
+            (DAE's ``mask_only``, SimMIM); None: over every voxel (Tang et al.).
     """
     rotation = F.cross_entropy(rotation_logits.float(), rotation_labels)
     contrast = nt_xent(projections[0], projections[1], temperature)
-    inpaint = F.l1_loss(reconstruction.float(), target.float())
+    if inpaint_mask is None:
+        inpaint = F.l1_loss(reconstruction.float(), target.float())
+    else:
+        weight = inpaint_mask.expand_as(target).float()
+        inpaint = ((reconstruction.float() - target.float()).abs() * weight).sum() / weight.sum().clamp_min(1.0)
     total = weights.rotation * rotation + weights.contrast * contrast + weights.inpaint * inpaint
     return {"total": total, "rotation": rotation, "contrast": contrast, "inpaint": inpaint}

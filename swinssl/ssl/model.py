@@ -11,8 +11,9 @@ from torch import nn
 from swinssl.fused_attention import fuse_window_attention
 from swinssl.network import LegacyPatchMerging
 from swinssl.ssl.domain_invariance import DomainInvarianceModule
+from swinssl.weights import DECODER_MODULES
 
-DECODERS = ("vae", "plain_deconv", "large_kernel_deconv", "deconv", "upsample")  # see ReconstructionDecoder
+DECODERS = ("vae", "plain_deconv", "large_kernel_deconv", "deconv", "upsample", "swinunetr")  # see ReconstructionDecoder, SSLModel
 
 
 class SSLOutput(NamedTuple):
@@ -46,7 +47,7 @@ class ReconstructionDecoder(nn.Sequential):
     """
 
     def __init__(self, dim: int, out_channels: int, mode: str = "deconv") -> None:
-        if mode not in DECODERS:
+        if mode not in DECODERS or mode == "swinunetr":
             raise ValueError(f"unknown decoder {mode!r}; expected one of {DECODERS}")
         if mode == "large_kernel_deconv":
             super().__init__(nn.ConvTranspose3d(dim, out_channels, kernel_size=32, stride=32))
@@ -81,6 +82,10 @@ class SSLModel(nn.Module):
             Swin stage. It acts on paired views only (``forward(x, paired_views=True)``) and lives
             outside ``swinViT``, so the exported encoder is a plain SwinUNETR encoder.
         legacy_patch_merging: MONAI <= 1.4's patch-merging order (to continue from weights trained with it).
+        decoder: the inpainting head (:class:`ReconstructionDecoder`), or ``swinunetr``: SwinUNETR's own decoder
+            (skip encoders ``encoder1-4``, ``encoder10``, up-sampling blocks ``decoder5..1``, a C-channel ``out``)
+            under SwinUNETR's attribute names, as the DAE pretraining behind MONAI's ~50k-volume weights; its
+            weights load from and into a SwinUNETR (:meth:`swinunetr_state_dict`).
     """
 
     def __init__(
@@ -95,7 +100,7 @@ class SSLModel(nn.Module):
         legacy_patch_merging: bool = False,
     ) -> None:
         super().__init__()
-        backbone = SwinUNETR(in_channels=in_channels, out_channels=1, feature_size=feature_size, use_checkpoint=use_checkpoint,
+        backbone = SwinUNETR(in_channels=in_channels, out_channels=in_channels, feature_size=feature_size, use_checkpoint=use_checkpoint,
                              downsample=LegacyPatchMerging if legacy_patch_merging else "merging")
         self.swinViT = backbone.swinViT
         if fused_attention:
@@ -103,7 +108,12 @@ class SSLModel(nn.Module):
         dim = 16 * feature_size
         self.rotation_head = nn.Linear(dim, 4)
         self.contrastive_head = nn.Linear(dim, projection_dim)
-        self.reconstruction_head = ReconstructionDecoder(dim, in_channels, decoder)
+        self.full_decoder = decoder == "swinunetr"
+        if self.full_decoder:
+            for name in (*DECODER_MODULES, "out"):
+                setattr(self, name, getattr(backbone, name))
+        else:
+            self.reconstruction_head = ReconstructionDecoder(dim, in_channels, decoder)
         self.domain_invariance = DomainInvarianceModule(feature_size) if swinfuse else None
         self._pair_views = False
         if swinfuse:
@@ -113,9 +123,20 @@ class SSLModel(nn.Module):
         """x: (B, C, X, Y, Z) with X, Y, Z divisible by 32; with ``paired_views``, B = 2N laid out as
         [view 1 of N crops; view 2 of the same crops] (what the domain-invariance module needs)."""
         self._pair_views = paired_views
-        deepest = self.swinViT(x.contiguous())[4]  # (B, 16F, X/32, Y/32, Z/32)
+        x = x.contiguous()
+        hidden = self.swinViT(x)  # five stages; the deepest is (B, 16F, X/32, Y/32, Z/32)
+        deepest = hidden[4]
         pooled = deepest.mean(dim=(2, 3, 4))
-        return SSLOutput(self.rotation_head(pooled), self.contrastive_head(pooled), self.reconstruction_head(deepest), pooled)
+        reconstruction = self._swinunetr_decoder(x, hidden) if self.full_decoder else self.reconstruction_head(deepest)
+        return SSLOutput(self.rotation_head(pooled), self.contrastive_head(pooled), reconstruction, pooled)
+
+    def _swinunetr_decoder(self, x: torch.Tensor, hidden: list[torch.Tensor]) -> torch.Tensor:
+        """SwinUNETR.forward after its encoder: skip connections from the input and every stage -> (B, C, X, Y, Z)."""
+        skips = [self.encoder1(x), self.encoder2(hidden[0]), self.encoder3(hidden[1]), self.encoder4(hidden[2])]
+        features = self.decoder5(self.encoder10(hidden[4]), hidden[3])
+        for block, skip in zip((self.decoder4, self.decoder3, self.decoder2, self.decoder1), reversed(skips)):
+            features = block(features, skip)
+        return self.out(features)
 
     def _cross_view_attention(self, module: nn.Module, args: tuple, tokens: torch.Tensor) -> torch.Tensor | None:
         """Forward hook on the patch embedding: (B, F, X/2, Y/2, Z/2) tokens through the module."""
@@ -124,3 +145,12 @@ class SSLModel(nn.Module):
     def encoder_state_dict(self) -> dict[str, torch.Tensor]:
         """The encoder's weights under SwinUNETR's key names (``swinViT.*``)."""
         return {f"swinViT.{k}": v.detach().clone() for k, v in self.swinViT.state_dict().items()}
+
+    def swinunetr_state_dict(self) -> dict[str, torch.Tensor]:
+        """Encoder and (``decoder="swinunetr"``) decoder under SwinUNETR's key names; ``out``, the reconstruction
+        layer, is left out: fine-tuning gives SwinUNETR a new, class-specific one."""
+        state = self.encoder_state_dict()
+        if self.full_decoder:
+            for name in DECODER_MODULES:
+                state.update({f"{name}.{k}": v.detach().clone() for k, v in getattr(self, name).state_dict().items()})
+        return state

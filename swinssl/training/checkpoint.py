@@ -20,6 +20,7 @@ from swinssl.io.weights_file import load_torch_file
 CHECKPOINT_FORMAT = 1
 CHECKPOINT_NAME = "checkpoint.pt"
 ENCODER_NAME = "encoder.safetensors"
+SWINUNETR_NAME = "swinunetr.safetensors"  # encoder + decoder of a run pretrained with --decoder swinunetr
 
 
 def atomic_torch_save(obj: Any, path: Path) -> None:
@@ -66,7 +67,8 @@ def restore_rng_state(state: dict[str, Any]) -> None:
 
 
 def export_encoder(encoder_state: dict[str, torch.Tensor], path: Path, provenance: dict[str, str] | None = None) -> None:
-    """Writes encoder weights (SwinUNETR key names, ``swinViT.*``) as safetensors, atomically; ``provenance``
+    """Writes encoder weights (SwinUNETR key names: ``swinViT.*``, with the decoder's modules for ``swinunetr.safetensors``)
+    as safetensors, atomically; ``provenance``
     (patch-merging order, MONAI version) goes into the file's metadata."""
     data = save({k: v.contiguous().cpu() for k, v in encoder_state.items()}, metadata={"format": "swinssl-encoder", **(provenance or {})})
     atomic_write(path, lambda stream: stream.write(data))

@@ -9,7 +9,22 @@ from swinssl.preprocessing.intensity import CT_WINDOW, IntensitySettings
 from swinssl.training.schedule import default_warmup
 from swinssl.training.settings import JsonSettings
 from swinssl.ssl.augment import CutoutSettings
-from swinssl.ssl.losses import LossWeights
+from swinssl.ssl.losses import INPAINT_LOSSES, LossWeights
+
+
+@dataclass(frozen=True)
+class PreviewDisplay:
+    """How previews are shown and measured. Intensities are the model's 0..1.
+
+    windows: (low, high, name) display windows in 0..1 units; the first is used for every view, the
+        others add an axial row each (e.g. the training window beside the soft-tissue one).
+    scale, unit: L1 is reported as (0..1 difference) * scale in unit (2000 HU for CT in -1000..1000).
+    """
+
+    windows: tuple[tuple[float, float, str], ...] = ((0.0, 1.0, "full range"),)
+    scale: float = 1.0
+    unit: str = "(0..1 intensity)"
+
 
 # Fields that may change when a run is resumed; everything else must stay as it was.
 RUN_CONTROL_FIELDS = ("steps", "checkpoint_every", "preview_every", "log_every", "device", "stop_at", "stop_file", "events", "cache_dir", "cache_workers", "amp")
@@ -39,7 +54,8 @@ class PretrainConfig(JsonSettings):
     roi: int = 96
     feature_size: int = 48
     projection_dim: int = 512
-    decoder: str = "deconv"  # ours; the reference heads are options (README: differences from the reference)
+    decoder: str = "deconv"  # ours; the reference heads and SwinUNETR's full decoder (swinunetr) are options (README)
+    inpaint_loss: str = "all"  # L1 over all voxels (the published setting) or "masked": the cut-out voxels only (DAE mask_only, SimMIM)
     gradient_checkpointing: bool = False
     init: str | None = None  # start from these weights: a pretraining model (.safetensors/.pt of SSLModel) or an encoder
     patch_merging: str | None = None  # legacy | v1.5; None: decided from --init (swinssl.weights.choose_patch_merging), then recorded
@@ -71,22 +87,29 @@ class PretrainConfig(JsonSettings):
     stop_at: int | None = None
     stop_file: str | None = None  # stop as on SIGTERM once this file exists (a GUI's signal-free stop channel)
 
-    def preview_display(self) -> tuple[float, float, str]:
-        """What the preview PNG shows: for CT in the default window, the abdominal soft-tissue window
-        (-160..240 HU), where organs and their borders are visible; else the whole 0..1 range."""
-        if self.preset == "ct" and self.window is None and not self.channel_presets:
-            low, high = CT_WINDOW
-            return ((-160 - low) / (high - low), (240 - low) / (high - low), "display window -160..240 HU")
-        return (0.0, 1.0, "")
+    def preview_display(self) -> PreviewDisplay:
+        """What the preview PNG shows and in which unit it measures: for CT, the abdominal soft-tissue window
+        (-160..240 HU, where organs and their borders are visible, and every error looks 5 times larger) with a
+        row in the training window, and L1 in HU; else the whole 0..1 range."""
+        if self.preset != "ct" or (self.channel_presets and self.channel_presets[0] != "ct"):
+            return PreviewDisplay()
+        low, high = self.window or CT_WINDOW
+        training = (0.0, 1.0, f"training window {low:g}..{high:g} HU")
+        if low <= -160 and high >= 240:
+            soft = ((-160 - low) / (high - low), (240 - low) / (high - low), "soft tissue -160..240 HU")
+            return PreviewDisplay((soft, training), high - low, "HU")
+        return PreviewDisplay((training,), high - low, "HU")
 
     def __post_init__(self) -> None:
         if self.roi % 32:
             raise ValueError(f"--roi must be divisible by 32 (Swin UNETR downsamples 5 times), got {self.roi}")
         if not self.rotate and self.loss_rotation > 0:
             raise ValueError("--no-rotation turns the rotation task off: give --loss-weights 0 CONTRAST INPAINT")
-        if self.decoder == "vae" and self.roi < 64:
-            raise ValueError(f"--decoder vae needs --roi 64 or more (its first instance norm acts on the {self.roi // 32}^3 "
+        if self.decoder in ("vae", "swinunetr") and self.roi < 64:
+            raise ValueError(f"--decoder {self.decoder} needs --roi 64 or more (its first instance norm acts on the {self.roi // 32}^3 "
                              "last-stage grid, which must hold more than one voxel); use --decoder deconv for smaller crops")
+        if self.inpaint_loss not in INPAINT_LOSSES:
+            raise ValueError(f"--inpaint-loss must be one of {', '.join(INPAINT_LOSSES)}, got {self.inpaint_loss!r}")
         if self.feature_size % 12 or not 12 <= self.feature_size:
             raise ValueError(f"--feature-size must be a multiple of 12 (12..48 typical), got {self.feature_size}")
         if self.channel_presets is not None:

@@ -76,7 +76,8 @@ def cache_with_progress(sources: list[VolumeSource], settings: PrepSettings, cac
 
     def on_progress(progress: CacheProgress) -> None:
         events.emit("cache", done=progress.done, total=progress.total, built=progress.built,
-                    volumes_per_s=round(progress.volumes_per_s, 3), eta_s=None if progress.eta_s is None else round(progress.eta_s, 1))
+                    volumes_per_s=round(progress.volumes_per_s, 3), eta_s=None if progress.eta_s is None else round(progress.eta_s, 1),
+                    workers=progress.workers)
         bar.n = progress.done
         bar.refresh()
 

@@ -39,6 +39,9 @@ class TrainingTask(Protocol[Batch]):
         """Periodic work after ``step`` (1-based): previews, validation. Returns fields for that step's progress
         event (an event is always written when there are any); ``show_status`` writes a line on the progress bar."""
 
+    def seconds_left(self, step: int) -> float:
+        """The time the periodic work after ``step`` (1-based) will still take (validations); added to the ETA."""
+
 
 @dataclass(frozen=True)
 class LoopSettings:
@@ -91,7 +94,8 @@ def run_training_loop(state: TrainState, task: TrainingTask, settings: LoopSetti
                 if extra or state.step % settings.log_every == 0 or state.step == settings.steps:
                     events.emit("progress", step=state.step, total=settings.steps, losses=losses, lr=state.optimizer.param_groups[0]["lr"],
                                 samples_per_s=settings.batch_size * runtime.world_size / clock.average,
-                                eta_s=clock.eta(settings.steps - state.step), data_wait_s=clock.data_wait, step_s=clock.last, **extra)
+                                eta_s=clock.eta(settings.steps - state.step) + task.seconds_left(state.step),  # validations included
+                                data_wait_s=clock.data_wait, step_s=clock.last, **extra)
                 progress.show(losses)
                 stop_requested = stop.requested or (settings.stop_at is not None and state.step >= settings.stop_at)
                 stop_now = any_rank(stop_requested, runtime) and state.step < settings.steps

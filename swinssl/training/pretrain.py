@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 import random
+import sys
 import time
 from contextlib import nullcontext
 from pathlib import Path
@@ -14,11 +16,13 @@ from torch.nn.parallel import DistributedDataParallel
 
 from swinssl import __version__
 from swinssl.events import EventLog
+from swinssl.preprocessing.cache import PreparedVolume
+from swinssl.preprocessing.intensity import IntensitySettings, normalize_intensity
 from swinssl.ssl.density import modality_jsd
 from swinssl.ssl.losses import pretext_losses
 from swinssl.ssl.model import SSLModel
 from swinssl.summary import duration, loss_table, outputs_block
-from swinssl.training.checkpoint import CHECKPOINT_NAME, ENCODER_NAME, export_encoder, load_checkpoint
+from swinssl.training.checkpoint import CHECKPOINT_NAME, ENCODER_NAME, SWINUNETR_NAME, export_encoder, load_checkpoint
 from swinssl.training.config import PretrainConfig
 from swinssl.training.data import LoadedVolumes, load_volumes
 from swinssl.training.distributed import (
@@ -37,9 +41,18 @@ from swinssl.training.sampler import CropSampler, PretextBatch
 from swinssl.training.schedule import build_optimizer
 from swinssl.training.signals import EXIT_OK, EXIT_STOPPED
 from swinssl.training.state import TrainState
-from swinssl.weights import WeightsSource, choose_patch_merging, provenance, read_weights, to_swinunetr_keys, weights_file_of
+from swinssl.weights import WeightsSource, choose_patch_merging, is_decoder_key, provenance, read_weights, to_swinunetr_keys, weights_file_of
 
 LOSS_NAMES = ("total", "rotation", "contrast", "inpaint")
+# Time per step on a CPU, from two measurements on 2 cores (AMD EPYC, benchmarks/RESULTS.md and issue 22): 9 s at
+# feature 12, ROI 64, batch 2; about 108 s at the defaults (feature 48, ROI 96, batch 2). Scaled by voxels x batch,
+# feature size and threads: a rough figure, said as one. No GPU figure was measured, so none is estimated.
+CPU_STEP_S, CPU_STEP_SIZES, CPU_STEP_THREADS = 9.0, (12, 64, 2), 2
+SLOW_CPU_STEP_S = 30.0  # above this, say how to make a first run on the CPU short
+SMALL_CPU_SIZES = "--roi 64 --feature-size 12 --batch-size 2"
+NO_AIR_HU = -500.0  # a CT has air (-1000 HU) around the body; a volume with nothing below this is probably not CT
+AIR_CHECK_VOLUMES = 50  # volumes looked at for that (their minimum), at the start
+FLAT_CONTRAST_STEPS = 10  # warn when the contrastive loss has not left ln(2B - 1) within this many steps
 
 
 def split_views(projection: torch.Tensor, runtime: Runtime) -> tuple[torch.Tensor, torch.Tensor]:
@@ -67,6 +80,7 @@ def train_step(
         targets,
         config.loss_weights(),
         config.temperature,
+        batch.masks.to(device, non_blocking=True) if config.inpaint_loss == "masked" else None,
     )
     if config.swinfuse:  # density matching over the crops of all ranks: + w * JSD pulls the modalities' feature densities together
         features = gather_with_grad(output.pooled.float(), runtime)
@@ -96,6 +110,9 @@ class PretextTask:
         self.network, self.state, self.config, self.runtime, self.amp = network, state, config, runtime, amp
         self.sampler, self.preview, self.events = sampler, preview, events
         self.cutout = config.cutout()
+        crops = config.batch_size * runtime.world_size
+        self.chance_contrast = math.log(2 * crops - 1) if crops > 1 and config.loss_contrast > 0 else None
+        self.contrast_moved = False
 
     def batch(self, step: int) -> PretextBatch:
         return self.sampler.batch(step, self.cutout, self.config.rotate)
@@ -104,7 +121,23 @@ class PretextTask:
         losses, updated = train_step(self.network, self.state, batch, self.config, self.runtime, self.amp)
         if not updated:
             self.events.emit("warning", file=None, reason=f"non-finite gradients at step {self.state.step + 1}; weights not updated")
+        self._watch_contrast(losses["contrast"])
         return losses
+
+    def _watch_contrast(self, loss: float) -> None:
+        """Warns once when the contrastive loss sat at ln(2B - 1), its value when a crop's two views are no closer than
+        the other crops (all similarities equal), for each of the run's first FLAT_CONTRAST_STEPS steps."""
+        if self.chance_contrast is None or self.state.step >= FLAT_CONTRAST_STEPS:  # state.step: steps done before this one
+            return
+        self.contrast_moved |= abs(loss - self.chance_contrast) > 0.01 * self.chance_contrast
+        if self.state.step == FLAT_CONTRAST_STEPS - 1 and not self.contrast_moved:
+            self.events.emit("warning", file=None, reason=(
+                f"the contrastive loss stayed at ln(2B-1) = {self.chance_contrast:.3f} for the first {FLAT_CONTRAST_STEPS} steps: "
+                "a crop's two views are no closer than the other crops of the step, so the term teaches nothing yet; crops that "
+                "overlap almost entirely (one small volume) give no usable negatives: add volumes, or set its weight to 0"))
+
+    def seconds_left(self, step: int) -> float:
+        return 0.0  # previews take a fraction of a step
 
     def after_step(self, step: int, show_status: Callable[[str], None]) -> dict:
         if self.preview is not None and step % self.config.preview_every == 0:
@@ -122,12 +155,14 @@ def load_pretraining_weights(model: SSLModel, source: WeightsSource, merging: tu
     target = model.state_dict()
     usable = {key: value.to(target[key].dtype) for key, value in mapped.items() if key in target and target[key].shape == value.shape}
     encoder = [key for key in target if key.startswith("swinViT.") and not key.endswith("relative_position_index")]
+    decoder = [key for key in target if is_decoder_key(key)]
     found = sum(key in usable for key in encoder)
     if found < len(encoder) / 2:
         raise ValueError(f"{source.path}: only {found} of the encoder's {len(encoder)} tensors match this model (feature size, channels?)")
     model.load_state_dict(usable, strict=False)
     return {"source": str(source.path), "layout": source.layout, "matched": len(usable), "total": len(target), "encoder_matched": found,
-            "encoder_total": len(encoder), "patch_merging": merging[0], "patch_merging_reason": merging[1]}
+            "encoder_total": len(encoder), "decoder_matched": sum(key in usable for key in decoder), "decoder_total": len(decoder),
+            "patch_merging": merging[0], "patch_merging_reason": merging[1]}
 
 
 def run_pretraining(config: PretrainConfig, resume: bool = False, show_progress: bool = False, overwrite: bool = False,
@@ -170,6 +205,43 @@ def load_data_groups(config: PretrainConfig, events: EventLog, runtime: Runtime,
     return loaded
 
 
+def expected_cpu_step_s(config: PretrainConfig, threads: int) -> float:
+    """A rough time per step on ``threads`` CPU threads (see :data:`CPU_STEP_S`)."""
+    feature, roi, batch = CPU_STEP_SIZES
+    return CPU_STEP_S * (config.feature_size / feature) * (config.roi / roi) ** 3 * (config.batch_size / batch) * CPU_STEP_THREADS / threads
+
+
+def announce_step_time(config: PretrainConfig, runtime: Runtime, events: EventLog) -> float | None:
+    """Before the volumes are prepared (rank 0): on a CPU, the expected time per step and for the run, with the small
+    sizes to use there when a step is long (a warning). Returns the expected seconds per step (None on a GPU)."""
+    if runtime.device.type != "cpu":
+        return None
+    threads = torch.get_num_threads()
+    expected = expected_cpu_step_s(config, threads)
+    sizes = f"feature size {config.feature_size}, ROI {config.roi}, batch {config.batch_size}"
+    said = (f"on the CPU ({threads} threads) a step at {sizes} takes about {duration(expected)} (a rough estimate), "
+            f"{config.steps} steps about {duration(expected * config.steps)}")
+    if expected > SLOW_CPU_STEP_S:
+        events.emit("warning", file=None, reason=f"{said}: for a first run on a CPU use {SMALL_CPU_SIZES} (seconds a step), or a GPU")
+    else:
+        print(said[0].upper() + said[1:] + ".", file=sys.stderr, flush=True)
+    return expected
+
+
+def warn_no_air(config: PretrainConfig, volumes: list[PreparedVolume], events: EventLog) -> None:
+    """A warning when volumes read with the CT preset hold no air: MR or PET pretrained as CT (up to
+    :data:`AIR_CHECK_VOLUMES` volumes are looked at; their arrays are C, X, Y, Z in 0..1)."""
+    if config.channel_presets is not None or config.window is not None:
+        return
+    air = float(normalize_intensity(np.array([[[[NO_AIR_HU]]]], np.float32), IntensitySettings("ct")).item())
+    checked = [volume for volume in volumes if (volume.modality or config.preset) == "ct"][:AIR_CHECK_VOLUMES]
+    no_air = [volume for volume in checked if float(np.min(volume.array)) > air]
+    if no_air:  # one warning for the run (file=None), naming the first such volume
+        events.emit("warning", file=None, reason=f"nothing below {NO_AIR_HU:g} HU in {len(no_air)} of {len(checked)} volume(s) read as CT "
+                    f"({no_air[0].source_name}{' and others' if len(no_air) > 1 else ''}), but CT has air near -1000 HU: if they are "
+                    "MR or PET, give --preset mr or pet (or --modality per --data folder); the CT window -1000..1000 HU is used")
+
+
 def _pretrain(config: PretrainConfig, resume: bool, show_progress: bool, runtime: Runtime, events: EventLog) -> tuple[int, TrainState, dict]:
     """Returns (exit status, the training state, the outputs written)."""
     out = Path(config.out)
@@ -177,8 +249,11 @@ def _pretrain(config: PretrainConfig, resume: bool, show_progress: bool, runtime
     random.seed(config.seed)
     np.random.seed(config.seed)
     torch.manual_seed(config.seed)
+    expected_step_s = announce_step_time(config, runtime, events) if runtime.is_main else None
     loaded = load_data_groups(config, events, runtime, show_progress)
     volumes, skipped = loaded.volumes, loaded.skipped
+    if runtime.is_main:
+        warn_no_air(config, volumes, events)
 
     source = read_weights(weights_file_of(config.init)) if config.init and not resume else None
     merging = (config.patch_merging or "v1.5", "the run's config") if resume else choose_patch_merging(source, config.patch_merging)
@@ -217,6 +292,7 @@ def _pretrain(config: PretrainConfig, resume: bool, show_progress: bool, runtime
         init=init_report,
         patch_merging={"order": merging[0], "reason": merging[1]},
         swinssl_version=__version__,
+        expected_step_s=expected_step_s,
     )
 
     if config.batch_size * runtime.world_size < 2 and config.loss_contrast > 0:
@@ -237,9 +313,12 @@ def _pretrain(config: PretrainConfig, resume: bool, show_progress: bool, runtime
 
     if runtime.is_main:
         export_encoder(model.encoder_state_dict(), out / ENCODER_NAME, provenance(merging[0]))
+        if model.full_decoder:  # encoder + decoder for fine-tuning (finetune --init RUN picks this file)
+            export_encoder(model.swinunetr_state_dict(), out / SWINUNETR_NAME, provenance(merging[0]))
         outputs = {
             "checkpoint": out / CHECKPOINT_NAME,
             "encoder": out / ENCODER_NAME,
+            "swinunetr": out / SWINUNETR_NAME if model.full_decoder else None,
             "config": out / "config.json",
             "loss_curves": plot_loss_curves(state.history, out / "loss_curves.png") if state.history else None,
             "previews": out / "previews" if preview is not None else None,

@@ -3,6 +3,10 @@
 Previews use one fixed crop with one fixed cutout pattern, so successive previews show how the
 reconstruction improves. The NRRD files carry the crop's physical geometry, so Slicer shows them
 at the right place over the source volume.
+
+What a preview measures is inpainting, not auto-encoding: r and L1 inside the holes (cut-out voxels of
+the body), beside the same two numbers for a fill that learns nothing (Gaussian interpolation of the
+visible voxels, computed once per run). A network that does not beat that fill has not learnt anatomy.
 """
 
 from __future__ import annotations
@@ -16,12 +20,17 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import SimpleITK as sitk  # noqa: E402
 import torch  # noqa: E402
+from scipy.ndimage import gaussian_filter  # noqa: E402
 
 from swinssl.io.atomic import atomic_path  # noqa: E402
+from swinssl.preview_text import PANEL_LABELS, describe  # noqa: E402
 from swinssl.preprocessing.cache import PreparedVolume  # noqa: E402
 from swinssl.ssl.augment import CutoutSettings, inner_cutout  # noqa: E402
+from swinssl.training.config import PreviewDisplay  # noqa: E402
 
 PREVIEW_KINDS = ("original", "masked", "reconstruction")
+HOLE_OUTLINE = "#ffd400"
+BASELINE = "Gaussian interpolation of the visible voxels"
 
 
 def display_slices(volume: np.ndarray, spacing: tuple[float, float, float],
@@ -40,12 +49,37 @@ def display_slices(volume: np.ndarray, spacing: tuple[float, float, float],
     return [("axial", axial, sy / sx), ("coronal", coronal, sz / sx), ("sagittal", sagittal, sz / sy)]
 
 
+def body_mask(original: np.ndarray) -> np.ndarray:
+    """Voxels above a quarter of the crop's range (CT in the training window: above -500 HU, i.e. soft tissue
+    and bone, not air, lung or padding). Same shape as ``original``, bool."""
+    low, high = float(original.min()), float(original.max())
+    return original > low + 0.25 * (high - low)
+
+
+def interpolate_holes(masked: np.ndarray, holes: np.ndarray, sigma: float) -> np.ndarray:
+    """The no-learning fill: each cut-out voxel gets the Gaussian-weighted mean (``sigma`` voxels) of the visible
+    voxels around it (normalised convolution); visible voxels are kept. (X, Y, Z) arrays, ``holes`` bool."""
+    visible = (~holes).astype(np.float64)
+    weight = gaussian_filter(visible, sigma, mode="nearest")
+    value = gaussian_filter(masked * visible, sigma, mode="nearest")
+    fallback = float(masked[~holes].mean()) if (~holes).any() else 0.5
+    filled = np.where(weight > 1e-6, value / np.maximum(weight, 1e-6), fallback)
+    return np.where(holes, filled, masked).astype(np.float32)
+
+
+def hole_metrics(original: np.ndarray, filled: np.ndarray, region: np.ndarray, scale: float) -> dict:
+    """``r``: Pearson r of original and ``filled`` over ``region`` (None when under two voxels or either is constant
+    there: a flat fill has no anatomy); ``l1``: mean absolute difference there, times ``scale``; ``voxels``."""
+    a, b = original[region].astype(np.float64), filled[region].astype(np.float64)
+    r = float(np.corrcoef(a, b)[0, 1]) if a.size >= 2 and a.std() > 0 and b.std() > 0 else None
+    return {"r": r, "l1": float(np.abs(a - b).mean() * scale) if a.size else None, "voxels": int(a.size)}
+
+
 class PreviewWriter:
     """Writes the preview of one fixed crop of ``volume`` at the steps it is asked to."""
 
     def __init__(self, out_dir: Path, volume: PreparedVolume, roi: int, seed: int, cutout: CutoutSettings,
-                 display: tuple[float, float, str] = (0.0, 1.0, "")) -> None:
-        """``display``: the (low, high) normalised values the PNG maps to black and white, and its caption."""
+                 display: PreviewDisplay = PreviewDisplay()) -> None:
         self.out_dir = out_dir
         self.display = display
         array = volume.array
@@ -53,16 +87,21 @@ class PreviewWriter:
         box = tuple(slice(s, s + roi) for s in start)
         self.original = torch.from_numpy(np.asarray(array[(slice(None), *box)], dtype=np.float32))[None]
         fixed = CutoutSettings(cutout.max_fraction, cutout.max_fraction, cutout.max_box, cutout.min_box, style="exact")
-        self.masked, _ = inner_cutout(self.original, torch.Generator().manual_seed(seed), fixed)
+        self.masked, mask = inner_cutout(self.original, torch.Generator().manual_seed(seed), fixed)
         self.geometry = volume.geometry.shifted(start)
+        self.cut = mask[0, 0].numpy()  # (X, Y, Z) bool: the cut-out voxels
+        original, masked = self.original[0, 0].numpy(), self.masked[0, 0].numpy()
+        self.holes = self.cut & body_mask(original)  # where inpainting is measured
+        self.sigma = max(1.0, 0.05 * roi)
+        self.baseline = hole_metrics(original, interpolate_holes(masked, self.cut, self.sigma), self.holes, display.scale)
 
     @torch.no_grad()
     def write(self, model: torch.nn.Module, step: int, device: torch.device) -> dict:
-        """Runs the model on the masked crop; writes 3 NRRD files and one PNG.
+        """Runs the model on the masked crop; writes the 3 crops and the holes as NRRD files, and one PNG.
 
-        Returns the ``preview`` event's fields: ``paths`` (the files) and ``body_correlation``, the Pearson r
-        between the original crop and its reconstruction inside the body (:func:`body_correlation`): near 0
-        for a grey field or a body-shaped blob, towards 1 as the reconstruction follows the anatomy.
+        Returns the ``preview`` event's fields: ``paths``; ``holes``: r and L1 of the reconstruction inside the
+        holes (:func:`hole_metrics`, L1 in ``unit``); ``baseline``: the same for :func:`interpolate_holes`, with
+        its ``method``; ``beats_interpolation``: higher r and lower L1 than that baseline.
         """
         was_training = model.training
         model.eval()
@@ -73,48 +112,52 @@ class PreviewWriter:
             "masked": self.masked[0, 0].numpy(),
             "reconstruction": reconstruction[0, 0].clamp(0, 1).numpy(),
         }
+        metrics = hole_metrics(arrays["original"], arrays["reconstruction"], self.holes, self.display.scale)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         paths = {}
-        for kind, array in arrays.items():
+        for kind, array in {**arrays, "holes": self.cut.astype(np.uint8)}.items():
             path = self.out_dir / f"step_{step:06d}_{kind}.nrrd"
             with atomic_path(path) as temporary:
                 sitk.WriteImage(self.geometry.to_image(array), str(temporary), useCompression=True)
             paths[kind] = str(path)
-        paths["png"] = str(self._write_png(arrays, step))
-        return {"paths": paths, "body_correlation": body_correlation(arrays["original"], arrays["reconstruction"])}
+        paths["png"] = str(self._write_png(arrays, step, metrics))
+        beats = None if metrics["r"] is None or self.baseline["r"] is None else bool(
+            metrics["r"] > self.baseline["r"] and metrics["l1"] < self.baseline["l1"])
+        return {"paths": paths, "holes": metrics, "baseline": {**self.baseline, "method": f"{BASELINE} (sigma {self.sigma:g} voxels)"},
+                "unit": self.display.unit, "beats_interpolation": beats}
 
-    def _write_png(self, arrays: dict[str, np.ndarray], step: int) -> Path:
-        figure, axes = plt.subplots(3, 3, figsize=(9, 9))
-        for row, (kind, array) in enumerate(arrays.items()):
-            for column, (view, image, aspect) in enumerate(display_slices(array, self.geometry.spacing)):
+    def caption(self, metrics: dict) -> str:
+        unit = self.display.unit
+        return (f"inside the holes ({metrics['voxels']} cut-out body voxels): reconstruction {describe(metrics, unit)}\n"
+                f"no-learning baseline ({BASELINE}): {describe(self.baseline, unit)}")
+
+    def _write_png(self, arrays: dict[str, np.ndarray], step: int, metrics: dict) -> Path:
+        """Columns: original / masked / reconstruction; rows: axial, coronal, sagittal in the first window, and an axial
+        row per further window (right after the first axial row). Holes outlined in yellow in every panel."""
+        main, *extra = self.display.windows
+        rows = [("axial", main), *(("axial", window) for window in extra), ("coronal", main), ("sagittal", main)]
+        views = {kind: {name: (image, aspect) for name, image, aspect in display_slices(array, self.geometry.spacing)}
+                 for kind, array in arrays.items()}
+        outlines = {name: image for name, image, _ in display_slices(self.cut.astype(np.float32), self.geometry.spacing)}
+        figure, axes = plt.subplots(len(rows), 3, figsize=(9, 3 * len(rows) + 0.6), squeeze=False)
+        for row, (view, (low, high, window_name)) in enumerate(rows):
+            for column, kind in enumerate(PREVIEW_KINDS):
+                image, aspect = views[kind][view]
                 axis = axes[row, column]
-                axis.imshow(image, cmap="gray", vmin=self.display[0], vmax=self.display[1], aspect=aspect)
+                axis.imshow(image, cmap="gray", vmin=low, vmax=high, aspect=aspect, interpolation="nearest")
+                if outlines[view].any():
+                    axis.contour(outlines[view], levels=[0.5], colors=HOLE_OUTLINE, linewidths=0.7)
                 axis.set_xticks([])
                 axis.set_yticks([])
                 if row == 0:
-                    axis.set_title(view)
+                    axis.set_title(PANEL_LABELS[kind], fontsize=11, fontweight="bold")
                 if column == 0:
-                    axis.set_ylabel(kind)
-        figure.suptitle(f"Inpainting preview, step {step}" + (f" ({self.display[2]})" if self.display[2] else ""))
+                    axis.set_ylabel(f"{view}\n{window_name}", fontsize=9)
+        figure.suptitle(f"Inpainting preview, step {step} (holes outlined in yellow)\n{self.caption(metrics)}", fontsize=9)
         figure.tight_layout()
         path = self.out_dir / f"step_{step:06d}.png"
         save_figure(figure, path)
         return path
-
-
-def body_correlation(original: np.ndarray, reconstruction: np.ndarray) -> float | None:
-    """Pearson r of two same-shape arrays over the voxels where ``original`` is above a quarter of its range
-    (for CT in the default window: above -500 HU, i.e. soft tissue and bone, not air, lung or padding), so
-    that a blob shaped like the body outline does not score; None when fewer than two such voxels exist
-    or either is constant there."""
-    low, high = float(original.min()), float(original.max())
-    body = original > low + 0.25 * (high - low)
-    if body.sum() < 2:
-        return None
-    a, b = original[body].astype(np.float64), reconstruction[body].astype(np.float64)
-    if a.std() == 0 or b.std() == 0:
-        return None
-    return float(np.corrcoef(a, b)[0, 1])
 
 
 def plot_loss_curves(history: list[list[float]], path: Path) -> Path:

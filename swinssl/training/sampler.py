@@ -24,13 +24,14 @@ class PretextBatch(NamedTuple):
 
     inputs: (2B, C, R, R, R) rotated and cut out; targets: (2B, C, R, R, R) rotated, uncut;
     rotations: (2B,) int64 rotation classes; modalities: (2B,) int64 index into the sampler's
-    ``modalities`` (all 0 for untagged data).
+    ``modalities`` (all 0 for untagged data); masks: (2B, 1, R, R, R) bool, True on cut-out voxels.
     """
 
     inputs: torch.Tensor
     targets: torch.Tensor
     rotations: torch.Tensor
     modalities: torch.Tensor
+    masks: torch.Tensor
 
 
 def step_seed(seed: int, step: int, rank: int) -> int:
@@ -78,8 +79,8 @@ class CropSampler:
         views = torch.cat([crops, crops])
         targets, rotations = rotate_views(views, generator) if rotate else (views, torch.zeros(len(views), dtype=torch.int64))
         # each view's crops, as the reference's x1 / x2; boxes are pasted only between crops of one modality
-        inputs = torch.cat([apply_cutout(group, generator, cutout, modalities)[0] for group in targets.chunk(2)])
-        return PretextBatch(inputs, targets, rotations, torch.cat([modalities, modalities]))
+        inputs, masks = zip(*(apply_cutout(group, generator, cutout, modalities) for group in targets.chunk(2)))
+        return PretextBatch(torch.cat(inputs), targets, rotations, torch.cat([modalities, modalities]), torch.cat(masks))
 
 
 class Prefetcher(Generic[T]):
