@@ -188,9 +188,10 @@ class SwinSSLPretrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return
         with slicer.util.tryWithErrorDisplay("Could not start fine-tuning.", waitCursor=True):
             sources = [s.strip() for s in p.fineTuneSources.split(";") if s.strip()]
+            fromModel = p.initFromWeights and (Path(p.initWeights) / "model.json").is_file()  # it brings its ROI and feature size
             self._run = self.logic.training.start_finetuning_from_scene(
                 p.modelName, self._pairs, sources, p.initWeights if p.initFromWeights else "random", [c.strip() for c in p.classes.split(",") if c.strip()] or None,
-                p.roi, p.featureSize, p.fineTuneSteps, p.device, overwrite=overwrite)
+                None if fromModel else p.roi, None if fromModel else p.featureSize, p.fineTuneSteps, p.device, overwrite=overwrite)
             self.startPolling()
 
     def startPolling(self) -> None:

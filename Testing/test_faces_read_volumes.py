@@ -126,7 +126,7 @@ def state(page, key: str):
 
 def test_a_truncated_nifti_is_refused_and_the_open_case_stays(page, server, site):
     """The engine refuses an interrupted copy of a real head MR; so does the page, by upload and from server data,
-    and the case that was open (volume, its new segment, message, confidence lines) is left as it was."""
+    and the case that was open (volume, its new segment, message, result check) is left as it was."""
     page.goto(server.url)
     open_from_server(page, "ct", CT_NAME)
     wait_for_text(page, ".swinssl-case", CT_NAME, 60)
@@ -134,7 +134,7 @@ def test_a_truncated_nifti_is_refused_and_the_open_case_stays(page, server, site
     segments = page.locator(".swinssl-editor .v-list input")
     segments.first.wait_for()
     message, volumes = text_of(page, ".swinssl-message"), state(page, "seg_volumes")
-    page.evaluate("window.trame.state.set('seg_confidence_lines', ['liver: mean confidence 0.91, 3% of its voxels unsure'])")
+    page.evaluate("window.trame.state.set('seg_plausibility', ['liver: 992 mL, mean confidence 0.91, 3% unsure'])")
 
     upload(page, site / "data" / "head_truncated.nii.gz")
     error = wait_for_text(page, ".swinssl-error", "head_truncated.nii.gz", 60)
@@ -143,7 +143,7 @@ def test_a_truncated_nifti_is_refused_and_the_open_case_stays(page, server, site
     wait_for_text(page, ".swinssl-error", r"head_truncated\.nii\.gz: unreadable: truncated", 30)
     assert CT_NAME in text_of(page, ".swinssl-case") and text_of(page, ".swinssl-message") == message
     assert state(page, "seg_volumes") == volumes and segments.count() == 1
-    assert state(page, "seg_confidence_lines") == ["liver: mean confidence 0.91, 3% of its voxels unsure"]
+    assert state(page, "seg_plausibility") == ["liver: 992 mL, mean confidence 0.91, 3% unsure"]
 
 
 def test_a_multi_acquisition_dicom_series_opens_as_one_volume(page, server, site):

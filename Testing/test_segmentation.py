@@ -303,6 +303,30 @@ def test_a_failed_conversion_falls_back_to_pytorch_with_one_warning(tmp_path, de
     assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").rglob("model.xml"))
 
 
+def test_an_openvino_runtime_failure_reruns_the_windows_on_pytorch_with_one_warning(tmp_path, demo_torch_fp32, openvino_cache,
+                                                                                   monkeypatch):
+    """The compiled network (cached by the test above) forced to fail on its first window: one warning, PyTorch's labels."""
+    import openvino
+
+    from swinssl.events import EventLog
+    from swinssl.inference.segment import SegmentOptions, segment_image
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("Exception from src/inference/src/cpp/infer_request.cpp:224:\nforced runtime failure")
+
+    monkeypatch.setattr(openvino.InferRequest, "infer", broken)
+    package, images, _, _ = demo_torch_fp32
+    crop = images[0][20:84, 20:84, :]  # one 64^3 window over the liver
+    result = segment_image([crop], package, SegmentOptions(device="cpu", backend="openvino"), EventLog(tmp_path / "events.jsonl"))
+    events = read_events(tmp_path / "events.jsonl")
+    warnings = [e for e in events if e["event"] == "warning"]
+    assert any(e.get("backend") == "openvino" for e in events)  # OpenVINO was prepared, then failed while running
+    assert len(warnings) == 1 and "forced runtime failure" in warnings[0]["reason"] and "PyTorch" in warnings[0]["reason"]
+    torch_labels = segment_image([crop], package, SegmentOptions(device="cpu", backend="torch"), EventLog()).labels
+    assert np.array_equal(sitk.GetArrayFromImage(result.labels), sitk.GetArrayFromImage(torch_labels))
+    assert (sitk.GetArrayFromImage(result.labels) == 1).sum() > 1000
+
+
 def test_backend_openvino_without_openvino_is_a_one_line_usage_error(tmp_path, ct_phantom_file):
     hidden = "import sys; sys.modules['openvino'] = None; from swinssl.cli import main; sys.exit(main())"
     result = subprocess.run([sys.executable, "-c", hidden, "segment", "--model", str(DEMO_MODEL), "--input", str(ct_phantom_file),

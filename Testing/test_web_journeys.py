@@ -440,8 +440,8 @@ def test_download_from_the_catalogue_then_segment_with_a_confidence_map(page, si
         wait_for_text(page, ".swinssl-model-info", "3 segments")  # the downloaded model is chosen: it is the only one
         page.locator(".swinssl-confidence input").check()
         segment(page)
-        lines = page.locator(".swinssl-confidence-line").all_inner_texts()
-        assert lines and all(re.match(r"^\w+: mean confidence [01]\.\d\d, \d+% of its voxels unsure$", line) for line in lines), lines
+        lines = [line for line in page.locator(".swinssl-plausibility-line").all_inner_texts() if "mean confidence" in line]
+        assert lines and all(re.match(r"^\w+: \d+ mL, mean confidence [01]\.\d\d, \d+% unsure( \(LOW.*\))?$", line) for line in lines), lines
         screenshot(page, "web-confidence")
     finally:
         server.stop()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 from typing import Any, Iterator
@@ -53,7 +54,8 @@ def resolve_model(reference: str | Path, root: Path | None = None) -> Path:
 
 
 def list_packages(root: Path | None = None) -> list[ModelPackage]:
-    """Every valid package under ``root`` (default: :func:`models_dir`), sorted by name."""
+    """Every valid package under ``root`` (default: :func:`models_dir`), sorted by name, numbers by value
+    (``demo-organs-tuned-2`` before ``demo-organs-tuned-10``)."""
     root = root or models_dir()
     packages = []
     for meta in sorted(root.glob(f"*/{MODEL_JSON}")) if root.is_dir() else []:
@@ -61,7 +63,7 @@ def list_packages(root: Path | None = None) -> list[ModelPackage]:
             packages.append(load_package(meta.parent))
         except (ValueError, KeyError):
             continue
-    return sorted(packages, key=lambda p: p.name)
+    return sorted(packages, key=lambda p: [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", p.name)])
 
 
 def _walk(node: Any) -> Iterator[dict]:

@@ -112,6 +112,7 @@ class SwinSSLWebApp(TrameApp):
         state.browse_folder, state.browse_parent, state.browse_entries = None, None, []
         state.change("page")(lambda page, **_: self.report(self.on_page_changed, page))
         state.change("seg_model")(lambda seg_model, **_: self.report(self.segment.on_model_changed, seg_model))
+        state.change("train_init")(lambda train_init, **_: self.report(self.train.on_init_changed, train_init))
         state.change("seg_confidence")(lambda seg_confidence, **_: self.report(self.segment.show_confidence, bool(seg_confidence)))
         self.ui = SwinSSLWebUI(self)
         self.editor_logic.set_ui(self.ui.editor)

@@ -75,7 +75,7 @@ class SegmentPage:
         state.seg_volumes, state.seg_inputs, state.seg_case_name, state.seg_download_stem = [], [], "", ""
         state.seg_uploading = False
         state.seg_running, state.seg_progress, state.seg_message, state.seg_cases = False, 0, "", count_cases(self.cases_folder)
-        state.seg_confidence, state.seg_confidence_lines = False, []
+        state.seg_confidence = False
         state.seg_backend = "auto"  # the inference engine: auto (OpenVINO on the CPU), torch, openvino
         state.seg_confidence_legend = None  # the colour bar while a confidence map is on the views: confidence_legend()
         state.seg_model_trained, state.seg_warnings, state.seg_plausibility = "", [], []  # what the model knows; doubts; the result's check
@@ -146,7 +146,6 @@ class SegmentPage:
         state = self.server.state
         state.seg_case_name, state.seg_download_stem, state.seg_volumes, state.seg_inputs = "", "", [], []
         state.seg_warnings, state.seg_plausibility, state.seg_mismatch, state.seg_allow_mismatch = [], [], False, False  # the closed case's
-        state.seg_confidence_lines = []  # the closed case's
         state.seg_confidence_legend = None  # its map went with it
 
     def open_case(self, location: Path, name: str) -> list:
@@ -186,7 +185,7 @@ class SegmentPage:
         self.run = self.segmentation.start(nodes, self.listed_model(state.seg_model), device="auto", confidence=bool(state.seg_confidence),
                                            allow_mismatch=bool(state.seg_mismatch and state.seg_allow_mismatch), backend=state.seg_backend)
         state.seg_warnings, state.seg_plausibility, state.seg_mismatch, state.seg_allow_mismatch = [], [], False, False
-        state.seg_running, state.seg_progress, state.seg_confidence_lines = True, 0, []
+        state.seg_running, state.seg_progress = True, 0
         state.seg_message = f"Segmenting {state.seg_case_name} ..."
 
     def cancel(self) -> None:
@@ -220,11 +219,9 @@ class SegmentPage:
         self.edit(node)
         state.seg_message = f"Done: {node.GetSegmentation().GetNumberOfSegments()} segments. Correct them with the segment editor."
         state.seg_plausibility = run.plausibility
-        if run.confidence_node_id:  # over the input in the case's views (while the box is ticked), with each segment's summary below
+        if run.confidence_node_id:  # over the input in the case's views (while the box is ticked); each segment's figures are in the check
             self.confidence_ids = run.confidence_node_id, run.input_node_ids[0]
             self.show_confidence(bool(state.seg_confidence))
-            state.seg_confidence_lines = [f"{name}: mean confidence {values['mean']:.2f}, {values['below']:.0%} of its voxels unsure"
-                                          for name, values in run.confidence.items()]
 
     def show_confidence(self, shown: bool) -> None:
         """The "Confidence map" box: the latest map over its volume in the case's views, or none; each view is

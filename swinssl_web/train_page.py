@@ -99,6 +99,13 @@ class TrainPage:
                         for run in sorted(self.runs_folder.iterdir()) if (run / "checkpoint.pt").is_file()]
         self.server.state.train_inits = choices
 
+    def on_init_changed(self, init: str) -> None:
+        """A model package chosen as the start fills the form with its ROI and feature size: fine-tuning inherits
+        them, and a feature size other than the model's is refused."""
+        package = next((p for p in self.models() if str(p.path) == init), None)
+        if package is not None:
+            self.server.state.train_roi, self.server.state.train_feature_size = package.roi, package.feature_size
+
     def add_data_folder(self, path: str) -> None:
         real = str(self.data_roots.resolve(path))
         if not Path(real).is_dir():

@@ -165,7 +165,6 @@ class SwinSSLWebUI:
                               style="border: 1px solid rgba(128, 128, 128, 0.4); border-radius: 4px;"):
                     html.Div("Result check (volumes, confidence, what is missing)", classes="text-caption font-weight-bold")
                     html.Div("{{ line }}", v_for="line in seg_plausibility", key="line", classes="text-caption swinssl-plausibility-line")
-                html.Div("{{ line }}", v_for="line in seg_confidence_lines", key="line", classes="text-caption swinssl-confidence-line")
                 with html.Div(v_if=("seg_confidence_legend",), classes="mt-2 swinssl-confidence-legend"):
                     html.Div(style=("seg_confidence_legend.style",))
                     with html.Div(classes="d-flex justify-space-between text-caption"):

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from swinssl.package import MODEL_JSON, ModelPackage, load_package
+from swinssl.package import MODEL_JSON, ModelPackage, TrainedOn, load_package
 from swinssl.preprocessing.intensity import CT_WINDOW, IntensitySettings
 
 INHERITED = ("modality", "preset", "window", "channel_presets", "spacing", "roi", "feature_size", "classes", "patch_merging")
@@ -48,6 +48,13 @@ def inherit_from_parent(given: dict) -> dict:
     if "preset" in given and given["preset"] != inherited["preset"]:  # another preset: the parent's window is not for it
         inherited.pop("window", None)
     return {**inherited, **given}
+
+
+def tuned_from(parent: ModelPackage, cases: int) -> TrainedOn:
+    """What a model tuned from ``parent`` on ``cases`` corrected cases has seen: the parent's region, spacings and
+    known misses (kept until a comparison shows them found: the faces show both Dice), and where it came from."""
+    source = f"{parent.name} ({parent.trained_on.source or 'source not recorded'}), tuned on {cases} corrected case(s)"
+    return TrainedOn(parent.trained_on.region, source, parent.trained_on.spacing_mm, parent.trained_on.known_misses)
 
 
 def _channel_count(config) -> int:

@@ -22,13 +22,13 @@ from swinssl.finetune.config import FinetuneConfig
 from swinssl.finetune.dataset import UNNAMED_PREFIX, PreparedCase, build_label_table, prepare_case, read_case_labels
 from swinssl.finetune.loss import partial_dice_ce
 from swinssl.finetune.parent import (changed_settings, check_fits_parent, compare_with_parent, comparison_lines, parent_package, same_input,
-                                     value_map)
+                                     tuned_from, value_map)
 from swinssl.finetune.sampler import LabelledCropSampler, SegmentationBatch
 from swinssl.finetune.validation import validate
 from swinssl.io.reader import VolumeError
 from swinssl.labels.table import LabelTable, normalize_name
 from swinssl.network import build_swin_unetr
-from swinssl.package import ModelPackage
+from swinssl.package import ModelPackage, TrainedOn
 from swinssl.summary import duration, loss_table, outputs_block
 from swinssl.training.checkpoint import CHECKPOINT_NAME, load_checkpoint
 from swinssl.training.data import DataSetError
@@ -143,10 +143,11 @@ def _evaluate_parent(parent: ModelPackage, cases: list[PreparedCase], table: Lab
 
 
 def _save_package(path: Path, network: torch.nn.Module, table: LabelTable, config: FinetuneConfig, training: dict, metrics: dict) -> Path:
+    parent = parent_package(config.init)
     package = ModelPackage(
         name=config.name or path.name, labels=table, channels=config.input_channels(),
         spacing=config.spacing, roi=config.roi, feature_size=config.feature_size, patch_merging=config.patch_merging,
-        training=training, metrics=metrics,
+        training=training, metrics=metrics, trained_on=tuned_from(parent, training.get("cases", 0)) if parent else TrainedOn(),
     )
     package.save(path, network.state_dict())
     return path
