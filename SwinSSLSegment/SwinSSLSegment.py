@@ -4,7 +4,7 @@ import importlib.util
 import logging
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Optional  # Optional, not X | None: Slicer 5.8's Python 3.9 evaluates these at import and must reach the version message
 
 import qt
 import slicer
@@ -315,7 +315,7 @@ class SwinSSLSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             raise ValueError("Choose a training-set folder first.")
         return folder
 
-    def showCaseCount(self, folder: Path | None = None) -> None:
+    def showCaseCount(self, folder: Optional[Path] = None) -> None:
         """Cases in ``folder`` (the path box's new text), else in the saved training-set folder."""
         folder = folder or (self._parameterNode.trainingSet if self._parameterNode else None)
         count = self.logic.countCases(folder) if folder is not None and str(folder) not in ("", ".") else 0
@@ -417,7 +417,7 @@ class SwinSSLSegmentLogic(ScriptedLoadableModuleLogic):
             self._catalogue = CatalogueLogic(temp_root=Path(slicer.app.temporaryPath) / "SwinSSL")
         return self._catalogue
 
-    def showConfidence(self, confidenceNodeID: str | None, inputVolumeID: str | None, shown: bool) -> None:
+    def showConfidence(self, confidenceNodeID: Optional[str], inputVolumeID: Optional[str], shown: bool) -> None:
         """Confidence map ``confidenceNodeID`` (Inferno, drawn where unsure, with its legend) over the slice views showing
         ``inputVolumeID``, after taking any confidence map off them; with ``shown`` False only the latter."""
         from swinssl_slicer.confidence_display import show_confidence

@@ -233,3 +233,43 @@ def test_import_puts_the_engine_on_the_path_before_importing_it():
     source = function_source("SwinSSLSegment", "SwinSSLSegmentLogic", "importModel")
     assert source.index("ensure_engine_on_path()") < source.index("from swinssl.models import")
     assert "self.refreshModels()" in function_source("SwinSSLSegment", "SwinSSLSegmentWidget", "ensureDependencies")
+
+
+@pytest.mark.parametrize("path", sorted(str(p.relative_to(REPO)) for p in [*REPO.glob("SwinSSL*/SwinSSL*.py"), *(REPO / "swinssl_slicer").glob("*.py")]))
+def test_modules_load_in_python_3_9_to_say_the_slicer_is_too_old(path):
+    """Slicer 5.8 (Python 3.9, SuperBuild/External_python.cmake at v5.8.1) must load the module files so that
+    check_slicer_version can say 5.10 is needed: 3.9 syntax only, and no ``X | None`` annotation evaluated when a
+    function is defined (a TypeError in 3.9) unless the file postpones annotations."""
+    source = (REPO / path).read_text()
+    tree = ast.parse(source, feature_version=SLICER_PYTHON[(5, 8)])
+    if "from __future__ import annotations" in source:
+        return
+    annotations = [a.annotation for f in ast.walk(tree) if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef))
+                   for a in f.args.posonlyargs + f.args.args + f.args.kwonlyargs if a.annotation]
+    annotations += [f.returns for f in ast.walk(tree) if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef)) and f.returns]
+    annotations += [n.annotation for n in ast.walk(tree) if isinstance(n, ast.AnnAssign)]
+    unions = [ast.unparse(a) for a in annotations if any(isinstance(x, ast.BinOp) and isinstance(x.op, ast.BitOr) for x in ast.walk(a))]
+    assert not unions, f"{path}: {unions} (use Optional/Union, or postpone annotations)"
+
+
+def test_a_finished_fine_tuning_is_installed_and_reported_without_torch_or_monai(tmp_path):
+    """The end of a fine-tuning runs in a face's poll, on Slicer's GUI thread: installing the tuned model and
+    writing its comparison lines must not import torch or MONAI (seconds of frozen GUI). Run in a Python where
+    importing either fails."""
+    import shutil
+    import subprocess
+    import sys
+
+    run_folder = tmp_path / "runs" / "demo-organs-tuned-1"
+    shutil.copytree(REPO / "swinssl" / "resources" / "demo_organs", run_folder)
+    script = (
+        "import sys; sys.modules.update(torch=None, monai=None); sys.path.insert(0, sys.argv[1])\n"
+        "from pathlib import Path\n"
+        "from swinssl_slicer.training_logic import TrainingLogic, TrainingRun\n"
+        "run = TrainingRun('finetune', None, Path(sys.argv[2]), install=Path(sys.argv[3]))\n"
+        "TrainingLogic.install(run); print(run.comparison_lines())\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script, str(REPO), str(run_folder), str(tmp_path / "models" / run_folder.name)],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert (tmp_path / "models" / run_folder.name / "model.json").is_file() and result.stdout.strip() == "[]"

@@ -146,13 +146,17 @@ def package_from_finetune_checkpoint(checkpoint_path: Path, patch_merging: str |
     return package, checkpoint["model"]
 
 
-def import_model(source: Path, root: Path | None = None, name: str | None = None, patch_merging: str | None = None) -> Path:
+def import_model(source: Path, root: Path | None = None, name: str | None = None, patch_merging: str | None = None,
+                 check_weights: bool = True) -> Path:
     """Installs a package, a MONAI bundle, a fine-tuning run or its checkpoint as a package folder.
-    ``patch_merging`` overrides the order the source records (or, for a bundle, its MONAI version implies)."""
+    ``patch_merging`` overrides the order the source records (or, for a bundle, its MONAI version implies).
+    ``check_weights`` False skips loading a package's weights into its network (which imports torch and MONAI): only
+    for a package the engine has just written, installed by a face whose GUI thread must not wait for those imports."""
     root = root or models_dir()
     if (source / MODEL_JSON).is_file():
         package = load_package(source)
-        package.build_network()  # refuses weights that do not load into the network model.json describes
+        if check_weights:
+            package.build_network()  # refuses weights that do not load into the network model.json describes
         package.name = name or package.name
         destination = root / package.name
         if destination.resolve() != source.resolve():

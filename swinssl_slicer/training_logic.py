@@ -351,11 +351,12 @@ class TrainingLogic:
     @staticmethod
     def install(run: TrainingRun) -> Path:
         """Installs the finished model of ``run`` in the models folder: model.json and model.safetensors only (the
-        checkpoint stays in the run folder)."""
+        checkpoint stays in the run folder). Called from a face's poll (Slicer's GUI thread): the engine wrote these
+        weights from the network it trained, so they are copied without importing torch to load them again."""
         from swinssl.models import import_model
 
         replaced = (run.install / "model.json").is_file()
-        import_model(run.out, run.install.parent, run.install.name)
+        import_model(run.out, run.install.parent, run.install.name, check_weights=False)
         if replaced:
             run.messages.append(f"replaced the installed model {run.install.name} with this run's")
         return run.install

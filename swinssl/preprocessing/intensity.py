@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from monai.transforms import ScaleIntensityRange, ScaleIntensityRangePercentiles
 
 PRESETS = ("ct", "mr", "pet", "none")
 CT_WINDOW = (-1000.0, 1000.0)  # Tang et al. 2022 pretraining: clip -1000..1000 HU, scale to 0..1
@@ -46,6 +45,8 @@ def normalize_intensity(array: np.ndarray, settings: IntensitySettings) -> np.nd
     if settings.preset == "ct":
         return _scale_range(array, *CT_WINDOW)
     if settings.preset == "mr":
+        from monai.transforms import ScaleIntensityRangePercentiles  # here: the faces import this module for its settings only
+
         transform = ScaleIntensityRangePercentiles(0.5, 99.5, b_min=0.0, b_max=1.0, clip=True, channel_wise=True)
         return np.asarray(transform(array), dtype=np.float32)
     if settings.preset == "pet":
@@ -67,5 +68,7 @@ def normalize_channels(array: np.ndarray, settings: IntensitySettings | tuple[In
 
 
 def _scale_range(array: np.ndarray, low: float, high: float) -> np.ndarray:
+    from monai.transforms import ScaleIntensityRange  # here: the faces import this module for its settings only
+
     transform = ScaleIntensityRange(a_min=low, a_max=high, b_min=0.0, b_max=1.0, clip=True)
     return np.asarray(transform(array), dtype=np.float32)
