@@ -251,8 +251,8 @@ def openvino_cache(tmp_path_factory):
 def test_openvino_fp32_agrees_with_pytorch_on_the_real_ct_and_the_second_run_does_not_convert(tmp_path, demo_torch_fp32,
                                                                                               openvino_cache, monkeypatch):
     """backend auto on the CPU is OpenVINO: fp32 labels >= 99.99 % equal to PyTorch's; confidence within 1e-3 at 99.9 % of
-    voxels (measured 99.95 %, at most 2e-3: the logits differ by <= 3e-4, but both backends' float16 logit sums round apart
-    by one step at a few voxels); then the cached model is loaded without converting."""
+    voxels (measured 99.95 %, at most 2e-3; summing the logits in float32 instead of float16 still left 1.9e-3, so the
+    few larger differences are OpenVINO's fp32 kernels, not the sums); then the cached model is loaded without converting."""
     import openvino
 
     from swinssl.events import EventLog
