@@ -253,7 +253,7 @@ class SwinSSLSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 self.onConfidenceToggled(self._parameterNode.confidence)
             while run.messages:
                 self.ui.statusLog.appendPlainText(run.messages.pop(0))
-            self.finishRun(f"Done: {node.GetName()}")
+            self.finishRun(f"{run.done_message(node.GetSegmentation().GetNumberOfSegments())} in {node.GetName()}")
         except Exception as error:  # shown to the user; the scene is unchanged
             logging.error(str(error))
             self.logic.segmentation.cancel(run)

@@ -53,6 +53,8 @@ def test_segment_a_real_volume_end_to_end(mrml_scene, shared_data, tmp_path):
     volumes = {line.split(":")[0] for line in run.plausibility if line.endswith(" mL")}  # the result's check, for the faces
     assert volumes and volumes <= set(ORGANS) and run.plausibility[-1].startswith("Confidence not computed")
     assert set(run.plausibility) <= set(run.messages) and not run.warnings and not run.mismatch  # the real CT fits the CT model
+    assert run.doubtful == (volumes != set(ORGANS))  # a tiny model's empty organ, not a known miss: never a plain "Done"
+    assert run.done_message(len(ORGANS)).startswith("Done with doubts: " if run.doubtful else "Done: ")
 
 
 def test_cancel_stops_the_process_tree_and_leaves_the_scene_as_it_was(mrml_scene, shared_data, tmp_path):

@@ -56,7 +56,7 @@ def upload_ct(page, server, shared_data) -> None:
 
 def segment(page, timeout_s: float = 240) -> None:
     page.locator(".swinssl-segment").click()
-    wait_for_text(page, ".swinssl-message", r"^Done: \d+ segments", timeout_s)
+    wait_for_text(page, ".swinssl-message", r"^Done( with doubts)?: \d+ segments", timeout_s)
 
 
 def download(page, selector: str, folder: Path) -> Path:
@@ -130,6 +130,7 @@ def check_the_result_summary(page) -> None:
     assert [line.split(":")[0] for line in lines[:5]] == ["liver", "spleen", "kidney_right", "stomach", "aorta"], lines
     assert all(re.match(r"^\w+: \d+ mL, mean confidence [01]\.\d\d, \d+% unsure", line) for line in lines[:5]), lines
     assert "Empty, a known miss of this model: kidney_left" in lines and page.locator(".swinssl-fit-warning").count() == 0
+    assert text_of(page, ".swinssl-message").startswith("Done: ")  # a known miss is no doubt
     page.locator(".swinssl-plausibility").evaluate("card => card.scrollIntoView({block: 'center'})")
     screenshot(page, "web-plausibility")
 
@@ -147,7 +148,7 @@ def check_an_mr_is_refused_unless_allowed(page, shared_data) -> None:
     page.locator(".swinssl-allow-mismatch input").check()
     page.locator(".swinssl-segment").click()
     wait_for_text(page, ".swinssl-fit-warning", "^brain_t1c_brain1: looks like MR, not CT", 120)
-    wait_for_text(page, ".swinssl-message", r"^Done: \d+ segments", 240)
+    wait_for_text(page, ".swinssl-message", r"^Done with doubts: \d+ segments; read the warnings", 240)  # never a plain "Done"
     assert page.locator(".swinssl-allow-mismatch").count() == 0  # the override was for that run only
     assert page.locator(".swinssl-fit-warning").count() == 1
     page.locator(".swinssl-fit-warning").evaluate("alert => alert.scrollIntoView({block: 'start'})")

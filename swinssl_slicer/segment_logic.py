@@ -21,7 +21,7 @@ from swinssl_slicer.mrml_io import place_under_study, read_segmentation, read_vo
 ensure_engine_on_path()
 
 from swinssl.models import list_packages, models_dir  # noqa: E402  (reads model.json files only: no torch import)
-from swinssl.inference.plausibility import summary_lines  # noqa: E402  (plain Python: no torch import)
+from swinssl.inference.plausibility import doubtful, summary_lines  # noqa: E402  (plain Python: no torch import)
 from swinssl.package import ModelPackage, load_package  # noqa: E402
 
 if TYPE_CHECKING:
@@ -48,12 +48,19 @@ class SegmentRun:
     warnings: list[str] = field(default_factory=list)  # the engine's doubts about the inputs (e.g. "looks like a chest CT")
     mismatch: bool = False  # refused: an input is certainly not the model's kind; start(..., allow_mismatch=True) overrides
     plausibility: list[str] = field(default_factory=list)  # after the run: volumes, confidence and flags, one line each
+    doubtful: bool = False  # after the run: an input warning, an unexpected empty segment or a confidence far below the model's
 
     def named(self, text: str) -> str:
         """``text`` with the temporary input files replaced by their volumes' names."""
         for path, name in self.input_names.items():
             text = text.replace(path, name)
         return text
+
+    def done_message(self, segments: int) -> str:
+        """The line a face shows when the run has ended well: "Done" only without doubts, else what to read first."""
+        if self.doubtful:
+            return f"Done with doubts: {segments} segments; read the warnings and the result check before using them"
+        return f"Done: {segments} segments"
 
     @property
     def progress(self) -> float:
@@ -154,7 +161,7 @@ class SegmentationLogic:
                 metric = event["registration"]["metric"]
                 run.messages.append(f"Input {event['channel'] + 1} registered to input 1 (mutual information {metric:.3f})")
             elif event["event"] == "progress" and event.get("stage") == "prepare":
-                run.messages += [event["message"].capitalize()] if "message" in event else []  # OpenVINO's first conversion of a model
+                run.messages += [event["message"][:1].upper() + event["message"][1:]] if "message" in event else []  # OpenVINO's first conversion of a model
             elif event["event"] == "progress":
                 run.windows_done, run.windows_total = event["step"], event["total"]
             elif event["event"] == "warning":
@@ -164,6 +171,7 @@ class SegmentationLogic:
             elif event["event"] == "done":
                 run.confidence = event.get("confidence") or {}
                 run.plausibility = summary_lines(event["plausibility"]) if "plausibility" in event else []
+                run.doubtful = bool(run.warnings) or ("plausibility" in event and doubtful(event["plausibility"]))
                 run.messages += run.plausibility
             elif event["event"] == "error":
                 run.error = run.named(event["message"])

@@ -217,7 +217,7 @@ class SegmentPage:
             state.seg_message = f"Not segmented: {error}" if run.mismatch else f"Segmentation failed: {error}"
             raise
         self.edit(node)
-        state.seg_message = f"Done: {node.GetSegmentation().GetNumberOfSegments()} segments. Correct them with the segment editor."
+        state.seg_message = f"{run.done_message(node.GetSegmentation().GetNumberOfSegments())}. Correct them with the segment editor."
         state.seg_plausibility = run.plausibility
         if run.confidence_node_id:  # over the input in the case's views (while the box is ticked); each segment's figures are in the check
             self.confidence_ids = run.confidence_node_id, run.input_node_ids[0]

@@ -68,6 +68,12 @@ def flag_lines(summary: dict) -> list[str]:
     return lines
 
 
+def doubtful(summary: dict) -> bool:
+    """Whether the result needs a second look before use: a segment found empty that the model is not known to miss,
+    or a confidence far below the model's own."""
+    return bool(summary["low_confidence"] or set(summary["empty"]) - set(summary["known_misses"]))
+
+
 def summary_lines(summary: dict) -> list[str]:
     """Everything a face shows after a run: the segment lines, then the flags."""
     return segment_lines(summary) + flag_lines(summary)
