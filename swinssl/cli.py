@@ -366,8 +366,9 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
         from swinssl.finetune.parent import check_fits_parent, inherit_from_parent, parent_package
 
         config = FinetuneConfig(**inherit_from_parent(given))  # from a model package: its input settings unless given
-        if parent_package(config.init) is not None:
-            check_fits_parent(config, parent_package(config.init))  # before any case is read (the engine checks again)
+        parent = parent_package(config.init)
+        if parent is not None:
+            check_fits_parent(config, parent)  # before any case is read (the engine checks again)
     with _run_lock(args.out, "finetune"):
         return run_finetune(config, resume=args.resume, show_progress=sys.stderr.isatty(), overwrite=args.overwrite, print_summary=True)
 

@@ -14,7 +14,6 @@ import numpy as np
 from swinssl.package import MODEL_JSON, ModelPackage, TrainedOn, load_package
 from swinssl.preprocessing.intensity import CT_WINDOW, IntensitySettings
 
-INHERITED = ("modality", "preset", "window", "channel_presets", "spacing", "roi", "feature_size", "classes", "patch_merging")
 WORSE_BY = 0.01  # a segment counts as worse when its Dice drops by more than this (one Dice point)
 
 
@@ -57,10 +56,6 @@ def tuned_from(parent: ModelPackage, cases: int) -> TrainedOn:
     return TrainedOn(parent.trained_on.region, source, parent.trained_on.spacing_mm, parent.trained_on.known_misses)
 
 
-def _channel_count(config) -> int:
-    return len(config.input_channels())
-
-
 def check_fits_parent(config, package: ModelPackage) -> None:
     """Raises ValueError, naming the setting and the parent, when ``config`` cannot start from ``package``'s
     weights: another feature size, number of input channels or patch-merging order, or the parent's classes in
@@ -69,8 +64,8 @@ def check_fits_parent(config, package: ModelPackage) -> None:
     if config.feature_size != package.feature_size:
         raise ValueError(f"{where} has feature size {package.feature_size}; --feature-size {config.feature_size} does not fit its "
                          f"weights (leave --feature-size out to keep {package.feature_size}, or start from random weights)")
-    if _channel_count(config) != len(package.channels):
-        raise ValueError(f"{where} takes {len(package.channels)} input channel(s); this run gives {_channel_count(config)} "
+    if len(config.input_channels()) != len(package.channels):
+        raise ValueError(f"{where} takes {len(package.channels)} input channel(s); this run gives {len(config.input_channels())} "
                          "(leave --channel-presets out to keep the model's)")
     if config.patch_merging is not None and config.patch_merging != package.patch_merging:
         raise ValueError(f"{where} was trained with patch merging {package.patch_merging!r}; --patch-merging {config.patch_merging} "

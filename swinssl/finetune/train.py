@@ -142,8 +142,8 @@ def _evaluate_parent(parent: ModelPackage, cases: list[PreparedCase], table: Lab
     return record
 
 
-def _save_package(path: Path, network: torch.nn.Module, table: LabelTable, config: FinetuneConfig, training: dict, metrics: dict) -> Path:
-    parent = parent_package(config.init)
+def _save_package(path: Path, network: torch.nn.Module, table: LabelTable, config: FinetuneConfig, training: dict, metrics: dict,
+                  parent: ModelPackage | None) -> Path:
     package = ModelPackage(
         name=config.name or path.name, labels=table, channels=config.input_channels(),
         spacing=config.spacing, roi=config.roi, feature_size=config.feature_size, patch_merging=config.patch_merging,
@@ -318,7 +318,7 @@ def _finetune(config: FinetuneConfig, resume: bool, show_progress: bool, runtime
         if runtime.is_main:
             metrics.update(validated_on=validated_on, note="Dice on the validation cases named in training.case_names; not a benchmark",
                            comparison=compare_with_parent(state.extra.get("parent"), metrics["dice"], validated_on))
-            _save_package(out, network, table, config, training_summary, metrics)
+            _save_package(out, network, table, config, training_summary, metrics, parent)
 
     sampler = LabelledCropSampler(training_cases, config.roi, config.batch_size, config.seed, runtime.rank, sampling=config.crop_sampling)
     task = SegmentationTask(trained, state, config, runtime, amp, sampler, validation_cases, table, save_best, events)

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from swinssl.events import EventLog
+from swinssl.io.download import file_digest
 from swinssl.package import WEIGHTS, ModelPackage
 
 BACKENDS = ("auto", "torch", "openvino")
@@ -70,14 +71,6 @@ def cache_root() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "swinssl" / "openvino"
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def cache_key(package: ModelPackage) -> str:
     """What the converted network depends on, hashed: the weights, the architecture and the converting software."""
     import monai
@@ -85,7 +78,7 @@ def cache_key(package: ModelPackage) -> str:
 
     from swinssl import __version__
 
-    parts = {"weights": file_sha256(package.path / WEIGHTS) if package.path else "random", "channels": len(package.channels),
+    parts = {"weights": file_digest(package.path / WEIGHTS, "sha256") if package.path else "random", "channels": len(package.channels),
              "classes": package.labels.num_classes, "feature_size": package.feature_size, "patch_merging": package.patch_merging,
              "roi": package.roi, "batch": WINDOW_BATCH, "openvino": openvino.get_version(), "monai": monai.__version__, "swinssl": __version__}
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:24]
