@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from conftest import run_cli
+from conftest import REPO, run_cli
 from swinssl.evaluate import evaluate
 from swinssl.labels.segmentation_file import write_label_map
 from swinssl.labels.table import LabelTable
@@ -35,6 +35,21 @@ def test_metrics_on_shifted_cubes(tmp_path):
     assert result["predicted_classes_not_in_reference"] == ["spleen"]
     strict = evaluate(tmp_path / "pred.seg.nrrd", tmp_path / "ref.nii.gz", tolerance_mm=0.5)
     assert strict["classes"]["liver"]["surface_dice"] < 0.9
+
+
+def test_a_nifti_label_table_keeps_its_name_and_is_found_by_evaluate_and_the_overwrite_check(tmp_path):
+    """``CASE.01.nii.gz`` gets ``CASE.01.json`` (the writer used to lowercase it and drop '.01'), which evaluate reads
+    and ``segment`` refuses to replace without --overwrite."""
+    ref = np.zeros((12, 12, 12), np.uint8)
+    ref[3:8, 3:8, 3:8] = 1
+    written = write_label_map(label_image(ref), LabelTable.from_names(["liver"]), tmp_path / "CASE.01.nii.gz")
+    assert [path.name for path in written] == ["CASE.01.nii.gz", "CASE.01.json"]
+    result = evaluate(tmp_path / "CASE.01.nii.gz", tmp_path / "CASE.01.nii.gz")
+    assert result["classes"]["liver"]["dice"] == pytest.approx(1.0)  # named from the table, not 'label 1'
+    (tmp_path / "CASE.01.nii.gz").unlink()  # only the table is left to protect
+    refused = run_cli("segment", "--model", "demo-organs", "--input", str(REPO / "swinssl" / "resources" / "demo_ct.nii.gz"),
+                      "--output", str(tmp_path / "CASE.01.nii.gz"))
+    assert refused.returncode != 0 and "CASE.01.json" in refused.stderr and "--overwrite" in refused.stderr, refused.stderr
 
 
 def test_identical_maps_are_perfect_and_empty_prediction_scores_zero(tmp_path):

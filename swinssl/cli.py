@@ -285,7 +285,9 @@ def _segment_outputs(args: argparse.Namespace) -> list[Path]:
     output = Path(args.output)
     outputs = [output]
     if output.name.lower().endswith((".nii", ".nii.gz")):
-        outputs.append(output.with_name(output.name[: -len(".nii.gz") if output.name.lower().endswith(".gz") else -len(".nii")] + ".json"))
+        from swinssl.labels.segmentation_file import label_table_path
+
+        outputs.append(label_table_path(output))
     return outputs + [Path(path) for path in (args.overlay, args.confidence) if path]
 
 

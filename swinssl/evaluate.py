@@ -17,7 +17,7 @@ import torch
 from monai.metrics import compute_dice, compute_hausdorff_distance, compute_surface_dice
 
 from swinssl.io.reader import check_gzip_stream
-from swinssl.labels.segmentation_file import read_seg_nrrd
+from swinssl.labels.segmentation_file import label_table_path, read_seg_nrrd
 from swinssl.labels.table import normalize_name, read_names_file
 
 MARGIN = 2
@@ -34,8 +34,7 @@ def read_labelled(path: Path) -> tuple[sitk.Image, dict[int, str]]:
         image = sitk.ReadImage(str(path))
     except RuntimeError as error:
         raise ValueError(f"{path}: unreadable label map") from error
-    stem = path.name[: -len(".nii.gz")] if path.name.endswith(".nii.gz") else path.stem
-    table_path = path.with_name(stem + ".json")
+    table_path = label_table_path(path)
     names = {}
     if table_path.is_file():
         names = {int(e["value"]): e["name"] for e in json.loads(table_path.read_text()).get("labels", [])}

@@ -43,10 +43,18 @@ def write_label_map(label_image: sitk.Image, table: LabelTable, path: Path) -> l
     if name.endswith((".nii", ".nii.gz")):
         with atomic_path(path) as temporary:
             sitk.WriteImage(label_image, str(temporary), useCompression=True)
-        table_path = path.with_name(name[: -len(".nii.gz")] if name.endswith(".gz") else name[: -len(".nii")]).with_suffix(".json")
+        table_path = label_table_path(path)
         atomic_write_text(table_path, json.dumps({"labels": table.to_list()}, indent=1))
         return [path, table_path]
     raise ValueError(f"{path}: output must end in .seg.nrrd, .nii or .nii.gz")
+
+
+def label_table_path(path: Path) -> Path:
+    """The JSON label table beside a label map: its name without ``.nii.gz`` / ``.nii`` (any case; else its last
+    suffix) plus ``.json``, case and inner dots kept (``CASE.01.nii.gz`` -> ``CASE.01.json``)."""
+    lower = path.name.lower()
+    stem = path.name[: -len(".nii.gz")] if lower.endswith(".nii.gz") else path.name[: -len(".nii")] if lower.endswith(".nii") else path.stem
+    return path.with_name(stem + ".json")
 
 
 def read_seg_nrrd(path: Path) -> tuple[sitk.Image, dict[int, str], dict[str, tuple], dict[str, dict]]:
