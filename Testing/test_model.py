@@ -101,6 +101,3 @@ def test_cli_choices_are_the_engines():
     assert cli.INPAINT_LOSS_CHOICES == INPAINT_LOSSES
     assert cli.CUTOUT_STYLE_CHOICES == CUTOUT_STYLES and cli.CROP_SAMPLING_CHOICES == CROP_SAMPLING
     assert cli.PRECISION_CHOICES == PRECISIONS
-    from swinssl.inference.openvino_backend import BACKENDS
-
-    assert cli.BACKEND_CHOICES == BACKENDS

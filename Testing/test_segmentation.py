@@ -7,6 +7,7 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
+import pydicom
 import pytest
 import SimpleITK as sitk
 import slicerio
@@ -17,6 +18,7 @@ from conftest import run_cli, write_volume
 from swinssl.events import read_events
 from swinssl.inference.segment import to_input_grid, to_model_grid
 from swinssl.inference.sliding_window import sliding_window_labels
+from swinssl.labels.anatomy import standard_name
 from swinssl.labels.table import LabelTable
 from swinssl.network import build_swin_unetr
 from swinssl.overlay import write_overlay_png
@@ -110,7 +112,8 @@ def test_segment_cli_on_the_real_dicom_series_writes_a_named_seg_nrrd_on_the_inp
     output = tmp_path / "out" / "result.seg.nrrd"
     events = tmp_path / "events.jsonl"
     result = run_cli("segment", "--model", str(tmp_path / "model"), "--input", str(series), "--output", str(output),
-                     "--device", "cpu", "--events", str(events), "--overlay", str(tmp_path / "out" / "overlay.png"))
+                     "--device", "cpu", "--events", str(events), "--overlay", str(tmp_path / "out" / "overlay.png"),
+                     "--dicom-seg", str(tmp_path / "out" / "result.dcm"))
     assert result.returncode == 0, result.stderr
     assert plt.imread(tmp_path / "out" / "overlay.png").shape[2] in (3, 4)
     reader = sitk.ImageSeriesReader()
@@ -129,6 +132,11 @@ def test_segment_cli_on_the_real_dicom_series_writes_a_named_seg_nrrd_on_the_inp
     progress = [e for e in log if e["event"] == "progress"]
     assert progress and progress[-1]["step"] == progress[-1]["total"]
     assert log[-1]["event"] == "done" and log[-1]["outputs"]["overlay"] == str(tmp_path / "out" / "overlay.png")
+    dicom_seg = pydicom.dcmread(log[-1]["outputs"]["dicom_seg"])  # the same labels as a DICOM Segmentation of the series
+    labels = np.asarray(segmentation["voxels"])
+    present = [s["name"] for s in segmentation["segments"] if (labels == s["labelValue"]).any()]
+    assert present and [s.SegmentLabel for s in dicom_seg.SegmentSequence] == [standard_name(name) for name in present]  # "right kidney"
+    assert int(dicom_seg.NumberOfFrames) == sum(int((labels == s["labelValue"]).any(axis=(0, 1)).sum()) for s in segmentation["segments"])
 
 
 def test_overlay_png_is_refused_before_torch_loads_when_not_a_png(tmp_path, ct_phantom_file):
@@ -327,6 +335,34 @@ def test_an_openvino_runtime_failure_reruns_the_windows_on_pytorch_with_one_warn
     assert (sitk.GetArrayFromImage(result.labels) == 1).sum() > 1000
 
 
+def test_a_package_that_recommends_torch_runs_on_torch_under_auto_and_round_trips_its_choice(tmp_path, demo_torch_fp32, monkeypatch):
+    """model.json's ``backend`` is used when the run asks for auto; an explicit backend wins; a bad value is refused."""
+    import dataclasses
+
+    from swinssl.events import EventLog
+    from swinssl.inference import segment
+    from swinssl.inference.segment import SegmentOptions, segment_image
+
+    package, images, _, _ = demo_torch_fp32
+    recommends_torch = dataclasses.replace(package, backend="torch")
+    recommends_torch.save(tmp_path / "model", package.build_network().state_dict())
+    assert load_package(tmp_path / "model").backend == "torch" and load_package(DEMO_MODEL).backend == "auto"
+
+    def no_openvino(*args, **kwargs):
+        raise AssertionError("OpenVINO was prepared")
+
+    monkeypatch.setattr(segment, "compiled_network", no_openvino)
+    crop = images[0][20:84, 20:84, :]  # one 64^3 window over the liver
+    result = segment_image([crop], load_package(tmp_path / "model"), SegmentOptions(device="cpu", backend="auto"), EventLog())
+    assert (sitk.GetArrayFromImage(result.labels) == 1).sum() > 1000
+    with pytest.raises(AssertionError, match="OpenVINO was prepared"):
+        segment_image([crop], load_package(tmp_path / "model"), SegmentOptions(device="cpu", backend="openvino"), EventLog())
+    meta = json.loads((tmp_path / "model" / "model.json").read_text())
+    (tmp_path / "model" / "model.json").write_text(json.dumps(meta | {"backend": "tensorrt"}))
+    with pytest.raises(ValueError, match="tensorrt"):
+        load_package(tmp_path / "model")
+
+
 def test_backend_openvino_without_openvino_is_a_one_line_usage_error(tmp_path, ct_phantom_file):
     hidden = "import sys; sys.modules['openvino'] = None; from swinssl.cli import main; sys.exit(main())"
     result = subprocess.run([sys.executable, "-c", hidden, "segment", "--model", str(DEMO_MODEL), "--input", str(ct_phantom_file),
@@ -409,7 +445,64 @@ def test_known_anatomy_is_written_with_slicer_terminology_and_colours(tmp_path):
     segments = slicerio.read_segmentation(str(output), skip_voxels=True)["segments"]
     assert segments[0]["terminology"]["type"] == ["SCT", "10200004", "Liver"]
     assert np.allclose(segments[0]["color"], np.array([221, 130, 101]) / 255, atol=1e-3)
-    assert np.allclose(segments[1]["color"], np.array([185, 102, 83]) / 255, atol=1e-3)
+    assert np.allclose(segments[1]["color"], np.array([150, 60, 60]) / 255, atol=1e-3)
     assert "terminology" not in segments[2] or segments[2]["terminology"] is None  # no code is made up for unknown names
     demo = load_package(Path(__file__).parents[1] / "swinssl" / "resources" / "demo_organs")
     assert all(label.terminology for label in demo.labels.labels)  # every demo organ carries its code
+
+
+def test_segments_read_into_slicer_get_slicer_names_colours_and_the_terminology_its_dicom_export_reads(tmp_path, mrml_scene):
+    """On a real MRML scene: a model's own spellings (the BTCV bundle's "Left Kideny", TotalSegmentator's "kidney_right")
+    become the names Slicer gives those structures, which Slicer's own terminology logic finds in its General Anatomy
+    list (bundled with trame-slicer) with the same codes; the model's name stays in a tag; the TerminologyEntry tag
+    deserializes as Slicer's DICOM SEG export (DICOMSegmentationPlugin) reads it; unknown names are left alone."""
+    import slicer
+    import trame_slicer
+    import vtk
+
+    from swinssl.finetune.parent import value_map
+    from swinssl.labels.anatomy import standard_anatomy
+    from swinssl.labels.segmentation_file import write_label_map
+    from swinssl_slicer.mrml_io import MODEL_NAME_TAG, read_segmentation, write_segmentation
+
+    model_names = ["Left Kideny", "kidney_right", "IVC", "tumour"]
+    table = LabelTable.from_names(model_names)
+    array = np.zeros((4, 5, 6), np.uint8)
+    array[1, 1:3, 1:3], array[2, 2:4, 2:4], array[3, 0, 0], array[0, 4, 5] = 1, 2, 3, 4
+    path = write_label_map(sitk.GetImageFromArray(array), table, tmp_path / "result.seg.nrrd")[0]
+    node = read_segmentation(mrml_scene, path, "result", algorithm="btcv-segmentation")
+    segmentation = node.GetSegmentation()
+    segments = [segmentation.GetNthSegment(i) for i in range(segmentation.GetNumberOfSegments())]
+    assert [s.GetName() for s in segments] == ["left kidney", "right kidney", "Inferior vena cava", "tumour"]
+
+    def tag(segment, name: str) -> str:
+        value = vtk.mutable("")
+        assert segment.GetTag(name, value), name
+        return str(value)
+
+    assert [tag(s, MODEL_NAME_TAG) for s in segments] == model_names
+    assert np.allclose(segments[0].GetColor(), standard_anatomy("left kidney")[0], atol=1e-3)
+    assert all(tag(s, "DICOM.SegmentAlgorithmType") == "AUTOMATIC" and tag(s, "DICOM.SegmentAlgorithmName") == "btcv-segmentation" for s in segments)
+
+    logic = slicer.vtkSlicerTerminologiesModuleLogic()
+    general = logic.LoadTerminologyFromFile(str(Path(trame_slicer.__file__).parent / "resources" / "terminologies" /
+                                                "SegmentationCategoryTypeModifier-SlicerGeneralAnatomy.term.json"))
+    for segment in segments[:2]:
+        ours, slicers = slicer.vtkSlicerTerminologyEntry(), slicer.vtkSlicerTerminologyEntry()
+        assert logic.DeserializeTerminologyEntry(tag(segment, slicer.vtkSegment.GetTerminologyEntryTagName()), ours)
+        assert logic.FindTypeInTerminologyBy3dSlicerLabel(general, segment.GetName(), slicers)  # Slicer's own name for it
+        for entry in (ours, slicers):
+            codes = [(entry.GetCategoryObject().GetCodeValue(), entry.GetTypeObject().GetCodeValue(), entry.GetTypeModifierObject().GetCodeValue())]
+            assert codes == [("123037004", "64033007", "7771000" if segment is segments[0] else "24028007")]  # Kidney, Left / Right
+    ivc = slicer.vtkSlicerTerminologyEntry()
+    assert logic.DeserializeTerminologyEntry(tag(segments[2], slicer.vtkSegment.GetTerminologyEntryTagName()), ivc)
+    assert (ivc.GetTypeObject().GetCodeValue(), ivc.GetTypeObject().GetCodeMeaning()) == ("64131007", "Inferior vena cava")
+
+    # the web app's download and the training set keep Slicer's names; the model's classes still match them
+    written = slicerio.read_segmentation(str(write_segmentation(node, tmp_path / "edited.seg.nrrd")), skip_voxels=True)["segments"]
+    assert [s["name"] for s in written] == ["left kidney", "right kidney", "Inferior vena cava", "tumour"]
+    assert written[0]["terminology"]["typeModifier"] == ["SCT", "7771000", "Left"]
+    tuned = LabelTable.from_names([s["name"] for s in written])
+    assert [tuned.value_of(name) for name in model_names] == [1, 2, 3, 4]
+    btcv = ModelPackage("btcv", table, [InputChannel("CT", "ct")], (1.5, 1.5, 2.0), 96, 48)
+    assert value_map(btcv, tuned).tolist() == [0, 1, 2, 3, 4]  # a fine-tune starts each class from the model's own

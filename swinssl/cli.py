@@ -7,6 +7,7 @@ line, 3 stopped by SIGTERM/SIGINT or ``--stop-at`` after writing a checkpoint (`
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import sys
 import warnings
@@ -17,6 +18,7 @@ from typing import TYPE_CHECKING, Callable
 from swinssl import __version__
 from swinssl.cli_types import (
     backend_name,
+    dicom_output,
     existing_folder,
     existing_path,
     feature_size,
@@ -36,6 +38,7 @@ from swinssl.cli_types import (
     tcp_port,
     volume_output,
 )
+from swinssl.package import BACKENDS
 from swinssl.training.signals import EXIT_ERROR, EXIT_USAGE
 
 STOP_FILE_HELP = ("stop as on SIGTERM once this file exists, checked after every step: the signal-free stop channel "
@@ -47,7 +50,6 @@ PATCH_MERGING_CHOICES = ("legacy", "v1.5")  # = swinssl.weights.PATCH_MERGING_OR
 CUTOUT_STYLE_CHOICES = ("reference", "exact")  # = swinssl.ssl.augment.CUTOUT_STYLES
 CROP_SAMPLING_CHOICES = ("posneg", "classes")  # = swinssl.finetune.sampler.CROP_SAMPLING
 PRECISION_CHOICES = ("auto", "fp32", "bf16")  # = swinssl.inference.segment.PRECISIONS
-BACKEND_CHOICES = ("auto", "torch", "openvino")  # = swinssl.inference.openvino_backend.BACKENDS
 PATCH_MERGING_HELP = ("order of MONAI's 3-D patch-merging slots the weights were trained with: legacy (MONAI <= 1.4) or v1.5; "
                       "default: what the weights record, else the rule for their source (see the README)")
 INPAINT_LOSS_CHOICES = ("all", "masked")  # = swinssl.ssl.losses.INPAINT_LOSSES
@@ -288,12 +290,17 @@ def _segment_outputs(args: argparse.Namespace) -> list[Path]:
         from swinssl.labels.segmentation_file import label_table_path
 
         outputs.append(label_table_path(output))
-    return outputs + [Path(path) for path in (args.overlay, args.confidence) if path]
+    return outputs + [Path(path) for path in (args.overlay, args.confidence, args.dicom_seg) if path]
 
 
 def _check_segment_files(args: argparse.Namespace) -> None:
     """Before torch is imported: an existing output is kept unless --overwrite, and an input whose header says it is a
     segmentation, a label map or impossibly large is refused."""
+    if args.dicom_seg and importlib.util.find_spec("highdicom") is None:
+        raise ValueError("--dicom-seg needs highdicom, which this Python lacks: pip install 'swinssl[dicom]'")
+    if args.dicom_seg and not Path(args.input[0]).is_dir():
+        raise ValueError(f"{args.input[0]} is not a DICOM series folder: --dicom-seg writes a DICOM Segmentation that references the "
+                         "DICOM series it was computed on; give the series' folder as the first --input, or leave --dicom-seg out")
     existing = [path for path in _segment_outputs(args) if path.exists()]
     if existing and not args.overwrite:
         raise FileExistsError(f"{existing[0]} already exists (an earlier result, maybe another patient's): add --overwrite to "
@@ -324,7 +331,7 @@ def _cmd_segment(args: argparse.Namespace) -> int:
                                  **({"backend": args.backend} if args.backend else {}))
         written = segment_files([Path(p) for p in args.input], Path(args.output), package, options, events,
                                 Path(args.overlay) if args.overlay else None, Path(args.confidence) if args.confidence else None,
-                                args.confidence_threshold)
+                                args.confidence_threshold, Path(args.dicom_seg) if args.dicom_seg else None)
         done = events.last.get("done", {})
         print(f"Segmented with {package.name} in {duration(time.monotonic() - started)}:", file=sys.stderr)
         confidence = done.get("confidence", {})
@@ -395,25 +402,32 @@ def _cmd_models(args: argparse.Namespace) -> int:
 
     root = Path(args.models_dir) if args.models_dir else models_dir()
     if args.action == "import":
-        from swinssl.models import import_model
-
         if not args.source:
             raise ValueError("swinssl models import needs a SOURCE")
-        print(import_model(Path(args.source), root, args.name, args.patch_merging))
-        return 0
+        return _with_event_log(args.events, lambda events: [_import_model(args, root, events)])
     if args.action in ("download", "available"):
         return _models_catalogue(args, root)
     return _list_models(root)
 
 
+def _import_model(args: argparse.Namespace, root: Path, events: EventLog) -> Path:
+    """``models import SOURCE``: a ``progress`` event before the weights are loaded into the network (torch and MONAI:
+    seconds to tens of seconds), then ``done`` with the installed folder (what a face's Import... follows)."""
+    from swinssl.models import import_model
+
+    events.emit("progress", stage="import", message=f"reading {Path(args.source).name} and checking its weights")
+    folder = import_model(Path(args.source), root, args.name, args.patch_merging)
+    events.emit("done", outputs={"model": folder})
+    return folder
+
+
 def _list_models(root: Path) -> int:
     from swinssl.model_download import WEIGHTS_JSON
-    from swinssl.models import bundled_packages, list_packages
+    from swinssl.models import list_packages, unshadowed_bundled
 
     packages = list_packages(root)
     weights = sorted(root.glob(f"*/{WEIGHTS_JSON}")) if root.is_dir() else []
-    installed = {p.name for p in packages}
-    bundled = [(p, note) for p, note in bundled_packages() if p.name not in installed]  # an installed one of that name comes first
+    bundled = unshadowed_bundled(packages)  # an installed one of that name comes first
     rows = [("NAME", "VERSION", "INPUTS", "SEGMENTS", "FOLDER")]
     rows += [(p.name, p.version, "+".join(c.modality for c in p.channels), str(len(p.labels.labels)), str(p.path)) for p in packages]
     rows += [(meta.parent.name, "-", "encoder", "(--init)", str(meta.parent)) for meta in weights]
@@ -558,6 +572,8 @@ def build_parser() -> argparse.ArgumentParser:
     segment.add_argument("--confidence", type=volume_output,
                          help="also write OUT.nrrd: per voxel the largest softmax probability (0..1) on the input grid; the summary and "
                               "the done event give each segment's mean and share below --confidence-threshold")
+    segment.add_argument("--dicom-seg", type=dicom_output, metavar="OUT.dcm",
+                         help="also write a DICOM Segmentation (SNOMED CT codes, referencing the series) when the first input is a DICOM series folder")
     segment.add_argument("--confidence-threshold", type=fraction, default=0.6, help="default 0.6 (two classes tied give 0.5)")
     segment.add_argument("--overwrite", action="store_true", help="replace existing output files (refused without it)")
     segment.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
@@ -565,7 +581,7 @@ def build_parser() -> argparse.ArgumentParser:
     segment.add_argument("--precision", choices=PRECISION_CHOICES, default="auto",
                          help="auto (default): bf16/fp16 on GPUs, fp32 on the CPU; bf16 on a CPU with AVX-512 BF16 or AMX is "
                               "faster but changes about 1 %% of organ voxels (fp32 where the CPU has no bf16; see benchmarks/RESULTS.md)")
-    segment.add_argument("--backend", type=backend_name, choices=BACKEND_CHOICES,
+    segment.add_argument("--backend", type=backend_name, choices=BACKENDS,
                          help="auto (default, or $SWINSSL_BACKEND): OpenVINO on the CPU when installed, PyTorch on GPUs; torch; "
                               "openvino (the CPU; the first run converts the model, later runs load it from the cache)")
     segment.add_argument("--fast", action="store_true", help="coarser spacing (x1.5) for quick previews")
@@ -586,7 +602,7 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_argument("--catalogue", type=existing_path, help="available/download: a catalogue JSON file (default: the built-in one)")
     models.add_argument("--allow-unverified", action="store_true",
                         help="download: install an entry whose source publishes no hash (its SHA-256 is recorded)")
-    models.add_argument("--events", help="download: JSON Lines event file, or - for stdout")
+    models.add_argument("--events", help="download, import: JSON Lines event file, or - for stdout")
     models.set_defaults(handler=_cmd_models)
     evaluate = commands.add_parser("evaluate", help="per-class Dice, HD95 and surface Dice of a segmentation against a reference")
     evaluate.add_argument("--pred", required=True, type=existing_path, help="predicted .seg.nrrd or label map")

@@ -8,11 +8,15 @@
      "spacing": [1.5, 1.5, 2.0], "roi": 96, "feature_size": 48,
      "patch_merging": "v1.5", "legacy_patch_merging": false, "monai_version": "1.5.0",
      "swinssl_version": "0.1.0", "training": {...}, "metrics": {...},
-     "trained_on": {"region": "abdomen", "source": "...", "spacing_mm": [1.5, 2.0], "known_misses": ["..."]}}
+     "trained_on": {"region": "abdomen", "source": "...", "spacing_mm": [1.5, 2.0], "known_misses": ["..."]},
+     "backend": "auto"}
 
 ``trained_on`` (optional; older packages have none) says what the model has seen, so a face can show it next
 to the model choice and :mod:`swinssl.inference.input_fit` can warn about inputs unlike it. ``metrics`` may hold
 ``confidence`` {segment: mean confidence on the validation cases}, the reference of the plausibility summary.
+
+``backend`` (optional, default ``auto``) is the inference engine the model's author recommends for it: ``torch`` for a
+network OpenVINO converts badly, say. ``segment --backend`` and ``$SWINSSL_BACKEND`` win over it.
 
 ``patch_merging`` is the order of MONAI's 3-D patch-merging slots the weights were trained with (``legacy``:
 MONAI <= 1.4; see :mod:`swinssl.weights`); ``legacy_patch_merging`` repeats it for earlier swinssl versions.
@@ -27,6 +31,8 @@ from pathlib import Path
 from swinssl import __version__
 from swinssl.io.atomic import atomic_write
 from swinssl.labels.table import LabelTable
+
+BACKENDS = ("auto", "torch", "openvino")  # inference engines: auto = OpenVINO on the CPU when installed, else PyTorch
 
 PACKAGE_FORMAT = "swinssl-model/1"
 MODEL_JSON = "model.json"
@@ -88,9 +94,12 @@ class ModelPackage:
     training: dict = field(default_factory=dict)
     metrics: dict = field(default_factory=dict)
     trained_on: TrainedOn = field(default_factory=TrainedOn)
+    backend: str = "auto"  # one of BACKENDS: the engine recommended for this model
     path: Path | None = None
 
     def __post_init__(self) -> None:
+        if self.backend not in BACKENDS:
+            raise ValueError(f"model backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
         if self.roi % 32 or self.roi < 64:
             raise ValueError(f"model ROI must be a multiple of 32 and at least 64 (SwinUNETR's instance-normalised bottleneck needs > 1 voxel), got {self.roi}")
 
@@ -112,6 +121,7 @@ class ModelPackage:
             "training": self.training,
             "metrics": self.metrics,
             "trained_on": self.trained_on.to_json(),
+            "backend": self.backend,
         }
 
     def kind(self) -> str:
@@ -194,5 +204,6 @@ def load_package(folder: str | Path) -> ModelPackage:
         training=meta.get("training", {}),
         metrics=meta.get("metrics", {}),
         trained_on=TrainedOn.from_json(meta.get("trained_on") or {}),
+        backend=meta.get("backend") or "auto",
         path=folder,
     )

@@ -148,6 +148,7 @@ def _save_package(path: Path, network: torch.nn.Module, table: LabelTable, confi
         name=config.name or path.name, labels=table, channels=config.input_channels(),
         spacing=config.spacing, roi=config.roi, feature_size=config.feature_size, patch_merging=config.patch_merging,
         training=training, metrics=metrics, trained_on=tuned_from(parent, training.get("cases", 0)) if parent else TrainedOn(),
+        backend=parent.backend if parent else "auto",
     )
     package.save(path, network.state_dict())
     return path

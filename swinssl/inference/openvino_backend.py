@@ -30,9 +30,8 @@ import torch
 
 from swinssl.events import EventLog
 from swinssl.io.download import file_digest
-from swinssl.package import WEIGHTS, ModelPackage
+from swinssl.package import BACKENDS, WEIGHTS, ModelPackage
 
-BACKENDS = ("auto", "torch", "openvino")
 BACKEND_ENV = "SWINSSL_BACKEND"  # the backend where none is given (the test suite sets torch: one conversion per test model)
 CACHE_ENV = "SWINSSL_OPENVINO_CACHE"
 PREPARE_MESSAGE = "preparing the model for this CPU (OpenVINO; first run of this model only)"
@@ -49,8 +48,13 @@ def openvino_installed() -> bool:
 
 
 def default_backend() -> str:
-    """``$SWINSSL_BACKEND`` when set, else auto."""
+    """``$SWINSSL_BACKEND`` when set, else auto (which then defers to the model package's ``backend``)."""
     return os.environ.get(BACKEND_ENV) or "auto"
+
+
+def chosen_backend(requested: str, package: ModelPackage) -> str:
+    """The backend a run uses: the one asked for (``--backend`` or ``$SWINSSL_BACKEND``), else the package's."""
+    return requested if requested != "auto" else package.backend
 
 
 def uses_openvino(backend: str, device: torch.device) -> bool:

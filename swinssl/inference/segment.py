@@ -22,7 +22,7 @@ from swinssl.events import EventLog
 from swinssl.inference.confidence import DEFAULT_THRESHOLD, confidence_on_input_grid, confidence_summary, write_confidence
 from swinssl.inference.input_fit import InputMismatchError, check_input_fit
 from swinssl.inference.plausibility import plausibility
-from swinssl.inference.openvino_backend import OpenVINOFailed, compiled_network, default_backend, uses_openvino
+from swinssl.inference.openvino_backend import OpenVINOFailed, chosen_backend, compiled_network, default_backend, uses_openvino
 from swinssl.inference.sliding_window import sliding_window_predict
 from swinssl.io.discovery import VolumeSource, find_volumes
 from swinssl.io.reader import VolumeError, as_channel_image, check_values, read_image
@@ -155,7 +155,7 @@ def segment_image(images: list[sitk.Image], package: ModelPackage, options: Segm
     del array
     device = pick_device(options.device)
     amp = inference_dtype(device, options.precision)
-    network = compiled_network(package, options.precision, events) if uses_openvino(options.backend, device) else None
+    network = compiled_network(package, options.precision, events) if uses_openvino(chosen_backend(options.backend, package), device) else None
     network = package.build_network() if network is None else network
 
     started = time.monotonic()
@@ -221,16 +221,31 @@ def check_fit(images: list[sitk.Image], names: list[str], package: ModelPackage,
 
 
 def segment_files(inputs: list[Path], output: Path, package: ModelPackage, options: SegmentOptions, events: EventLog,
-                  overlay: Path | None = None, confidence: Path | None = None, threshold: float = DEFAULT_THRESHOLD) -> list[Path]:
+                  overlay: Path | None = None, confidence: Path | None = None, threshold: float = DEFAULT_THRESHOLD,
+                  dicom_seg: Path | None = None) -> list[Path]:
     """Reads the inputs, segments them and writes ``output`` (.seg.nrrd, or .nii.gz + .json), with ``overlay`` a PNG
     of the segments over the first input (slices through their centre), with ``confidence`` the confidence map
-    (float32 NRRD/NIfTI on the input grid) and each segment's mean confidence and share below ``threshold``."""
+    (float32 NRRD/NIfTI on the input grid) and each segment's mean confidence and share below ``threshold``, with
+    ``dicom_seg`` a DICOM Segmentation referencing the first input, which must then be a DICOM series."""
+    first = source_for(inputs[0]) if dicom_seg is not None else None
+    if first is not None and not first.is_dicom:
+        raise VolumeError(first.name, "is not a DICOM series: a DICOM Segmentation (--dicom-seg) references the DICOM series it was "
+                                      "computed on; give the series' folder as the first --input, or leave --dicom-seg out")
     events.emit("start", task="segment", model=package.name, inputs=[str(p) for p in inputs], device=str(pick_device(options.device)),
                 overlap=options.overlap, fast=options.fast)
     images = read_inputs(inputs, package)
     check_fit(images, [str(inputs[index * len(inputs) // len(images)]) for index in range(len(images))], package, options, events)
     label_image, confidence_image = segment_image(images, package, replace(options, confidence=confidence is not None), events)
     written = write_label_map(label_image, package.labels, output)
+    if first is not None:
+        from swinssl.labels.dicom_seg import read_source_headers, write_dicom_seg
+
+        def warn(reason: str) -> None:
+            events.emit("warning", file=first.name, reason=reason)
+
+        headers = read_source_headers(first.dicom_files(), warn)
+        dicom_seg = write_dicom_seg(label_image, package.labels, headers, dicom_seg, (package.name, package.version), warn=warn)
+        written += [dicom_seg] if dicom_seg else []
     if overlay is not None:
         from swinssl.overlay import write_overlay_png
 
@@ -238,7 +253,7 @@ def segment_files(inputs: list[Path], output: Path, package: ModelPackage, optio
     counts = voxel_counts(label_image, package.labels.num_classes)
     present = {label.name: int(counts[label.value]) for label in package.labels.labels}
     millilitres = float(np.prod(label_image.GetSpacing())) / 1000.0
-    outputs = {"segmentation": written[0], "files": written, "overlay": overlay, "confidence": confidence}
+    outputs = {"segmentation": written[0], "files": written, "overlay": overlay, "confidence": confidence, "dicom_seg": dicom_seg}
     summary = {}
     if confidence_image is not None:
         written.append(write_confidence(confidence_image, confidence))
