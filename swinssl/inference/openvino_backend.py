@@ -8,7 +8,7 @@ The network is converted once per model (traced at a static (1, C, R, R, R) shap
 not convert with a dynamic one) and saved as OpenVINO IR in float32 under :func:`cache_root`, in a folder keyed by the
 weights' SHA-256, the architecture, ROI, window batch, input channels and the OpenVINO, MONAI and swinssl versions;
 the compiled network is kept by OpenVINO's model cache in one subfolder per precision. A later run loads both (about a
-second) instead of converting (a minute on a small CPU).
+second) instead of converting (a minute on a small CPU). The cache keeps the :data:`CACHE_KEEP` most recently used models.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ BACKEND_ENV = "SWINSSL_BACKEND"  # the backend where none is given (the test sui
 CACHE_ENV = "SWINSSL_OPENVINO_CACHE"
 PREPARE_MESSAGE = "preparing the model for this CPU (OpenVINO; first run of this model only)"
 WINDOW_BATCH = 1  # windows per OpenVINO call: the shape is static, and one window keeps all cores busy
+CACHE_KEEP = 6  # converted models kept in the cache (about 0.1-0.5 GB each); the least recently used go first
 
 
 class OpenVINOFailed(RuntimeError):
@@ -86,6 +87,15 @@ def cache_key(package: ModelPackage) -> str:
              "classes": package.labels.num_classes, "feature_size": package.feature_size, "patch_merging": package.patch_merging,
              "roi": package.roi, "batch": WINDOW_BATCH, "openvino": openvino.get_version(), "monai": monai.__version__, "swinssl": __version__}
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:24]
+
+
+def prune_cache(root: Path, keep: int = CACHE_KEEP) -> list[Path]:
+    """Removes all but the ``keep`` most recently used converted models under ``root`` (use = the folder's mtime, which
+    :func:`compiled_network` touches), so that fine-tuned versions do not fill the disk. Returns the removed folders."""
+    folders = sorted((f for f in root.iterdir() if f.is_dir() and not f.name.startswith(".")), key=lambda f: f.stat().st_mtime, reverse=True)
+    for folder in folders[keep:]:
+        shutil.rmtree(folder, ignore_errors=True)
+    return folders[keep:]
 
 
 def native_bf16() -> bool:
@@ -182,9 +192,12 @@ def compiled_network(package: ModelPackage, precision: str, events: EventLog) ->
         folder = cache_root() / cache_key(package)
         converted = not (folder / "model.xml").exists()
         if converted:
-            events.emit("progress", stage="prepare", message=PREPARE_MESSAGE)
-            print(PREPARE_MESSAGE, file=sys.stderr, flush=True)
+            events.emit("progress", stage="prepare", message=PREPARE_MESSAGE)  # a line on stderr without a terminal (ProgressLines)
+            if sys.stderr.isatty():  # beside the progress bar, which shows no stage messages
+                print(PREPARE_MESSAGE, file=sys.stderr, flush=True)
             convert(package, folder)
+            prune_cache(folder.parent)
+        folder.touch()  # used now: pruning keeps the most recently used
         hint = openvino_precision(precision, events)
         core = openvino.Core()
         core.set_property({"CACHE_DIR": str(folder / f"compiled-{hint}")})
