@@ -17,7 +17,7 @@ from slicer.util import VTKObservationMixin
 if importlib.util.find_spec("swinssl_slicer") is None:  # source checkout: the shared logic is in the repository root
     sys.path.append(str(Path(__file__).resolve().parents[1]))
 
-from swinssl_slicer.desktop_install import ensure_in_slicer  # noqa: E402
+from swinssl_slicer.desktop_install import ensure_in_slicer, show_unsupported_slicer  # noqa: E402
 from swinssl_slicer.engine import engine_root  # noqa: E402
 
 POLL_INTERVAL_MS = 500
@@ -47,7 +47,7 @@ class SwinSSLPretrainParameterNode:
     dataFolders: str = ""
     outputFolder: Path = DEFAULT_RUN_FOLDER
     preset: Annotated[str, Choice(["ct", "mr", "pet", "none"])] = "ct"
-    roi: Annotated[int, WithinRange(32, 256)] = 96
+    roi: Annotated[int, WithinRange(64, 256)] = 96  # fine-tuning's minimum (FinetuneConfig; a test reads it from the engine)
     featureSize: Annotated[int, WithinRange(12, 96)] = 48
     steps: Annotated[int, WithinRange(1, 10000000)] = 1000
     batchSize: Annotated[int, WithinRange(1, 64)] = 2
@@ -81,6 +81,8 @@ class SwinSSLPretrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
+        if show_unsupported_slicer(self.layout):  # 5.8: a sentence in place of the panel, which is not built
+            return
         uiWidget = slicer.util.loadUI(self.resourcePath("UI/SwinSSLPretrain.ui"))
         self.layout.addWidget(uiWidget)
         self.ui = slicer.util.childWidgetVariables(uiWidget)
@@ -105,6 +107,8 @@ class SwinSSLPretrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._timer.stop()
         if self._run is not None:
             self.logic.training.stop(self._run)
+        if self.logic is not None:  # None on an unsupported Slicer
+            self.logic.removePreviewLabels()
         self.removeObservers()
 
     def enter(self) -> None:
@@ -120,6 +124,7 @@ class SwinSSLPretrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         in the new scene at the next event. Scene pairs belong to the closed scene and are forgotten."""
         self._pairs = []
         self.ui.pairsList.clear()
+        self.logic.removePreviewLabels()  # the previews go with the scene; their labels would stay on the next images
         self.setParameterNode(None)
 
     def onSceneEndClose(self, caller, event) -> None:
@@ -127,6 +132,8 @@ class SwinSSLPretrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.initializeParameterNode()
 
     def initializeParameterNode(self) -> None:
+        if self.logic is None:  # an unsupported Slicer: nothing was built
+            return
         self.setParameterNode(self.logic.getParameterNode())
 
     def setParameterNode(self, inputParameterNode) -> None:
@@ -154,19 +161,40 @@ class SwinSSLPretrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._parameterNode.dataFolders = ";".join(self.dataFolders())
 
     def onAddPair(self) -> None:
+        """Adds the chosen volume and segmentation as a case. The list has no Remove, so a pair that fine-tuning would
+        refuse (the segmentation made on another volume or filed under another study) is refused here, and a pair
+        added twice is not added again (it would weigh double, and could be both trained on and validated on)."""
+        from swinssl_slicer.case_pairing import pairing_problem
+
         volume, segmentation = self._parameterNode.trainingVolume, self._parameterNode.trainingSegmentation
-        if volume and segmentation:
-            self._pairs.append((volume, segmentation))
-            self.ui.pairsList.addItem(f"{volume.GetName()} + {segmentation.GetName()}")
+        if not volume or not segmentation or (volume, segmentation) in self._pairs:
+            return
+        problem = pairing_problem(volume, segmentation)
+        if problem is not None:
+            slicer.util.errorDisplay(f"Not added: {problem.message}.")
+            return
+        self._pairs.append((volume, segmentation))
+        self.ui.pairsList.addItem(f"{volume.GetName()} + {segmentation.GetName()}")
 
     def ensureDependencies(self) -> bool:
         """True when the engine can run; asks before installing (errors shown in a dialog, never during self-tests)."""
         return ensure_in_slicer()
 
+    def folderIsFree(self, folder: Path) -> bool:
+        """False, after saying which run holds it, when another live run writes into ``folder`` (asked before any question)."""
+        try:
+            self.logic.training.refuse_if_busy(folder)
+        except ValueError as error:
+            slicer.util.errorDisplay(f"Could not start: {error}.")
+            return False
+        return True
+
     def onStartPretraining(self, resume: bool) -> None:
         if not self.ensureDependencies():
             return
         p = self._parameterNode
+        if not self.folderIsFree(p.outputFolder):
+            return
         overwrite = not resume and self.logic.training.holds_run(p.outputFolder, "pretrain")
         if overwrite and not slicer.util.confirmOkCancelDisplay(
                 f"{p.outputFolder} holds a pretraining run. Replace it? (Resume continues it instead; the old run is kept "
@@ -182,9 +210,13 @@ class SwinSSLPretrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if not self.ensureDependencies():
             return
         p = self._parameterNode
-        target = self.logic.training.default_model_folder(p.modelName)
-        overwrite = self.logic.training.holds_run(target, "finetune")
-        if overwrite and not slicer.util.confirmOkCancelDisplay(f"A model named {p.modelName!r} exists ({target}). Replace it?"):
+        runFolder = self.logic.training.run_folder(p.modelName)
+        if not self.folderIsFree(runFolder):
+            return
+        held = [str(folder) for folder in (self.logic.training.default_model_folder(p.modelName), runFolder)
+                if self.logic.training.holds_run(folder, "finetune")]  # the installed model, a stopped run's checkpoint
+        overwrite = bool(held)
+        if overwrite and not slicer.util.confirmOkCancelDisplay(f"A model or run named {p.modelName!r} exists ({', '.join(held)}). Replace it?"):
             return
         with slicer.util.tryWithErrorDisplay("Could not start fine-tuning.", waitCursor=True):
             sources = [s.strip() for s in p.fineTuneSources.split(";") if s.strip()]
@@ -235,7 +267,7 @@ class SwinSSLPretrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.progressBar.value = int(100 * run.step / run.total) if run.total else 0
             self.ui.etaLabel.text = run.progress_text()
         if run.dice:
-            self.ui.diceLabel.text = ", ".join(f"{name}: {value:.3f}" for name, value in run.dice.items())
+            self.ui.diceLabel.text = f"{run.dice_label}: " + ", ".join(f"{name} {value:.3f}" for name, value in run.dice.items())
         while run.messages:
             self.ui.statusLog.appendPlainText(run.messages.pop(0))
         status = run.status()  # None until the engine and any launcher have exited
@@ -312,6 +344,17 @@ class SwinSSLPretrainLogic(ScriptedLoadableModuleLogic):
             self._previewLabels[view].SetText(vtk.vtkCornerAnnotation.UpperLeft, f"{PANEL_LABELS[kind]}, step {step}")
             sliceView.scheduleRender()
 
+    def removePreviewLabels(self) -> None:
+        """Takes the preview labels off the red, yellow and green views: the scene holding the previews is closing (the
+        next case's images must not read "Reconstruction, step N") or the module goes away; a next preview adds them again."""
+        layoutManager = slicer.app.layoutManager()
+        for view, label in self._previewLabels.items():
+            widget = layoutManager.sliceWidget(view) if layoutManager is not None else None
+            if widget is not None:
+                widget.sliceView().renderWindow().GetRenderers().GetFirstRenderer().RemoveViewProp(label)
+                widget.sliceView().scheduleRender()
+        self._previewLabels = {}
+
     def showLossPlot(self, chartNodeId: str) -> None:
         slicer.modules.plots.logic().ShowChartInLayout(slicer.mrmlScene.GetNodeByID(chartNodeId))
 
@@ -342,16 +385,15 @@ class SwinSSLPretrainTest(ScriptedLoadableModuleTest):
         import tempfile
         import time
 
+        from swinssl_slicer.desktop_install import prepare_self_test
+
+        self.delayDisplay("Installing what the engine needs, if anything is missing")
+        prepare_self_test((slicer.app.majorVersion, slicer.app.minorVersion))  # raises rather than pass untested
         import numpy as np
 
-        from swinssl_slicer.engine import unmet_requirements
         from swinssl_slicer.training_logic import PREVIEW_KINDS
 
         logic = SwinSSLPretrainLogic()
-        unmet = unmet_requirements()
-        if unmet:  # self-tests never install; Reload and Test reports a skipped test as a failure
-            self.delayDisplay("SwinSSLPretrain test NOT RUN: missing " + ", ".join(map(str, unmet)) + ". Click Start once to install them.")
-            return
         ct = engine_root() / "swinssl" / "resources" / "demo_ct.nii.gz"
         folder = Path(tempfile.mkdtemp(dir=slicer.app.temporaryPath))
         tiny = ["--projection-dim", "16", "--cache-dir", str(folder / "cache"), "--spacing", "3", "3", "3"]

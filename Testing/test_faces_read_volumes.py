@@ -227,7 +227,7 @@ def test_a_file_the_browser_could_not_read_is_refused(tmp_path):
     inbox.begin()
     folder = inbox.folder
     with pytest.raises(ValueError, match=r"scan\.nrrd: the browser could not read the file \(NotReadableError\)"):
-        inbox.add([{"name": "scan.nrrd", "content": None, "error": "NotReadableError"}])
+        inbox.add_part(0, 0, {"name": "scan.nrrd", "content": None, "error": "NotReadableError"})
     assert not folder.exists()
 
 

@@ -219,6 +219,17 @@ def test_weights_without_a_published_hash_need_consent_and_then_serve_as_init(tm
         assert init_source("tiny-encoder") == str(models / "tiny-encoder" / "model_swinvit.pt")
     finally:
         del os.environ["SWINSSL_MODELS"]
+    # Issue 25 item 12: no model list shows weights, so the faces' catalogue marks them and says where they are used; the
+    # folder itself (what Pretrain's 'Initialise from' browses to) is a valid start.
+    from swinssl.models import list_packages
+    from swinssl.weights import weights_file_of
+    from swinssl_slicer.catalogue_logic import CatalogueLogic
+
+    assert list_packages(models) == [] and weights_file_of(models / "tiny-encoder") == models / "tiny-encoder" / "model_swinvit.pt"
+    faces = CatalogueLogic(models_folder=models, catalogue=listing)
+    weights_entry = faces.entries()[0]
+    assert faces.label(weights_entry) == "tiny-encoder [weights for pretraining/fine-tuning] (installed)"
+    assert "not in the model list" in faces.describe(weights_entry) and str(models / "tiny-encoder") in faces.describe(weights_entry)
 
 
 def test_the_built_in_catalogue_names_real_sources_with_their_published_hashes():

@@ -62,3 +62,26 @@ def test_finetune_run_and_checkpoint_import_and_listing(tmp_path):
     assert "organs-last" in run_cli("models", "list", "--models-dir", str(models)).stdout
     result = run_cli("models", "import", str(tmp_path / "data"), "--models-dir", str(models))
     assert result.returncode == 1 and "not a model package, MONAI bundle" in result.stderr
+
+
+def test_malformed_model_json_files_are_skipped_one_by_one_and_named_in_the_log(tmp_path, caplog):
+    """Issue 25 item 6: one bad model.json (null roi, a list, unreadable) broke every listing (the Segment module's
+    setup, enter and Segment click). Each bad package is left out and named in the log; the good one is listed."""
+    import logging
+    import shutil
+
+    demo = Path(__file__).resolve().parents[1] / "swinssl" / "resources" / "demo_organs"
+    models = tmp_path / "models"
+    for name in ("good", "null-roi", "a-list", "unreadable"):
+        shutil.copytree(demo, models / name)
+    meta = json.loads((demo / "model.json").read_text())
+    (models / "null-roi" / "model.json").write_text(json.dumps({**meta, "name": "null roi", "roi": None}))
+    (models / "a-list" / "model.json").write_text(json.dumps([meta]))
+    (models / "unreadable" / "model.json").unlink()
+    (models / "unreadable" / "model.json").mkdir()  # read_text() raises IsADirectoryError (an OSError), as an unreadable file would
+    with caplog.at_level(logging.WARNING, logger="swinssl.models"):
+        assert [package.path.name for package in list_packages(models)] == ["good"]
+    skipped = sorted(record.getMessage() for record in caplog.records)
+    assert len(skipped) == 3 and all(message.startswith("skipped model package ") for message in skipped)
+    for name in ("a-list", "null-roi", "unreadable"):
+        assert any(str(models / name / "model.json") in message for message in skipped), (name, skipped)

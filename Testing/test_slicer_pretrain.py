@@ -87,6 +87,7 @@ def test_export_a_painted_scene_and_fine_tune_from_it(mrml_scene, shared_data, t
     package = load_package(tmp_path / "models" / "organs")
     assert package.labels.names == ["Liver", "Spleen"]
     assert run.dice and set(run.dice) <= {"Liver", "Spleen"}
+    assert run.validated_on.startswith("training cases") and run.dice_label == "training-case Dice"  # 2 cases: none held out
     table = mrml_scene.GetNodeByID(run.table_node_id).GetTable()
     assert table.GetNumberOfRows() == 2 and table.GetColumnName(2) == "val_mean_dice"
     assert run.validation is None and run.progress_text().startswith("step 2 of 2")  # the validation's news ended with it
@@ -207,3 +208,28 @@ def test_starting_over_an_existing_run_fails_without_overwrite_and_replaces_it_w
     wait(logic, replaced)
     assert replaced.status().startswith("Finished") and not (tmp_path / "run" / ".previous-run").exists()
     assert list((tmp_path / "slicer-temp").iterdir()) == []  # each ended run's event log is gone
+
+
+def test_a_run_folder_held_by_a_live_run_is_refused_before_anything_starts(mrml_scene, shared_data, tmp_path, monkeypatch):
+    """Issue 25 item 4: another live run (here this process, through the engine's own lock) writes into the folder:
+    the faces' logic refuses at once, naming that run; no engine starts, no case is exported, nothing is set aside."""
+    import os
+
+    import pytest
+
+    from swinssl.training.run_folder import RunFolderLock
+    from swinssl_slicer.training_logic import TrainingLogic
+
+    monkeypatch.setenv("SWINSSL_MODELS", str(tmp_path / "models"))
+    logic = TrainingLogic(mrml_scene, temp_root=tmp_path / "slicer-temp")
+    volume, segmentation = painted_scene(mrml_scene, shared_data)
+    with RunFolderLock(tmp_path / "run", "pretrain"), RunFolderLock(logic.runs_folder() / "organs", "finetune"):
+        with pytest.raises(ValueError, match=rf"run is in use by swinssl pretrain \(pid {os.getpid()}, started .*\): wait for that run"):
+            logic.start_pretraining([str(shared_data / "ct" / "abdomen_ct_small_3mm.nii.gz")], tmp_path / "run", overwrite=True)
+        with pytest.raises(ValueError, match="run is in use by swinssl pretrain"):
+            logic.start_pretraining([], tmp_path / "run", resume=True)
+        with pytest.raises(ValueError, match=r"organs is in use by swinssl finetune"):
+            logic.start_finetuning_from_scene("organs", [(volume, segmentation)], [])
+        assert not (tmp_path / "slicer-temp").exists() or list((tmp_path / "slicer-temp").iterdir()) == []
+        assert sorted(path.name for path in (tmp_path / "run").iterdir()) == [".swinssl-lock"]
+    logic.refuse_if_busy(tmp_path / "run")  # free again once the owner has ended

@@ -41,7 +41,7 @@ def test_segment_a_real_volume_end_to_end(mrml_scene, shared_data, tmp_path):
     node = logic.finish(run)
     assert not run.folder.exists()
     names = [node.GetSegmentation().GetNthSegment(i).GetName() for i in range(node.GetSegmentation().GetNumberOfSegments())]
-    assert names == ORGANS and node.GetName() == "Abdomen CT tiny-abdomen"
+    assert names == ["liver", "spleen", "right kidney"] and node.GetName() == "Abdomen CT tiny-abdomen"  # Slicer's name for kidney_right
     colour = node.GetSegmentation().GetNthSegment(0).GetColor()
     assert np.allclose(colour, package.labels.labels[0].color, atol=1e-3)
     hierarchy = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(mrml_scene)
@@ -55,6 +55,18 @@ def test_segment_a_real_volume_end_to_end(mrml_scene, shared_data, tmp_path):
     assert set(run.plausibility) <= set(run.messages) and not run.warnings and not run.mismatch  # the real CT fits the CT model
     assert run.doubtful == (volumes != set(ORGANS))  # a tiny model's empty organ, not a known miss: never a plain "Done"
     assert run.done_message(len(ORGANS)).startswith("Done with doubts: " if run.doubtful else "Done: ")
+
+    # Issue 25 item 2: a second Segment click, with the first result corrected and still under Output, never reads into
+    # it (the storage node's read removes every segment first): a new node named after the input; the first is hidden.
+    painted = np.zeros(labelmap.shape, np.uint8)  # (K, J, I)
+    painted[10:20, 30:70, 20:60] = 1  # the reader's correction
+    slicer.util.updateSegmentBinaryLabelmapFromArray(painted, node, segment_id, volume)
+    again = logic.start([volume], package.path, device="cpu")
+    wait_until_done(logic, again)
+    second = logic.finish(again, node)
+    assert second is not node and second.GetName() == "Abdomen CT tiny-abdomen_1"
+    assert node.GetName() == "Abdomen CT tiny-abdomen" and not node.GetDisplayVisibility() and second.GetDisplayVisibility()
+    assert np.array_equal(slicer.util.arrayFromSegmentBinaryLabelmap(node, segment_id, volume), painted)
 
 
 def test_cancel_stops_the_process_tree_and_leaves_the_scene_as_it_was(mrml_scene, shared_data, tmp_path):
@@ -120,6 +132,31 @@ def test_a_fresh_scene_gets_the_first_installed_model_and_an_empty_choice_is_ref
     with pytest.raises(ValueError, match="choose a model"):
         logic.start([volume], "")
     assert SegmentationLogic(mrml_scene, models_folder=tmp_path / "empty").choose_model("") == ""
+
+
+def test_a_saved_model_outside_the_models_folder_with_a_broken_model_json_is_named_not_chosen(mrml_scene, tmp_path):
+    """A scene saved with a package outside the models folder whose model.json later broke (a list, a null ROI, bad JSON):
+    choosing it made the Segment module's model list raise on every enter. It is not chosen (the first listed model is),
+    and what is wrong is said, naming the file."""
+    import json
+    import shutil
+
+    from swinssl.models import BUNDLED_MODELS
+    from swinssl_slicer.segment_logic import SegmentationLogic
+
+    demo = BUNDLED_MODELS / "demo_organs"
+    outside = shutil.copytree(demo, tmp_path / "elsewhere" / "organs")
+    logic = SegmentationLogic(mrml_scene, models_folder=tmp_path / "models", bundled=True)
+    try:
+        assert logic.choose_model(str(outside)) == str(outside) and logic.model_problem(outside) is None  # readable: kept
+        meta = json.loads((demo / "model.json").read_text())
+        for broken, error in (("[1, 2]", "AttributeError"), (json.dumps({**meta, "roi": None}), "TypeError"), ("{", "invalid JSON")):
+            (outside / "model.json").write_text(broken)
+            assert logic.choose_model(str(outside)) == str(demo)
+            problem = logic.model_problem(str(outside))
+            assert str(outside / "model.json") in problem and error in problem
+    finally:
+        logic.close()
 
 
 def test_closing_the_scene_cancels_the_run_and_nothing_is_loaded(mrml_scene, shared_data, tmp_path):
@@ -229,7 +266,7 @@ def test_correct_and_retrain_adds_the_corrected_case_and_fine_tunes_the_model_wi
     assert sorted(path.name for path in installed.iterdir()) == ["model.json", "model.safetensors"]
     assert (tmp_path / "runs" / "tiny-abdomen-tuned-1" / "training" / "checkpoint.pt").is_file()  # kept for a later resume
     tuned = load_package(installed)
-    assert tuned.labels.names == ORGANS and tuned.training["case_names"] == ["Abdomen_CT"]
+    assert tuned.labels.names == ["liver", "spleen", "right kidney"] and tuned.training["case_names"] == ["Abdomen_CT"]  # the case's (Slicer's) names
     assert tuned.spacing == package.spacing and tuned.roi == package.roi and tuned.channels[0].window == (-1000.0, 1000.0)
     assert second.comparison["parent"] == "tiny-abdomen" and second.comparison["validated_on"].startswith("training cases")
     assert "training-case Dice" in second.status() and ("WORSE" in second.status()) == second.comparison["worse"]
@@ -385,3 +422,85 @@ def test_an_mr_volume_into_the_ct_demo_model_is_refused_with_the_volume_named(mr
     overriding = logic.start([mr], demo, device="cpu", allow_mismatch=True)
     assert "--allow-mismatch" in overriding.engine.process.args
     logic.cancel(overriding)
+
+
+def file_under_study(scene, node, study: int) -> None:
+    hierarchy = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(scene)
+    item = hierarchy.GetItemByDataNode(node)
+    hierarchy.SetItemParent(item, study) if item else hierarchy.CreateItem(study, node)
+
+
+def test_add_to_training_set_refuses_a_segmentation_made_on_another_volume_or_study(mrml_scene, shared_data, tmp_path):
+    """Issue 25 item 1: segment patient A, switch the input to patient B, Add: A's labels were saved as B's case (on
+    B's grid: an empty liver). Both faces add cases through export_scene_cases; nothing is written for a wrong pair.
+    A segmentation on the volume's own grid (the same series loaded twice) may be added once the user confirms."""
+    import pytest
+    import SimpleITK as sitk
+
+    from test_slicer_pretrain import painted_scene
+    from swinssl_slicer.case_pairing import PairingError
+    from swinssl_slicer.mrml_io import read_volume
+    from swinssl_slicer.training_logic import TrainingLogic, count_cases
+
+    patient_a, segmentation = painted_scene(mrml_scene, shared_data)  # 'Organs' painted on 'Abdomen CT'
+    patient_b = read_volume(mrml_scene, shared_data / "mr" / "abdomen_mr_small_3mm.nii.gz", "Patient B MR")
+    training, cases = TrainingLogic(mrml_scene), tmp_path / "training-set"
+    with pytest.raises(PairingError, match="'Organs' was made on 'Abdomen CT', not on 'Patient B MR' .on another grid") as refused:
+        training.export_scene_cases([(patient_b, segmentation)], cases)
+    assert not refused.value.same_grid and not cases.exists()
+    with pytest.raises(PairingError, match="not on 'Patient B MR' .on another grid"):
+        training.export_scene_cases([(patient_b, segmentation)], cases, allow_other_source=True)  # no confirming another grid
+
+    same_series = read_volume(mrml_scene, shared_data / "ct" / "abdomen_ct_small_3mm.nii.gz", "Abdomen CT again")
+    with pytest.raises(PairingError, match="not on 'Abdomen CT again' .it lies on the same grid") as asked:
+        training.export_scene_cases([(same_series, segmentation)], cases)
+    assert asked.value.same_grid and not cases.exists()
+    written = training.export_scene_cases([(same_series, segmentation)], cases, allow_other_source=True)
+    liver = sitk.GetArrayFromImage(sitk.ReadImage(str(written[0])))
+    assert liver.any() and count_cases(cases) == 1
+
+    hierarchy = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(mrml_scene)
+    patient = hierarchy.CreateSubjectItem(hierarchy.GetSceneItemID(), "Patient A")
+    first, second = hierarchy.CreateStudyItem(patient, "CT 2024"), hierarchy.CreateStudyItem(patient, "CT 2025")
+    file_under_study(mrml_scene, patient_a, first)
+    file_under_study(mrml_scene, segmentation, second)
+    with pytest.raises(PairingError, match="'Organs' is in study 'CT 2025', 'Abdomen CT' in study 'CT 2024': they are not one case"):
+        training.export_scene_cases([(patient_a, segmentation)], cases)
+    file_under_study(mrml_scene, segmentation, first)
+    assert training.export_scene_cases([(patient_a, segmentation)], cases)[0].name == "Abdomen_CT.seg.nrrd" and count_cases(cases) == 2
+
+
+def test_cancel_returns_within_its_bound_when_a_process_outlives_its_kill(mrml_scene, tmp_path, monkeypatch):
+    """Issue 25 item 11: Cancel runs on Slicer's GUI thread and ended with an unbounded wait() on the engine. A process
+    stuck in a driver call (a hung GPU) outlives SIGTERM and SIGKILL; here terminate and kill reach no process.
+    Cancel must come back within its bound, say which process is left, and free the run's temporary folder."""
+    import subprocess
+    import sys
+    import threading
+
+    import psutil
+
+    from swinssl.runner import EngineProcess
+    from swinssl_slicer.segment_logic import SegmentationLogic, SegmentRun
+
+    folder = tmp_path / "run"
+    folder.mkdir()
+    process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    try:
+        engine = EngineProcess(process, folder / "events.jsonl", folder / "events.log", None)
+        logic = SegmentationLogic(mrml_scene)
+        run = SegmentRun(engine, folder, folder / "result.seg.nrrd", [], "result")
+        logic.active.append(run)
+        monkeypatch.setattr(psutil.Process, "terminate", lambda self: None)
+        monkeypatch.setattr(psutil.Process, "kill", lambda self: None)
+        started = time.monotonic()
+        cancelling = threading.Thread(target=logic.cancel, args=(run,), daemon=True)
+        cancelling.start()
+        cancelling.join(timeout=15)
+        assert not cancelling.is_alive(), "Cancel is still waiting for the engine"
+        assert time.monotonic() - started < 8  # 2 x the 3 s grace, and some slack for a loaded machine
+        assert engine.running and engine.cancelled and str(process.pid) in run.error
+        assert not folder.exists() and logic.active == []
+    finally:
+        process.kill()
+        process.wait()

@@ -18,6 +18,8 @@ import SimpleITK as sitk
 
 from conftest import run_cli
 from test_segmentation import make_package
+from test_web_viewing import (check_the_previews_are_windowed_and_turn, check_the_statistics_follow_an_edit, check_the_statistics_match_the_engine,
+                              statistics_and_window)
 from web_harness import WebServer, fill, screenshot, text_of, wait_for_text
 
 CT_NAME = "abdomen_ct_small_3mm.nii.gz"
@@ -56,7 +58,23 @@ def upload_ct(page, server, shared_data) -> None:
 
 def segment(page, timeout_s: float = 240) -> None:
     page.locator(".swinssl-segment").click()
+    wait_for_text(page, ".swinssl-message", "loading the model", 10)  # issue 26: the first seconds say what happens, not 0 %
     wait_for_text(page, ".swinssl-message", r"^Done( with doubts)?: \d+ segments", timeout_s)
+
+
+def check_a_large_upload_shows_its_progress(page, server, shared_data) -> None:
+    """Issue 26: a 12.5 MB upload (the real chest CT, sent in 4 MB slices) shows its percent and the time left as it goes."""
+    page.goto(server.url)
+    page.evaluate("""() => { window.uploadTexts = [];
+        new MutationObserver(() => { const line = document.querySelector('.swinssl-upload-text');
+                                     if (line) window.uploadTexts.push(line.innerText); })
+            .observe(document.body, {subtree: true, childList: true, characterData: true}); }""")
+    page.locator(".swinssl-upload input[type=file]").set_input_files(str(shared_data / "ct" / "chest_ct_lung1.nrrd"))
+    wait_for_text(page, ".swinssl-case", "chest_ct_lung1.nrrd", 60)
+    texts = list(dict.fromkeys(page.evaluate("window.uploadTexts")))
+    percents = [int(match.group(1)) for text in texts if (match := re.match(r"^Uploaded (\d+)% of 12\.5 MB, about \d+ s left$", text))]
+    assert percents == sorted(percents) and len(percents) >= 2 and 0 < percents[0] < 100, texts  # three slices: 31 %, 63 %
+    assert any(re.match(r"^Uploaded 12\.5 MB in \d+ s; reading it \.\.\.$", text) for text in texts), texts
 
 
 def download(page, selector: str, folder: Path) -> Path:
@@ -68,14 +86,18 @@ def download(page, selector: str, folder: Path) -> Path:
 
 
 def segment_masks(path: Path, names: list[str]) -> dict[str, np.ndarray]:
-    """Each named segment of a .seg.nrrd as a boolean (K, J, I) array on the file's grid."""
+    """Each named segment of a .seg.nrrd as a boolean (K, J, I) array on the file's grid, keyed by the name in ``names``
+    it matches as label tables match names (the app shows Slicer's "right kidney" for the model's "kidney_right")."""
+    from swinssl.labels.table import normalize_name
+
+    wanted = {normalize_name(name): name for name in names}
     segmentation = slicerio.read_segmentation(str(path))
     voxels = np.asarray(segmentation["voxels"])
     masks = {}
     for segment in segmentation["segments"]:
-        if segment["name"] in names:
+        if normalize_name(segment["name"]) in wanted:
             layer = voxels[..., segment["layer"]] if voxels.ndim == 4 else voxels
-            masks[segment["name"]] = (layer == segment["labelValue"]).transpose(2, 1, 0)  # slicerio arrays are (I, J, K)
+            masks[wanted[normalize_name(segment["name"])]] = (layer == segment["labelValue"]).transpose(2, 1, 0)  # slicerio arrays are (I, J, K)
     return masks
 
 
@@ -84,13 +106,14 @@ def test_upload_segment_and_download_match_the_engine(page, server, site, shared
     see its segment names, download the .seg.nrrd: the server's segmentation has the input's geometry and
     the engine's own voxels."""
     package = Path(shutil.copytree(DEMO_MODEL, site / "models" / "demo_organs"))
+    check_a_large_upload_shows_its_progress(page, server, shared_data)
     upload_ct(page, server, shared_data)
     page.reload()  # the model list is read when the page is (re)loaded
     wait_for_text(page, ".swinssl-model-info", "6 segments")
     page.locator(".swinssl-confidence input").check()
     segment(page)
     shown = page.locator(".swinssl-editor .v-list input").evaluate_all("fields => fields.map(field => field.value)")
-    assert shown == DEMO_ORGANS  # the segment list's (editable) names, in the model's order
+    assert shown == ["liver", "spleen", "right kidney", "left kidney", "stomach", "aorta"]  # the model's order, Slicer's names (editable)
     check_the_confidence_map_is_drawn_and_taken_off(page)
     screenshot(page, "web-segment-result")
     check_the_result_summary(page)
@@ -113,7 +136,9 @@ def test_upload_segment_and_download_match_the_engine(page, server, site, shared
     assert ours["liver"].sum() > 1000  # real anatomy: the liver is found
     for name in DEMO_ORGANS:
         assert np.array_equal(ours[name], theirs[name]), name
+    check_the_statistics_match_the_engine(page, reference)
 
+    assert page.locator(".swinssl-download-dicom-seg").count() == 0  # a NIfTI case: no DICOM series to reference
     scene = download(page, ".swinssl-download-mrb", tmp_path)
     with zipfile.ZipFile(scene) as bundle:
         names = bundle.namelist()
@@ -223,6 +248,7 @@ def correct_and_retrain(page, server, site, tmp_path) -> None:
     assert page.evaluate("window.trame.state.get('seg_model')") == parent
     segment(page)
     before = segment_masks(download(page, ".swinssl-download-seg", tmp_path), DEMO_ORGANS)
+    statistics = statistics_and_window(page)
 
     page.locator(".swinssl-editor button:has(.mdi-brush)").click()
     view = page.locator("img.image-display-area").first.bounding_box()
@@ -234,6 +260,7 @@ def correct_and_retrain(page, server, site, tmp_path) -> None:
         time.sleep(0.03)
     page.mouse.up()
     page.wait_for_function("!document.querySelector('button:has(.mdi-undo)').disabled", timeout=30_000)
+    check_the_statistics_follow_an_edit(page, statistics)
     page.wait_for_timeout(2000)  # the views re-render with the painted voxels
     screenshot(page, "web-paint-correction")
 
@@ -246,10 +273,14 @@ def correct_and_retrain(page, server, site, tmp_path) -> None:
     painted = DEMO_ORGANS[0]  # the editor's active segment is the first
     assert after[painted].sum() > before[painted].sum()
 
-    assert page.evaluate("window.trame.state.get('train_tune_steps')") == 50  # the default: minutes on a CPU, not hours
+    assert page.evaluate("window.trame.state.get('seg_tune_steps')") == 50  # the default: minutes on a CPU, not hours
     fill(page, ".swinssl-finetune-steps", 2)
     page.locator(".swinssl-finetune-current").click()
     wait_for_text(page, ".swinssl-train-status", "^Fine-tuning", 30)
+    assert page.evaluate("window.trame.state.get('train_steps')") == 1000  # issue 26: the Train page's own count is untouched
+    page.wait_for_timeout(1500)  # the layout would have changed by now
+    assert page.locator("img.image-display-area:visible").count() == 4  # the case's
+    # views (axial, 3-D, coronal, sagittal), not three black preview views: fine-tuning writes no previews
     screenshot(page, "web-finetune-progress")
     status = wait_for_text(page, ".swinssl-train-status", "^Finished", 600)
     events = page.evaluate("window.trame.state.get('train_events')")
@@ -320,6 +351,7 @@ def test_pretraining_chart_previews_stop_and_resume(page, server, site, shared_d
     metrics = wait_for_text(page, ".swinssl-preview-metrics", "^Inside the holes: reconstruction r ", 60)
     assert "interpolation, no learning: r " in metrics and " HU" in metrics
     check_the_preview_views_are_labelled(page)
+    check_the_previews_are_windowed_and_turn(page)
     first_points = page.locator(".swinssl-loss-line").first.get_attribute("points").split()
     page.locator(".swinssl-stop").click()
     status = wait_for_text(page, ".swinssl-train-status", "^Stopped at step", 240)
@@ -334,6 +366,7 @@ def test_pretraining_chart_previews_stop_and_resume(page, server, site, shared_d
     wait_for_text(page, ".swinssl-train-status", "^Finished", 300)
     lines = page.locator(".swinssl-loss-line")
     assert lines.count() >= 3  # total, rotation, contrastive, inpainting (the losses the engine logs)
+    assert page.locator(".swinssl-chart-axis").text_content().strip() == "Loss" and page.locator(".swinssl-dice-chart").count() == 0  # Dice: fine-tuning
     assert len(first_points) >= 1 and len(lines.first.get_attribute("points").split()) == 4  # one point a step, none repeated
     rows = page.evaluate("window.trame.state.get('train_events')")
     assert [row["detail"] for row in rows if row["event"] == "start"] == [f"4 steps from step {stopped_at}", "4 steps from step 0"]
@@ -348,7 +381,8 @@ def test_cancel_leaves_no_process_behind(page, server, site, shared_data):
     """Journey 4: open a DICOM series from the server's data folders, Segment, then Cancel: the engine's whole
     process tree ends and the page says so."""
     make_package(site / "models" / "slow", spacing=(1.5, 1.5, 1.5))  # many windows: still running when cancelled
-    shutil.copytree(shared_data / "ct" / "abdomen_ct_dicom_series", site / "data" / "ct" / "abdomen_ct_dicom_series")
+    series = Path(shutil.copytree(shared_data / "ct" / "abdomen_ct_dicom_series", site / "data" / "ct" / "abdomen_ct_dicom_series"))
+    patient = name_the_patient(series)
     page.goto(server.url)
     browser = page.locator(".swinssl-segment-page .swinssl-browser")
     browser.locator(".swinssl-entry", has_text="data").click()
@@ -356,10 +390,16 @@ def test_cancel_leaves_no_process_behind(page, server, site, shared_data):
     browser.locator(".swinssl-entry", has_text="abdomen_ct_dicom_series").locator(".swinssl-open").click()
     wait_for_text(page, ".swinssl-case", "abdomen_ct_dicom_series", 60)
     page.locator(".swinssl-input", has_text="CT Body 3.0").wait_for()  # the series (its description), as input 1
+    page.locator(".swinssl-download-dicom-seg").wait_for()  # a DICOM case: its result can go back as a DICOM SEG
+    assert text_of(page, ".swinssl-case-details") == "CT Body 3.0 (CT, study of 2022-12-08)"  # issue 26: from the header
     wait_for_text(page, ".swinssl-model-info", "3 segments")
     page.locator(".swinssl-segment").click()
     wait_for_text(page, ".swinssl-message", r"window \d+ of \d+", 120)
     assert server.engine_processes()
+    run_folder = next(Path(argument).parent for process in server.engine_processes() for argument in process.cmdline()
+                      if argument.endswith("events.jsonl"))
+    logs = [path.read_bytes() for path in run_folder.iterdir()] + [server.log.read_bytes(), server.output.read_bytes()]
+    assert len(logs) >= 4 and not any(identifier in log for log in logs for identifier in patient)  # the run's files and logs
     page.locator(".swinssl-cancel").click()
     wait_for_text(page, ".swinssl-message", "^Cancelled")
     deadline = time.monotonic() + 15
@@ -368,6 +408,19 @@ def test_cancel_leaves_no_process_behind(page, server, site, shared_data):
     assert server.engine_processes() == []
     assert page.locator(".swinssl-segment").is_visible()
     screenshot(page, "web-cancelled")
+
+
+def name_the_patient(series: Path) -> list[bytes]:
+    """Writes a patient name and ID into the headers of the (anonymised) DICOM files in ``series``; returns both."""
+    import pydicom
+
+    name, identifier = "Testpatient^Jane", "PID-73519-X"
+    for path in series.iterdir():
+        dataset = pydicom.dcmread(path)
+        dataset.PatientName, dataset.PatientID = name, identifier
+        path.chmod(0o644)  # copied read-only from ../shared/data
+        dataset.save_as(path)
+    return [b"Testpatient", identifier.encode()]
 
 
 def test_bad_input_gets_a_clear_message(page, site, shared_data, tmp_path):

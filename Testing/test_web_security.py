@@ -46,16 +46,25 @@ def test_uploads_are_bounded_and_keep_base_names_only(tmp_path):
 
     inbox = UploadInbox(limit_bytes=1000)
     with pytest.raises(ValueError, match="the upload was not started"):
-        inbox.add([{"name": "early.nrrd", "content": b"x"}])
+        inbox.add_part(0, 0, {"name": "early.nrrd", "content": b"x"})
     inbox.begin()
-    inbox.add([{"name": "../../outside.nrrd", "content": b"x" * 400}, {"name": "dicom/1.dcm", "content": [b"a", b"b"]}])
+    inbox.add_part(0, 0, {"name": "../../outside.nrrd", "content": b"x" * 300})
+    inbox.add_part(0, 300, {"name": "../../outside.nrrd", "content": b"z" * 100})  # the file's second slice, appended
+    inbox.add_part(1, 0, {"name": "dicom/1.dcm", "content": [b"a", b"b"]})
+    inbox.add_part(2, 0, {"name": "other/1.dcm", "content": b"c"})  # the same base name from another folder
     folder = inbox.folder
-    assert sorted(p.name for p in inbox.files()) == ["1.dcm", "outside.nrrd"]
+    assert sorted(p.name for p in inbox.files()) == ["1.dcm", "1_1.dcm", "outside.nrrd"]
+    assert (folder / "outside.nrrd").read_bytes() == b"x" * 300 + b"z" * 100 and (folder / "1.dcm").read_bytes() == b"ab"
     assert all(p.parent == folder for p in inbox.files()) and not (folder.parent.parent / "outside.nrrd").exists()
     assert oct(folder.stat().st_mode & 0o777) == "0o700"  # private to the server's user
     with pytest.raises(UploadTooLarge, match="big.nii.gz: the upload is larger than the server's limit"):
-        inbox.add([{"name": "big.nii.gz", "content": b"y" * 700}])
+        inbox.add_part(3, 0, {"name": "big.nii.gz", "content": b"y" * 700})
     assert not folder.exists() and inbox.files() == []
+    inbox.begin()
+    inbox.add_part(0, 0, {"name": "scan.nrrd", "content": b"x" * 10})
+    with pytest.raises(ValueError, match="scan.nrrd: a part of the file was lost on the way"):
+        inbox.add_part(0, 20, {"name": "scan.nrrd", "content": b"x" * 10})  # a slice at the wrong place
+    assert inbox.files() == []
 
 
 def test_loopback_detection():
@@ -65,7 +74,7 @@ def test_loopback_detection():
     assert not is_loopback("0.0.0.0") and not is_loopback("10.1.2.3") and not is_loopback("no-such-host.invalid")
 
 
-def test_a_page_cannot_reach_outside_the_data_roots_or_inject_options(page, data_root, tmp_path):
+def test_a_page_cannot_reach_outside_the_data_roots_or_inject_options(page, browser, data_root, tmp_path):
     """What the page sends is the browser's to forge: paths outside the roots, and values that would become
     command-line options of the engine, are refused with a message; file names stay out of the server's log."""
     server = WebServer(tmp_path, "--data", str(data_root), "--models", str(tmp_path / "models"), "--runs", str(tmp_path / "runs"))
@@ -103,10 +112,34 @@ def test_a_page_cannot_reach_outside_the_data_roots_or_inject_options(page, data
         patient_file.write_bytes(b"not a volume" * 50)
         page.locator(".swinssl-upload input[type=file]").set_input_files(str(patient_file))
         wait_for_text(page, ".swinssl-error", "Doe_John_1950.nii.gz: unreadable", 30)
+        check_a_second_page_watches_only(page, browser, server, data_root)
     finally:
         server.stop()
     logs = server.log.read_text() + server.output.read_text()
     assert "Doe_John" not in logs and "passwd" not in logs and "Traceback" not in logs
+
+
+def check_a_second_page_watches_only(page, browser, server, data_root) -> None:
+    """Issue 26: the server holds one case and one engine. A second page is told so and watches: its controls and views
+    are inert and what it sends anyway is refused, without an error in the first page; when the first page closes,
+    the second one takes over."""
+    second = browser.new_context(viewport={"width": 1400, "height": 900}).new_page()
+    second.goto(server.url)
+    assert "one page works on it at a time. This page can watch only" in second.locator(".swinssl-watching").inner_text(timeout=30_000)
+    assert second.locator(".swinssl-segment-page").evaluate("element => element.inert")
+    assert second.locator(".swinssl-views").evaluate("element => element.inert")
+    assert page.locator(".swinssl-watching").count() == 0 and not page.locator(".swinssl-views").evaluate("element => element.inert")
+    page.evaluate("window.trame.state.set('error_message', '')")
+    second.evaluate("path => window.trame.trigger('swinssl_browse', [path])", str(data_root / "ct"))
+    page.wait_for_timeout(1000)
+    assert page.evaluate("window.trame.state.get('browse_folder')") is None  # refused: the first page's view is as it was
+    assert page.locator(".swinssl-error").count() == 0
+    page.close()
+    second.locator(".swinssl-watching").wait_for(state="detached", timeout=10_000)
+    assert not second.locator(".swinssl-segment-page").evaluate("element => element.inert")
+    second.evaluate("path => window.trame.trigger('swinssl_browse', [path])", str(data_root / "ct"))
+    wait_for_text(second, ".swinssl-segment-page .swinssl-browser", "scan.nrrd", 10)
+    second.context.close()
 
 
 def test_on_loopback_other_sites_and_rebound_names_are_refused(data_root, tmp_path):
@@ -227,5 +260,7 @@ def test_scene_download_holds_the_case_only(tmp_path, shared_data):
 
     app.open_server_path(str(ct))  # another case: the editor lets go of the removed segmentation
     assert segmentation.GetScene() is None and app.slicer_app.segmentation_editor.active_segmentation_node is not segmentation
+    assert [node.GetName() for node in app.segment.case_volumes()] == ["case"]  # reopened under its own name, not case_1
+    assert app.server.state.seg_download_stem == "case"  # the downloads' and training-set files' name
     with pytest.raises(ValueError, match="nothing to save yet"):
         app.segment.segmentation_bytes()

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Creates ./.venv with swinssl installed in editable mode.
-#   --web   adds the web app (trame-slicer and its VTK: about 1 GB)
+#   --web   adds the web app (trame-slicer and its VTK: about 1 GB; highdicom for DICOM SEG output)
 #   --test  adds the test dependencies, the web app included (its browser tests need Debian's
 #           chromium and chromium-headless-shell packages: .ci/run installs them)
 # Where torch is missing it installs torch==2.13.0 first (a CPU build on the project machines),

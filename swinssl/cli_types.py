@@ -163,6 +163,11 @@ def png_output(text: str) -> str:
     return _writable_output(text, (".png",))
 
 
+def dicom_output(text: str) -> str:
+    """A .dcm DICOM file path."""
+    return _writable_output(text, (".dcm",))
+
+
 def volume_output(text: str) -> str:
     """A .nrrd/.nii(.gz) volume path (a float map such as the confidence)."""
     return _writable_output(text, (".nrrd", ".nii", ".nii.gz"))

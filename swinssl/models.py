@@ -8,6 +8,7 @@ matplotlib import), so a GUI can list models without loading the deep-learning s
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import shutil
@@ -17,6 +18,11 @@ from typing import Any, Iterator
 from swinssl.io.weights_file import load_safetensors
 from swinssl.labels.table import LabelTable
 from swinssl.package import MODEL_JSON, WEIGHTS, InputChannel, ModelPackage, load_package
+
+LOG = logging.getLogger(__name__)
+# What load_package raises for a model.json that cannot be read or is malformed (a list, a null ROI, ...): a face skips
+# such a package, or names it, instead of failing.
+UNREADABLE_PACKAGE = (OSError, ValueError, KeyError, TypeError, AttributeError, IndexError)
 
 
 def models_dir() -> Path:
@@ -33,6 +39,12 @@ def bundled_packages() -> list[tuple[ModelPackage, str]]:
     """The packages carried inside swinssl (the demo organ model), each with its note."""
     return [(load_package(BUNDLED_MODELS / folder), note) for folder, note in BUNDLED_NOTES.items()
             if (BUNDLED_MODELS / folder / MODEL_JSON).is_file()]
+
+
+def unshadowed_bundled(installed: list[ModelPackage]) -> list[tuple[ModelPackage, str]]:
+    """The bundled packages, each with its note, that no installed package of the same name hides (installed ones come first)."""
+    names = {package.name for package in installed}
+    return [(package, note) for package, note in bundled_packages() if package.name not in names]
 
 
 def resolve_model(reference: str | Path, root: Path | None = None) -> Path:
@@ -55,14 +67,15 @@ def resolve_model(reference: str | Path, root: Path | None = None) -> Path:
 
 def list_packages(root: Path | None = None) -> list[ModelPackage]:
     """Every valid package under ``root`` (default: :func:`models_dir`), sorted by name, numbers by value
-    (``demo-organs-tuned-2`` before ``demo-organs-tuned-10``)."""
+    (``demo-organs-tuned-2`` before ``demo-organs-tuned-10``). A package whose ``model.json`` cannot be read or is
+    malformed (a list, a null ROI, ...) is left out and named in the log: one bad folder never hides the others."""
     root = root or models_dir()
     packages = []
     for meta in sorted(root.glob(f"*/{MODEL_JSON}")) if root.is_dir() else []:
         try:
             packages.append(load_package(meta.parent))
-        except (ValueError, KeyError):
-            continue
+        except UNREADABLE_PACKAGE as error:
+            LOG.warning("skipped model package %s: %s: %s", meta, type(error).__name__, error)
     return sorted(packages, key=lambda p: [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", p.name)])
 
 

@@ -157,27 +157,32 @@ class EngineProcess:
         elif self.running:
             self.stop_path.write_text("stop requested\n")
 
-    def cancel(self, grace_seconds: float = 3.0) -> None:
-        """Ends the whole tree now: terminate, then kill what is left after ``grace_seconds``. Repeated
-        while new descendants appear (a launcher or torchrun may start one while the first are ending)."""
-        for _ in range(3):
-            processes = self.alive_processes()
-            if not processes:
-                break
+    def cancel(self, grace_seconds: float = 3.0) -> bool:
+        """Ends the whole tree now: terminate, then kill what is left after ``grace_seconds``; repeated while new
+        descendants appear (a launcher or torchrun may start one while the first are ending). Returns within about
+        ``2 * grace_seconds`` (a face calls it on its GUI thread): True when the tree has ended, False when a process
+        outlived its kill (e.g. stuck in a GPU driver call); it is left behind, and :attr:`running` stays True."""
+        import time
+
+        deadline = time.monotonic() + 2 * grace_seconds
+        while processes := self.alive_processes():  # alive_processes() also reaps the direct child
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
             self.cancelled = True
             for process in processes:
                 try:
                     process.terminate()
                 except psutil.Error:
                     continue
-            _, alive = psutil.wait_procs(processes, timeout=grace_seconds)
+            _, alive = psutil.wait_procs(processes, timeout=min(grace_seconds, left / 2))
             for process in alive:
                 try:
                     process.kill()
                 except psutil.Error:
                     continue
-            psutil.wait_procs(alive, timeout=grace_seconds)
-        self.process.wait()
+            psutil.wait_procs(alive, timeout=max(0.0, deadline - time.monotonic()))
+        return True
 
     def wait(self, timeout: float | None = None, interval: float = 0.1) -> str:
         """Blocks until the whole tree has ended (or ``timeout`` seconds); returns :attr:`outcome`."""

@@ -83,11 +83,13 @@ def _unwrap(data: Any, path: Path) -> dict[str, torch.Tensor]:
 
 def weights_file_of(reference: str | Path) -> Path:
     """The weights file of ``reference``: a file, or a model package, pretraining run (its SwinUNETR-keyed encoder +
-    decoder when pretrained with ``--decoder swinunetr``, else its encoder) or MONAI bundle folder."""
+    decoder when pretrained with ``--decoder swinunetr``, else its encoder), MONAI bundle or downloaded weights folder."""
+    from swinssl.model_download import installed_weights
+
     path = Path(reference)
     names = ("model.safetensors", "swinunetr.safetensors", "encoder.safetensors", "models/model.pt", "checkpoint.pt")
-    for candidate in (path, *(path / name for name in names)):
-        if candidate.is_file():
+    for candidate in (path, *(path / name for name in names), installed_weights(path.name, path.parent)):
+        if candidate is not None and candidate.is_file():
             return candidate
     raise FileNotFoundError(f"{reference}: no weights file ({', '.join(names)})")
 

@@ -25,10 +25,42 @@ class RestartRequired(RuntimeError):
     """Packages were installed over versions this Slicer process already imported."""
 
 
+def unsupported_slicer(version: tuple[int, int]) -> str | None:
+    """What a module says instead of showing its panel on a Slicer older than :data:`MINIMUM_SLICER`, else None. Called
+    by the module files, which Slicer 5.8's Python 3.9 must load for it (Testing/test_slicer_modules_load.py)."""
+    if tuple(version) >= MINIMUM_SLICER:
+        return None
+    return (f"SwinSSL needs 3D Slicer {MINIMUM_SLICER[0]}.{MINIMUM_SLICER[1]} or later (this is {version[0]}.{version[1]}, "
+            "whose Python is too old for the engine)")
+
+
+def show_unsupported_slicer(layout) -> bool:
+    """On a Slicer older than :data:`MINIMUM_SLICER`: puts :func:`unsupported_slicer`'s sentence in ``layout`` (a module
+    widget's, in place of its panel) and returns True; else False. Both module files call it first in ``setup()``."""
+    import qt
+    import slicer
+
+    message = unsupported_slicer((slicer.app.majorVersion, slicer.app.minorVersion))
+    if message:
+        label = qt.QLabel(message)
+        label.wordWrap = True
+        layout.addWidget(label)
+        layout.addStretch(1)
+    return message is not None
+
+
 def check_slicer_version(version: tuple[int, int]) -> None:
-    if tuple(version) < MINIMUM_SLICER:
-        raise RuntimeError(f"SwinSSL needs 3D Slicer {MINIMUM_SLICER[0]}.{MINIMUM_SLICER[1]} or later (this is "
-                           f"{version[0]}.{version[1]}, whose Python is too old for the engine)")
+    message = unsupported_slicer(version)
+    if message:
+        raise RuntimeError(message)
+
+
+def prepare_self_test(version: tuple[int, int], requirements: tuple[str, ...] = ENGINE_REQUIREMENTS) -> None:
+    """A module's self-test starts here: this Slicer must be supported, and missing requirements are installed without
+    asking, as MONAIAuto3DSeg's logic test does (``setupPythonRequirements``). Raises when the Slicer is too old, an
+    install fails or Slicer must be restarted, so a self-test fails loudly instead of passing without having run."""
+    check_slicer_version(version)
+    ensure_engine_requirements(lambda question: True, testing=False, requirements=requirements)
 
 
 def ensure_engine_requirements(confirm: Callable[[str], bool], testing: bool, requirements: tuple[str, ...] = ENGINE_REQUIREMENTS,

@@ -13,7 +13,7 @@ from packaging.requirements import Requirement
 # The engine's runtime requirements: pyproject.toml's ``dependencies`` (a test keeps the two equal).
 ENGINE_REQUIREMENTS = (
     "torch>=2.4",
-    "monai>=1.5,<1.7",
+    "monai>=1.5",  # lower bound only: shared with other extensions (README, In 3D Slicer: MONAI)
     "einops>=0.7",
     "SimpleITK>=2.3",
     "nibabel>=5.0",

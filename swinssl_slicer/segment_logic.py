@@ -17,10 +17,11 @@ from typing import TYPE_CHECKING
 from swinssl_slicer.confidence_display import CONFIDENCE_ATTRIBUTE, style_confidence_map
 from swinssl_slicer.engine import engine_process, ensure_engine_on_path
 from swinssl_slicer.mrml_io import place_under_study, read_segmentation, read_volume, same_parent_transform, write_volume
+from swinssl_slicer.show_3d import show_in_3d
 
 ensure_engine_on_path()
 
-from swinssl.models import list_packages, models_dir  # noqa: E402  (reads model.json files only: no torch import)
+from swinssl.models import UNREADABLE_PACKAGE, list_packages, models_dir, unshadowed_bundled  # noqa: E402  (reads model.json files only: no torch import)
 from swinssl.inference.plausibility import doubtful, summary_lines  # noqa: E402  (plain Python: no torch import)
 from swinssl.package import ModelPackage, load_package  # noqa: E402
 
@@ -74,10 +75,12 @@ class SegmentationLogic:
     folder for per-run temporary files (Slicer's temporary path inside Slicer).
     """
 
-    def __init__(self, scene, python: str | None = None, models_folder: Path | None = None, temp_root: Path | None = None) -> None:
+    def __init__(self, scene, python: str | None = None, models_folder: Path | None = None, temp_root: Path | None = None,
+                 bundled: bool = False) -> None:
         import slicer
 
         self.scene = scene
+        self.bundled = bundled  # also offer the packages the engine carries (the demo organ model), after the installed ones
         self.python = python
         self.models_folder = models_folder or models_dir()
         self.temp_root = temp_root
@@ -85,18 +88,30 @@ class SegmentationLogic:
         self._close_observer = scene.AddObserver(slicer.vtkMRMLScene.StartCloseEvent, self._on_scene_close)
 
     def available_models(self) -> list[ModelPackage]:
-        """Installed packages, from their ``model.json`` files alone."""
-        return list_packages(self.models_folder)
+        """Installed packages, then (with ``bundled``) the carried ones no installed package of the same name hides; from
+        their ``model.json`` files alone."""
+        installed = list_packages(self.models_folder)
+        return installed + [package for package, _ in unshadowed_bundled(installed)] if self.bundled else installed
 
     def choose_model(self, saved: str | Path | None) -> str:
         """The model a face should show selected: ``saved`` when it is still installed (or is a package
-        folder), else the first installed one, else ""."""
+        folder that can be read: :meth:`model_problem`), else the first installed one, else ""."""
         paths = [str(package.path) for package in self.available_models()]
         if saved:
             listed = next((path for path in paths if Path(path).resolve() == Path(saved).resolve()), None)
-            if listed or (Path(saved) / "model.json").is_file():
+            if listed or self.model_problem(saved) is None:
                 return listed or str(saved)
         return paths[0] if paths else ""
+
+    @staticmethod
+    def model_problem(model: str | Path) -> str | None:
+        """Why the package folder ``model`` cannot be used (no package there, or its model.json cannot be read or is
+        malformed), naming the file; None when it can."""
+        try:
+            load_package(model)
+        except UNREADABLE_PACKAGE as error:
+            return str(error) if isinstance(error, ValueError) else f"{Path(model) / 'model.json'}: {type(error).__name__}: {error}"
+        return None
 
     def channel_names(self, model: str | Path) -> list[str]:
         """The modality of each input the model needs, e.g. ["CT"] or ["CT", "PET"]; [] without a model."""
@@ -179,13 +194,19 @@ class SegmentationLogic:
         return events
 
     def cancel(self, run: SegmentRun) -> None:
-        """Ends the whole process tree and removes the temporary files; the scene is not touched."""
-        run.engine.cancel()
+        """Ends the whole process tree and removes the temporary files; the scene is not touched. Returns within a
+        few seconds (the GUI thread calls it): a process that outlives its kill is left behind and named in ``run.error``."""
+        if not run.engine.cancel():
+            left = ", ".join(str(process.pid) for process in run.engine.alive_processes())
+            run.error = f"Engine process {left} did not end: end it with the system's task manager"
         self._forget(run)
 
-    def finish(self, run: SegmentRun, output_node=None):
-        """After the process ended: loads the result into ``output_node`` (new when None), sets its reference
-        geometry to the input, places it under the input's study, shows it in 2-D and 3-D, removes temp files."""
+    def finish(self, run: SegmentRun, previous=None, show_3d: bool = True):
+        """After the process ended: loads the result into a new segmentation node named after the input (unique in
+        the scene), sets its reference geometry to the input, places it under the input's study, shows it in 2-D (and
+        3-D with ``show_3d``: see :mod:`swinssl_slicer.show_3d`), removes temp files. ``previous``: the result the face
+        showed so far; never read into (the storage node's read removes every segment first: the user's corrections
+        would go), only hidden when it was made on the same input, so that the two are not drawn over each other."""
         try:
             run.engine.wait()
             self.poll(run)
@@ -194,12 +215,16 @@ class SegmentationLogic:
             reference = self.scene.GetNodeByID(run.input_node_ids[0])
             if reference is None:
                 raise RuntimeError("the input volume was removed from the scene while it was being segmented; the result was not loaded")
-            node = read_segmentation(self.scene, run.output, run.output_name, output_node)
+            run.output_name = self.scene.GenerateUniqueName(run.output_name)
+            model = next((event.get("model") for event in run.engine.events if event["event"] == "start"), None)
+            node = read_segmentation(self.scene, run.output, run.output_name, algorithm=model)  # Slicer's names; the model for DICOM SEG export
             node.SetAndObserveTransformNodeID(reference.GetTransformNodeID())  # computed in the input's local frame
             node.SetReferenceImageGeometryParameterFromVolumeNode(reference)
             node.CreateDefaultDisplayNodes()
-            node.CreateClosedSurfaceRepresentation()
+            show_in_3d(node, show_3d)
             place_under_study(node, reference)
+            if previous is not None and previous.GetNodeReferenceID(node.GetReferenceImageGeometryReferenceRole()) == reference.GetID():
+                previous.SetDisplayVisibility(False)
             if run.confidence_output is not None:
                 run.confidence_node_id = self._load_confidence(run, reference).GetID()
             return node

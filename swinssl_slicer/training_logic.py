@@ -1,8 +1,8 @@
 """Pretraining and fine-tuning runs driven from an MRML scene, without Qt.
 
-Losses stream into a table node (one per run folder, so a resumed run goes on in the same table)
-plotted by a chart node; each ``preview`` event loads the original / masked / reconstructed crops into
-three volume nodes that are reused (replaced), not piled up. Nodes are looked up in the scene at each
+Losses stream into a bounded table node, one update per poll (:mod:`swinssl_slicer.loss_table`; one table per
+run folder, so a resumed run goes on in the same table) plotted by a chart node; each ``preview`` event loads the
+original / masked / reconstructed crops into three volume nodes that are reused (replaced), not piled up. Nodes are looked up in the scene at each
 event, so a scene closed during a run gets fresh nodes instead of errors. Scene cases are exported as
 NRRD volume + .seg.nrrd pairs for ``swinssl finetune --scenes``.
 
@@ -20,9 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import vtk
-
 from swinssl_slicer.engine import engine_process, ensure_engine_on_path
+from swinssl_slicer.loss_table import RUN_ATTRIBUTE, append_rows, find_or_create
 from swinssl_slicer.mrml_io import nodes_by_class, read_volume, same_parent_transform, write_segmentation, write_volume
 
 ensure_engine_on_path()
@@ -33,7 +32,6 @@ PREVIEW_KINDS = ("original", "masked", "reconstruction")
 DEFAULT_TUNING_STEPS = 50  # correct and retrain: minutes on a CPU (the demo model: about 6 s a step on 2 cores, measured), not hours
 TUNED_NAME = re.compile(r"^(?P<base>.+?)-tuned(?:-(?P<version>\d+))?$")
 PREVIEW_ATTRIBUTE = "SwinSSL.Preview"
-RUN_ATTRIBUTE = "SwinSSL.RunFolder"
 
 
 if TYPE_CHECKING:  # the engine's runner needs psutil, installed with the engine's requirements
@@ -49,6 +47,7 @@ class TrainingRun:
     total: int = 0
     eta_s: float | None = None
     dice: dict = field(default_factory=dict)
+    validated_on: str = ""  # a fine-tune's start event: which cases its Dice is measured on (see dice_label)
     messages: list[str] = field(default_factory=list)
     error: str | None = None
     table_node_id: str | None = None
@@ -75,6 +74,14 @@ class TrainingRun:
     def model_folder(self) -> Path:
         """The model this run makes: the installed copy, else the run folder."""
         return self.install or self.out
+
+    @property
+    def dice_label(self) -> str:
+        """"training-case Dice" when the run scores the cases it learns from (too few to hold any out), "held-out Dice"
+        otherwise; "Dice" before the start event says which."""
+        from swinssl.finetune.parent import dice_kind
+
+        return dice_kind(self.validated_on) if self.validated_on else "Dice"
 
     def comparison_lines(self) -> list[str]:
         """The verdict against the parent model, then both Dice per segment; empty when not fine-tuned from a model."""
@@ -187,6 +194,17 @@ class TrainingLogic:
 
         return existing_run(Path(out), PRETRAIN_MARKERS if kind == "pretrain" else FINETUNE_MARKERS) is not None
 
+    @staticmethod
+    def refuse_if_busy(out: Path) -> None:
+        """ValueError naming the live run (the engine's :class:`~swinssl.training.run_folder.RunFolderLock`) that writes
+        into ``out`` now: from another Slicer, the web app or the command line. Checked before anything starts."""
+        from swinssl.training.run_folder import describe_owner, lock_owner
+
+        owner = lock_owner(Path(out))
+        if owner is not None:
+            raise ValueError(f"{out} is in use by {describe_owner(owner)}: wait for that run to end, or stop it where it was "
+                             "started (Stop checkpoints it; Resume then continues it here), or choose another folder")
+
     # --- starting -----------------------------------------------------------------------------
     def start_pretraining(self, data_folders: list[str], out: Path, preset: str = "ct", roi: int = 96, feature_size: int = 48,
                           steps: int = 1000, batch_size: int = 2, loss_weights: tuple[float, float, float] = (1.0, 1.0, 1.0),
@@ -226,23 +244,33 @@ class TrainingLogic:
     def default_model_folder(self, name: str) -> Path:
         return models_dir() / safe_name(name)
 
+    def run_folder(self, model_name: str) -> Path:
+        """Where fine-tuning ``model_name`` from the scene keeps its checkpoints (:meth:`runs_folder`)."""
+        return self.runs_folder() / safe_name(model_name)
+
     def start_finetuning_from_scene(self, model_name: str, pairs: list[tuple], sources: list[str], init: str | Path = "random",
                                     classes: list[str] | None = None, roi: int | None = None, feature_size: int | None = None,
                                     steps: int = 1000, device: str = "auto", extra: list[str] | None = None,
                                     overwrite: bool = False) -> TrainingRun:
         """Fine-tunes ``model_name`` (run folder under :meth:`runs_folder`, installed in the models folder when done)
         from scene (volume, segmentation) pairs, which are exported first, and ``sources``: labelled-case folders,
-        ``.mrb`` files or folders of .seg.nrrd."""
+        ``.mrb`` files or folders of .seg.nrrd. A model or run of that name is replaced only with ``overwrite`` (the
+        face asked); else ValueError before anything is exported or started."""
         if str(init) != "random" and (str(init) in ("", ".") or not Path(init).exists()):
             raise ValueError(f"initial weights not found: {init!r} (untick 'Initialise from' for random weights)")
-        out = self.runs_folder() / safe_name(model_name)
+        out = self.run_folder(model_name)
+        self.refuse_if_busy(out)  # before the cases are exported
+        held = [where for where, folder in (("an installed model", self.default_model_folder(model_name)), ("a fine-tuning run", out))
+                if self.holds_run(folder, "finetune")]
+        if held and not overwrite:
+            raise ValueError(f"{' and '.join(held)} named {safe_name(model_name)!r} exist{'s' if len(held) == 1 else ''}: "
+                             "choose another model name (nothing was replaced)")
         cases = Path(tempfile.mkdtemp(prefix="SwinSSL-cases-", dir=self._temp_folder()))  # not in ``out``: --overwrite sets that aside
         folders = [s for s in sources if Path(s).is_dir() and not any(Path(s).glob("*.seg.nrrd"))]
         try:
             scenes = [str(self.export_scene_cases(pairs, cases)[0].parent)] if pairs else []
             scenes += [s for s in sources if s not in folders]
-            run = self.start_finetuning(out, folders, scenes, str(init), classes, roi, feature_size, steps, device, extra,
-                                        overwrite or self.holds_run(out, "finetune"))
+            run = self.start_finetuning(out, folders, scenes, str(init), classes, roi, feature_size, steps, device, extra, overwrite)
         except Exception:
             shutil.rmtree(cases, ignore_errors=True)
             raise
@@ -293,6 +321,7 @@ class TrainingLogic:
         return self.temp_root
 
     def _start(self, kind: str, arguments: list[str], out: Path) -> TrainingRun:
+        self.refuse_if_busy(out)
         folder = Path(tempfile.mkdtemp(prefix=f"SwinSSL-{kind}-", dir=self._temp_folder()))
         try:
             engine = engine_process().start(arguments, folder / "events.jsonl", self.python, stoppable=True)
@@ -307,9 +336,12 @@ class TrainingLogic:
         ended (every event read), its temporary folders are removed."""
         ended = not run.engine.running  # checked first: an engine that has exited wrote its last event before this read
         events = run.engine.poll()
+        steps = []  # this poll's progress events: one table update (one plot re-render) for all of them
         for event in events:
             kind = event["event"]
-            if kind == "cache":
+            if kind == "start":
+                run.validated_on = event.get("validated_on", "")
+            elif kind == "cache":
                 run.preparing = f"preparing volumes: {event['done']} of {event['total']}"
                 run.eta_s = event.get("eta_s")
             elif kind == "progress" and event.get("stage") == "validation":
@@ -320,8 +352,7 @@ class TrainingLogic:
             elif kind == "progress":
                 run.validation = run.preparing = None
                 run.step, run.total, run.eta_s, run.eta_at = event["step"], event["total"], event.get("eta_s"), time.monotonic()
-                run.show_plot = run.show_plot or run.chart_node_id is None or self.scene.GetNodeByID(run.chart_node_id) is None
-                self._append_losses(run, event)
+                steps.append(event)
                 if event.get("val_dice"):
                     run.dice = event["val_dice"]
             elif kind == "preview":
@@ -336,6 +367,9 @@ class TrainingLogic:
                 run.comparison = event.get("comparison")
                 if run.install is not None:
                     self.install(run)
+        if steps:
+            run.show_plot = run.show_plot or run.chart_node_id is None or self.scene.GetNodeByID(run.chart_node_id) is None
+            self._append_losses(run, steps)
         if ended:
             self._remove_temporary(run)
         return events
@@ -369,50 +403,18 @@ class TrainingLogic:
         run.engine.cancel()
         self._remove_temporary(run)
 
-    def _loss_table(self, run: TrainingRun, columns: list[str]):
-        """The run folder's loss table (created with its chart on first use, found again on Resume)."""
-        folder = str(run.out.resolve())
-        table_node = next((n for n in nodes_by_class(self.scene, "vtkMRMLTableNode") if n.GetAttribute(RUN_ATTRIBUTE) == folder), None)
-        chart = next((n for n in nodes_by_class(self.scene, "vtkMRMLPlotChartNode") if n.GetAttribute(RUN_ATTRIBUTE) == folder), None)
-        if table_node is None:
-            table_node = self.scene.AddNewNodeByClass("vtkMRMLTableNode", f"SwinSSL {run.kind} losses")
-            table_node.SetAttribute(RUN_ATTRIBUTE, folder)
-            for name in ["step"] + columns:
-                array = vtk.vtkFloatArray()
-                array.SetName(name)
-                table_node.GetTable().AddColumn(array)
-            chart = None  # a chart left over would plot the table that is gone
-        if chart is None:  # new, or deleted by the user
-            chart = self.scene.AddNewNodeByClass("vtkMRMLPlotChartNode", f"SwinSSL {run.kind} loss curves")
-            chart.SetAttribute(RUN_ATTRIBUTE, folder)
-            chart.SetXAxisTitle("step")
-            chart.SetYAxisTitle("loss")
-            for name in columns:
-                series = self.scene.AddNewNodeByClass("vtkMRMLPlotSeriesNode", name)
-                series.SetAndObserveTableNodeID(table_node.GetID())
-                series.SetXColumnName("step")
-                series.SetYColumnName(name)
-                series.SetPlotType(series.PlotTypeScatter)  # line plots ignore the x column (vtkMRMLPlotSeriesNode::IsXColumnRequired)
-                series.SetMarkerStyle(series.MarkerStyleNone)
-                chart.AddAndObservePlotSeriesNodeID(series.GetID())
+    def _append_losses(self, run: TrainingRun, steps: list[dict]) -> None:
+        """The losses of ``steps`` (progress events) into the run's table, in one update (see :mod:`swinssl_slicer.loss_table`)."""
+        columns = list(steps[0].get("losses") or {}) if run.kind == "pretrain" else ["total", "val_mean_dice"]
+        table_node, chart = find_or_create(self.scene, run.out, run.kind, columns, run.table_node_id, run.chart_node_id)
         run.table_node_id, run.chart_node_id = table_node.GetID(), chart.GetID()
-        return table_node
-
-    def _append_losses(self, run: TrainingRun, event: dict) -> None:
-        losses = event.get("losses") or {}
-        values = dict(losses)
-        if "val_mean_dice" in event:
-            values["val_mean_dice"] = event["val_mean_dice"]
-        columns = list(losses) if run.kind == "pretrain" else ["total", "val_mean_dice"]
-        table = self._loss_table(run, columns).GetTable()
-        while table.GetNumberOfRows() and table.GetValue(table.GetNumberOfRows() - 1, 0).ToDouble() >= event["step"]:
-            table.RemoveRow(table.GetNumberOfRows() - 1)  # steps logged after the checkpoint a resumed run starts from
-        row = table.InsertNextBlankRow()
-        table.SetValue(row, 0, vtk.vtkVariant(float(event["step"])))
-        for index, name in enumerate(columns, start=1):
-            value = values.get(name)
-            table.SetValue(row, index, vtk.vtkVariant(float(value) if value is not None else float("nan")))
-        table.Modified()
+        rows = []
+        for event in steps:
+            values = dict(event.get("losses") or {})
+            if "val_mean_dice" in event:
+                values["val_mean_dice"] = event["val_mean_dice"]
+            rows.append((event["step"], values))
+        append_rows(table_node, columns, rows)
 
     def preview_nodes(self) -> dict:
         """The preview volume nodes in the scene by kind (original, masked, reconstruction)."""
@@ -429,16 +431,23 @@ class TrainingLogic:
         return nodes
 
     # --- scene export -------------------------------------------------------------------------
-    def export_scene_cases(self, pairs: list[tuple], folder: Path) -> list[Path]:
+    def export_scene_cases(self, pairs: list[tuple], folder: Path, allow_other_source: bool = False) -> list[Path]:
         """Writes each (volume node, segmentation node) as ``<name>.nrrd`` + ``<name>.seg.nrrd`` (segment names,
         colours and geometry kept, labelmap on the volume's grid), next to cases already in ``folder``.
-        Returns the .seg.nrrd paths."""
+        Returns the .seg.nrrd paths. Nothing is written when a segmentation was made on another volume or is filed
+        under another study (:class:`~swinssl_slicer.case_pairing.PairingError`); ``allow_other_source``: the user
+        confirmed such a pair whose segmentation lies on the volume's own grid."""
+        from swinssl_slicer.case_pairing import PairingError, pairing_problem
         from swinssl_slicer.volume_reading import check_source_files  # SimpleITK: not needed to list cases
 
+        for volume, segmentation in pairs:
+            same_parent_transform([volume, segmentation])
+            problem = pairing_problem(volume, segmentation)
+            if problem is not None and not (allow_other_source and problem.same_grid):
+                raise PairingError(problem)
         check_source_files([volume for volume, _ in pairs])  # read from a file the engine would refuse (truncated, NaN)
         written, used = [], set()
         for volume, segmentation in pairs:
-            same_parent_transform([volume, segmentation])
             stem = safe_name(volume.GetName())
             while stem in used or (folder / f"{stem}.seg.nrrd").exists():  # never replaces a case saved before
                 stem += "_1"

@@ -29,20 +29,38 @@ LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])
 
 @dataclass
 class CheckedVolume:
-    """A volume the engine's reader accepted: its node name and image (LPS, one component)."""
+    """A volume the engine's reader accepted: its node name and image (LPS, one component); for a DICOM series,
+    ``details`` from its header (:func:`dicom_details`)."""
 
     name: str
     image: sitk.Image
+    details: str = ""
+    source: VolumeSource | None = None  # where it was read from (a DICOM series: its files, for a DICOM SEG that references it)
 
 
-def dicom_series_name(source: VolumeSource) -> str:
-    """"<series number>: <series description>", as Slicer's DICOM module names a series."""
+SERIES_TAGS = {"number": "0020|0011", "description": "0008|103e", "modality": "0008|0060", "study_date": "0008|0020"}
+
+
+def dicom_header(source: VolumeSource) -> dict[str, str]:
+    """The tags that tell a user which series this is (SERIES_TAGS), from its first file's header; "" where absent.
+    No patient identifier is read."""
     reader = sitk.ImageFileReader()
     reader.SetFileName(source.dicom_files()[0])
     reader.ReadImageInformation()
-    number, description = (reader.GetMetaData(tag).strip() if reader.HasMetaDataKey(tag) else "" for tag in ("0020|0011", "0008|103e"))
-    description = description or "DICOM series"
-    return f"{number}: {description}" if number else description
+    return {key: reader.GetMetaData(tag).strip() if reader.HasMetaDataKey(tag) else "" for key, tag in SERIES_TAGS.items()}
+
+
+def dicom_series_name(header: dict[str, str]) -> str:
+    """"<series number>: <series description>", as Slicer's DICOM module names a series."""
+    description = header["description"] or "DICOM series"
+    return f"{header['number']}: {description}" if header["number"] else description
+
+
+def dicom_details(header: dict[str, str]) -> str:
+    """"CT, study of 2022-12-08": the modality and study date the header has (the description is in the series name)."""
+    date = header["study_date"]
+    parts = [header["modality"], f"study of {date[:4]}-{date[4:6]}-{date[6:8]}" if len(date) == 8 and date.isdigit() else date]
+    return ", ".join(part for part in parts if part)
 
 
 def read_checked_volumes(location: Path, label: str) -> list[CheckedVolume]:
@@ -66,7 +84,11 @@ def read_checked_volumes(location: Path, label: str) -> list[CheckedVolume]:
             image = read_volume(source, in_channels=1)
         except VolumeError as error:
             raise ValueError(f"{shown}: {error.reason}") from None
-        volumes.append(CheckedVolume(dicom_series_name(source) if source.is_dicom else volume_stem(source.path), image))
+        if source.is_dicom:
+            header = dicom_header(source)
+            volumes.append(CheckedVolume(dicom_series_name(header), image, dicom_details(header), source))
+        else:
+            volumes.append(CheckedVolume(volume_stem(source.path), image, source=source))
     return volumes
 
 
@@ -88,7 +110,8 @@ def add_volume_node(scene, volume: CheckedVolume):
     image_data = vtk.vtkImageData()
     image_data.SetDimensions(*image.GetSize())
     image_data.GetPointData().SetScalars(numpy_to_vtk(np.ascontiguousarray(voxels).reshape(-1), deep=True))
-    node = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", scene.GenerateUniqueName(volume.name))
+    taken = scene.GetFirstNodeByName(volume.name) is not None  # GenerateUniqueName counts removed nodes too: case_1 on reopen
+    node = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", scene.GenerateUniqueName(volume.name) if taken else volume.name)
     node.SetAndObserveImageData(image_data)
     node.SetIJKToRASMatrix(ijk_to_ras(image))
     node.CreateDefaultDisplayNodes()

@@ -1,4 +1,5 @@
-"""Who may use the server: loopback binding by default, and an access token for any other address.
+"""Who may use the server: loopback binding by default, an access token for any other address, and one driving
+page at a time (:class:`OneDriver`: later pages watch).
 
 The token comes once in the address (``/?token=...``); the server answers with an HttpOnly, SameSite=Strict
 cookie and a redirect to the same page without the token, so the browser's later requests (scripts, the
@@ -13,6 +14,7 @@ import secrets
 import socket
 
 from aiohttp import web
+from wslink.websocket import LinkProtocol
 
 TOKEN_COOKIE = "swinssl_token"
 REFUSAL = "SwinSSL Web: this server needs its access token. Open the address it printed at start (it ends in ?token=...)."
@@ -84,3 +86,49 @@ def access_middleware(token: str | None):
         return web.Response(status=403, text=REFUSAL)
 
     return check_access
+
+
+class OneDriver(LinkProtocol):
+    """The server holds one case and one engine, so one page drives it at a time: the first page that says hello
+    (:meth:`hello`, with a token the page made for itself) drives; pages that connect later watch only (the page
+    makes its controls and views inert and says why, from ``state.web_driver``, the driving page's token); when the
+    driving page closes, the page that said hello next takes over. Pages are told apart by their websocket
+    (wslink's client id of the call being served); a call from a watching page is refused by :meth:`drives`.
+
+    Register it with the trame server's protocol (``server.add_protocol_to_configure``) and give it the wslink web
+    app (``on_server_bind``) so it can tell which page a call came from."""
+
+    def __init__(self, state) -> None:
+        super().__init__()
+        self.state = state
+        self.web_app = None
+        self.tabs: dict[str, str] = {}  # the websockets that said hello, in order: client id -> the page's token
+        self.driver: str | None = None
+        state.web_driver = ""
+
+    def caller(self) -> str | None:
+        return self.web_app.last_active_client_id if self.web_app is not None else None
+
+    def hello(self, token: str) -> None:
+        """A page (re)connected and made itself ``token``; it drives when no other page does."""
+        client = self.caller()
+        if client is None or not isinstance(token, str):
+            return
+        self.tabs[client] = token[:64]
+        if self.driver is None or self.driver == client:
+            self.hand_over(client)
+
+    def drives(self) -> bool:
+        """Whether the call being served comes from the driving page (or no page drives yet, or no page made it)."""
+        client = self.caller()
+        return self.driver is None or client is None or client == self.driver
+
+    def onClose(self, client_id) -> None:  # noqa: N802 (wslink's name)
+        self.tabs.pop(client_id, None)
+        if client_id == self.driver:
+            self.hand_over(next(iter(self.tabs), None))
+
+    def hand_over(self, client: str | None) -> None:
+        self.driver = client
+        with self.state:
+            self.state.web_driver = self.tabs.get(client, "") if client is not None else ""

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from swinssl_web.access import access_middleware, is_loopback
+from swinssl_web.access import OneDriver, access_middleware, is_loopback
 from swinssl_web.data_roots import DataRoots
 from swinssl_web.uploads import UploadInbox
 
@@ -35,9 +35,12 @@ from trame_slicer.views import Layout, LayoutDirection, ViewLayoutDefinition, Vi
 
 from swinssl_web.downloads import ModelDownloads  # noqa: E402
 from swinssl_web.main_thread_gc import collect_garbage, collect_on_main_thread_only  # noqa: E402
+from swinssl_web.probe import DataProbe  # noqa: E402
+from swinssl_web.statistics_panel import StatisticsPanel  # noqa: E402
 from swinssl_web.segment_page import SegmentPage  # noqa: E402
 from swinssl_web.train_page import PREVIEW_VIEW_GROUP, PREVIEW_VIEWS, TrainPage  # noqa: E402
 from swinssl_web.ui import SwinSSLWebUI  # noqa: E402
+from swinssl_web.view_tools import ViewTools  # noqa: E402
 
 log = logging.getLogger("swinssl.web")
 POLL_SECONDS = 0.5
@@ -86,11 +89,15 @@ class SwinSSLWebApp(TrameApp):
         self.settings = settings
         self.server.enable_module(trame_slicer_module)
         self.slicer_app = SlicerApp()
-        register_rca_factories(self.slicer_app.view_manager, self.server)
+        self.view_tools = ViewTools(self.server, self.slicer_app)  # window/level, orientation letters, offsets, crosshair
+        register_rca_factories(self.slicer_app.view_manager, self.server, slice_view_ui_f=self.view_tools.slice_view_ui)
         self.editor_logic = SegmentEditorLogic(self.server, self.slicer_app)
         self.layout_logic = LayoutButtonLogic(self.server, self.slicer_app)
         self.layout_logic.layout_manager.register_layout(PREVIEW_LAYOUT, preview_layout())
         attach_effect_pipelines_to_views(self.slicer_app)
+        self.view_tools.show_crosshair(True)
+        self.probe = DataProbe(self.server, self.slicer_app, self.view_tools)
+        self.statistics = StatisticsPanel(self.server, self.slicer_app)
 
         from swinssl.models import models_dir
 
@@ -109,10 +116,18 @@ class SwinSSLWebApp(TrameApp):
         state.trame__title = "SwinSSL"
         state.trame__favicon = None  # trame's default points outside: a hospital server makes no outside requests
         state.page, state.error_message, state.upload_limit_mb = "segment", "", settings.upload_limit_mb
+        state.seg_upload_percent, state.seg_upload_text = 0, ""  # set by the page while it sends a file (ui.UPLOAD_JS)
+        self.users = OneDriver(state)  # one page drives the case and engines; pages opened later watch
+        state.swinssl_tab = ""  # each page's own token (made by the page, never sent back): compared with web_driver
+        state.client_only("swinssl_tab")
+        self.server.add_protocol_to_configure(lambda protocol: protocol.registerLinkProtocol(self.users))
         state.browse_folder, state.browse_parent, state.browse_entries = None, None, []
         state.change("page")(lambda page, **_: self.report(self.on_page_changed, page))
+        state.change("train_kind")(lambda **_: self.report(self.show_layout))
         state.change("seg_model")(lambda seg_model, **_: self.report(self.segment.on_model_changed, seg_model))
+        state.change("view_window_preset")(lambda view_window_preset, **_: self.report(self.view_tools.on_preset_chosen, view_window_preset))
         state.change("train_init")(lambda train_init, **_: self.report(self.train.on_init_changed, train_init))
+        state.change("train_preview_orientation")(lambda train_preview_orientation, **_: self.report(self.train.orient_previews, train_preview_orientation))
         state.change("seg_confidence")(lambda seg_confidence, **_: self.report(self.segment.show_confidence, bool(seg_confidence)))
         self.ui = SwinSSLWebUI(self)
         self.editor_logic.set_ui(self.ui.editor)
@@ -120,9 +135,21 @@ class SwinSSLWebApp(TrameApp):
         self.browse(None)
         self.server.controller.on_server_ready.add(self.on_ready)
         self.server.controller.on_client_connected.add(self.on_client_connected)
-        self.server.controller.on_server_bind.add(lambda wslink_server: wslink_server.app.middlewares.append(access_middleware(settings.token)))
+        self.server.controller.on_server_bind.add(self.on_server_bind)
+
+    def on_server_bind(self, wslink_server) -> None:
+        wslink_server.app.middlewares.append(access_middleware(self.settings.token))
+        self.users.web_app = wslink_server  # which page a call comes from
 
     # --- errors shown in the page --------------------------------------------------------------------
+    def drive(self, action: Callable, *args) -> object:
+        """A page's action: runs as :meth:`act` when that page drives the server; from a watching page, nothing runs
+        (its page says why; a message here would show in the driving page too: the pages share their state)."""
+        if not self.users.drives():
+            log.info("an action from a watching page was refused")
+            return None
+        return self.act(action, *args)
+
     def act(self, action: Callable, *args) -> object:
         """A user's action: clears the last error message, then runs ``action`` as :meth:`report` does."""
         self.server.state.error_message = ""
@@ -140,8 +167,16 @@ class SwinSSLWebApp(TrameApp):
                 return None
 
     # --- pages -------------------------------------------------------------------------------------
+    def show_layout(self) -> None:
+        """The three preview views while the Train page is on pretraining (its previews); else the case's views:
+        fine-tuning writes no previews, and three empty views would only show black."""
+        state = self.server.state
+        previews = state.page == "train" and state.train_kind == "pretrain"
+        self.layout_logic.data.current_layout_id = PREVIEW_LAYOUT if previews else SEGMENT_LAYOUT
+        self.view_tools.show_crosshair(not previews)  # the case's navigation aid; across the preview crops it only hides them
+
     def on_page_changed(self, page: str) -> None:
-        self.layout_logic.data.current_layout_id = PREVIEW_LAYOUT if page == "train" else SEGMENT_LAYOUT
+        self.show_layout()
         if page == "train":
             self.train.refresh_inits()
         else:
@@ -162,15 +197,17 @@ class SwinSSLWebApp(TrameApp):
         self.upload_error = None
         self.uploads.begin()
 
-    def on_upload_chunk(self, files: list[dict]) -> None:
-        """Chunks of the browser's files; an empty list ends the upload, which is then opened as the case."""
-        if files:
-            if self.upload_error is None:
-                try:
-                    self.uploads.add(files)
-                except ValueError as error:  # over the limit, or not begun
-                    self.upload_error = str(error)
-            return
+    def on_upload_part(self, index: int, offset: int, part: dict) -> bool:
+        """A slice of the browser's file number ``index``; False (stop sending) once the upload has failed."""
+        if self.upload_error is None:
+            try:
+                self.uploads.add_part(index, offset, part)
+            except ValueError as error:  # over the limit, a lost slice, or not begun
+                self.upload_error = str(error)
+        return self.upload_error is None
+
+    def on_upload_end(self) -> None:
+        """The browser sent every slice (or stopped at a failure): the files are opened as the case."""
         error, self.upload_error = self.upload_error, None
         try:
             if error:
@@ -184,7 +221,9 @@ class SwinSSLWebApp(TrameApp):
             self.uploads.clear()
 
     def download(self, what: str) -> bytes:
-        """The edited segmentation (``what`` "segmentation") or the case's scene, sent to the page as binary."""
+        """The edited segmentation (``what`` "segmentation"; "dicom_seg": as a DICOM SEG) or the case's scene, sent to the page as binary."""
+        if what == "dicom_seg":
+            return self.segment.dicom_seg_bytes()
         return self.segment.segmentation_bytes() if what == "segmentation" else self.segment.scene_bytes()
 
     def finetune_current_model(self) -> None:
@@ -217,6 +256,7 @@ class SwinSSLWebApp(TrameApp):
             await asyncio.sleep(POLL_SECONDS)
             try:
                 self.report(self.segment.poll)
+                self.report(self.statistics.poll)
                 self.report(self.train.poll)
                 self.report(self.downloads.poll)
             except Exception as error:  # noqa: BLE001 (a failed flush must not end polling)

@@ -4,10 +4,26 @@ time with its progress, through the shared :class:`swinssl_slicer.catalogue_logi
 from __future__ import annotations
 
 from typing import Callable
+from urllib.parse import urlsplit
 
 from trame_server import Server
 
 from swinssl_slicer.catalogue_logic import CatalogueLogic, DownloadRun
+
+from swinssl.catalogue import CatalogueEntry
+
+UNVERIFIED_NOTE = "Unverified: no published checksum proves the file is its authors' own (its SHA-256 is recorded)."
+
+
+def failure_advice(entry: CatalogueEntry, error: str) -> str:
+    """What the page says when the download of ``entry`` failed with the engine's ``error``: what to do instead,
+    with the file's name in place of its long address."""
+    if ": could not connect (" in error:
+        install = ("swinssl finetune --init FILE" if entry.format == "ssl-weights"
+                   else "swinssl models import FOLDER (unzip it first)")
+        return (f"{entry.name} was not downloaded: this server cannot reach {urlsplit(entry.url).hostname} (no internet here?). "
+                f"Download {entry.file_name} on a computer that can, copy it to this server and use {install}.")
+    return f"{entry.name} was not downloaded: {error.replace(entry.url, entry.file_name)}"
 
 
 class ModelDownloads:
@@ -16,6 +32,7 @@ class ModelDownloads:
     def __init__(self, server: Server, catalogue: CatalogueLogic, on_installed: Callable[[], None]) -> None:
         self.server, self.catalogue, self.on_installed = server, catalogue, on_installed
         self.run: DownloadRun | None = None
+        self.entry: CatalogueEntry | None = None  # what self.run downloads
         state = server.state
         state.cat_entries, state.cat_busy, state.cat_progress, state.cat_message = [], "", 0, ""
         self.refresh()
@@ -23,7 +40,8 @@ class ModelDownloads:
     def refresh(self) -> None:
         self.server.state.cat_entries = [
             {"name": entry.name, "title": entry.title or entry.name, "detail": self.catalogue.describe(entry),
-             "installed": self.catalogue.is_installed(entry), "verified": entry.hash_algorithm is not None}
+             "installed": self.catalogue.is_installed(entry), "verified": entry.hash_algorithm is not None,
+             "note": "" if entry.hash_algorithm else UNVERIFIED_NOTE}
             for entry in self.catalogue.entries()]
 
     def start(self, name: str) -> None:
@@ -34,9 +52,11 @@ class ModelDownloads:
         entry = next((e for e in self.server.state.cat_entries if e["name"] == name), None)
         if entry is None:  # the page's state is the browser's to forge
             raise ValueError("choose one of the listed models")
+        self.entry = next(e for e in self.catalogue.entries() if e.name == name)
         self.run = self.catalogue.start(name, allow_unverified=not entry["verified"])
         state = self.server.state
-        state.cat_busy, state.cat_progress, state.cat_message = name, 0, f"Downloading {name} ..."
+        unverified = "" if entry["verified"] else " (unverified: no published checksum to check it against)"
+        state.cat_busy, state.cat_progress, state.cat_message = name, 0, f"Downloading {name}{unverified} ..."
 
     def poll(self) -> None:
         if self.run is None:
@@ -48,7 +68,8 @@ class ModelDownloads:
         if status is None:
             return
         self.run = None
-        state.cat_busy, state.cat_message = "", status
+        failed = run.engine.outcome not in ("done", "cancelled")
+        state.cat_busy, state.cat_message = "", failure_advice(self.entry, run.error or "") if failed else status
         self.refresh()
         if run.installed is not None:
             self.on_installed()

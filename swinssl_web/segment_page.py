@@ -16,12 +16,12 @@ from trame_server import Server
 from trame_slicer.core import SlicerApp
 
 from swinssl_slicer.confidence_display import show_confidence
-from swinssl_slicer.mrml_io import nodes_by_class, write_segmentation
+from swinssl_slicer.mrml_io import nodes_by_class, segment_algorithm, write_dicom_segmentation, write_segmentation
 from swinssl_slicer.segment_logic import CONFIDENCE_ATTRIBUTE, SegmentationLogic, SegmentRun
 from swinssl_slicer.training_logic import PREVIEW_ATTRIBUTE, RUN_ATTRIBUTE, TrainingLogic, count_cases, parents_first, tuning_verdict
 from swinssl_slicer.volume_reading import add_volume_node, read_checked_volumes
 
-from swinssl.package import ModelPackage, load_package
+from swinssl.package import BACKENDS, ModelPackage, load_package
 
 CASE_VIEW_GROUP = 0  # the Segment layout's views; previews live in group 1
 
@@ -70,13 +70,17 @@ class SegmentPage:
         self.extra_models = list(extra_models)
         self.run: SegmentRun | None = None
         self.confidence_ids: tuple[str, str] | None = None  # the latest confidence map and the volume it is over
+        self.dicom_sources: dict[str, tuple[list, list[str]]] = {}  # volume node ID -> (its series' headers, doubts about them)
         state = server.state
         state.seg_models, state.seg_model, state.seg_model_info, state.seg_channels = [], "", "", []
         state.seg_volumes, state.seg_inputs, state.seg_case_name, state.seg_download_stem = [], [], "", ""
+        state.seg_case_details = []
+        state.seg_dicom = False  # the case holds a DICOM series: a DICOM SEG can be downloaded
         state.seg_uploading = False
         state.seg_running, state.seg_progress, state.seg_message, state.seg_cases = False, 0, "", count_cases(self.cases_folder)
         state.seg_confidence = False
-        state.seg_backend = "auto"  # the inference engine: auto (OpenVINO on the CPU), torch, openvino
+        state.seg_backend = "auto"  # the inference engine: auto (the model's choice, else OpenVINO on the CPU), torch, openvino
+        state.seg_backends = list(BACKENDS)
         state.seg_confidence_legend = None  # the colour bar while a confidence map is on the views: confidence_legend()
         state.seg_model_trained, state.seg_warnings, state.seg_plausibility = "", [], []  # what the model knows; doubts; the result's check
         state.seg_mismatch, state.seg_allow_mismatch = False, False  # the engine refused the input; the user's explicit override
@@ -145,6 +149,9 @@ class SegmentPage:
             self.scene.RemoveNode(node)
         state = self.server.state
         state.seg_case_name, state.seg_download_stem, state.seg_volumes, state.seg_inputs = "", "", [], []
+        state.seg_case_details = []  # per DICOM series: its name (description), modality and study date from the header
+        self.dicom_sources.clear()
+        state.seg_dicom = False
         state.seg_warnings, state.seg_plausibility, state.seg_mismatch, state.seg_allow_mismatch = [], [], False, False  # the closed case's
         state.seg_confidence_legend = None  # its map went with it
 
@@ -156,7 +163,15 @@ class SegmentPage:
         checked = read_checked_volumes(location, name)
         self.close_case()
         volumes = [add_volume_node(self.scene, volume) for volume in checked]
+        series = [(node, volume.source) for node, volume in zip(volumes, checked) if volume.source is not None and volume.source.is_dicom]
+        if series:  # headers read now: uploaded files are removed once the case is open
+            from swinssl.labels.dicom_seg import read_source_headers  # highdicom: seconds to import, for DICOM cases only
+        for node, source in series:
+            doubts = []
+            self.dicom_sources[node.GetID()] = read_source_headers(source.dicom_files(), doubts.append), doubts
+        self.server.state.seg_dicom = bool(self.dicom_sources)
         self.server.state.seg_case_name, self.server.state.seg_download_stem = name, volumes[0].GetName()
+        self.server.state.seg_case_details = [f"{node.GetName()} ({volume.details})" for node, volume in zip(volumes, checked) if volume.details]
         self.show_case(volumes[0])
         self.choose_inputs()
         self.server.state.seg_message = f"Opened {name}: {len(volumes)} volume(s). Pick a model and click Segment."
@@ -180,21 +195,22 @@ class SegmentPage:
         if not self.case_volumes():
             raise ValueError("open a volume first (upload, or a server folder)")
         nodes = [self.scene.GetNodeByID(node_id) for node_id in state.seg_inputs]
-        if state.seg_backend not in ("auto", "torch", "openvino"):
+        if state.seg_backend not in BACKENDS:
             raise ValueError(f"unknown inference engine {state.seg_backend!r}")
         self.run = self.segmentation.start(nodes, self.listed_model(state.seg_model), device="auto", confidence=bool(state.seg_confidence),
                                            allow_mismatch=bool(state.seg_mismatch and state.seg_allow_mismatch), backend=state.seg_backend)
         state.seg_warnings, state.seg_plausibility, state.seg_mismatch, state.seg_allow_mismatch = [], [], False, False
         state.seg_running, state.seg_progress = True, 0
-        state.seg_message = f"Segmenting {state.seg_case_name} ..."
+        state.seg_message = f"Segmenting {state.seg_case_name}: loading the model and the volume ..."  # until the first window
 
     def cancel(self) -> None:
         if self.run is None:
             return  # it ended (and its result was loaded) before the click arrived
-        self.segmentation.cancel(self.run)
-        self.run = None
+        run, self.run = self.run, None
+        self.segmentation.cancel(run)  # returns within seconds; a process that outlived its kill is named in run.error
         state = self.server.state
-        state.seg_running, state.seg_progress, state.seg_message = False, 0, "Cancelled; the case is as it was."
+        state.seg_running, state.seg_progress = False, 0
+        state.seg_message = "Cancelled; the case is as it was." + (f" {run.error}." if run.error else "")
 
     def poll(self) -> None:
         """Reads the run's events (progress per window batch); loads the result when the engine ended."""
@@ -260,6 +276,23 @@ class SegmentPage:
         volume, node = self.result()
         with tempfile.TemporaryDirectory(prefix="swinssl-web-") as folder:
             return write_segmentation(node, Path(folder) / "segmentation.seg.nrrd", reference_volume=volume).read_bytes()
+
+    def dicom_seg_bytes(self) -> bytes:
+        """The edited segmentation as a DICOM Segmentation of the series the segmented volume was read from, by the
+        model whose result it started from (:func:`swinssl_slicer.mrml_io.write_dicom_segmentation`)."""
+        volume, node = self.result()
+        if volume.GetID() not in self.dicom_sources:
+            raise ValueError(f"{volume.GetName()} was not read from a DICOM series, and a DICOM SEG references the series it segments: "
+                             "download the .seg.nrrd instead")
+        headers, doubts = self.dicom_sources[volume.GetID()]
+        model = segment_algorithm(node)
+        version = next((package.version for package in self.packages() if package.name == model), "")
+        with tempfile.TemporaryDirectory(prefix="swinssl-web-") as folder:
+            path = write_dicom_segmentation(node, volume, headers, Path(folder) / "segmentation.dcm", (model, version) if model else None)
+            if path is None:
+                raise ValueError("every segment is empty: there is nothing to write as a DICOM SEG")
+            self.server.state.seg_message = " ".join(["DICOM SEG written.", *(f"Note: {doubt}." for doubt in doubts)])
+            return path.read_bytes()
 
     def scene_bytes(self) -> bytes:
         """The case (volumes, segmentation, views) as a Slicer .mrb; training previews and loss tables, which may

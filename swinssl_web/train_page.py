@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Callable
 
 from trame_server import Server
-from trame_slicer.core import SlicerApp
+from trame_slicer.core import SlicerApp, VolumeWindowLevel
+from trame_slicer.views import ViewProps
 
 from swinssl_slicer.training_logic import (DEFAULT_TUNING_STEPS, PREVIEW_KINDS, TrainingLogic, TrainingRun, count_cases, safe_name,
                                            tuning_plan)
@@ -82,11 +83,14 @@ class TrainPage:
         state.train_weight_rotation, state.train_weight_contrastive, state.train_weight_inpainting = 1.0, 1.0, 1.0
         state.train_ct_pet, state.train_swinfuse = False, False
         state.train_init, state.train_inits, state.train_classes, state.train_model_name = "random", [], "", "my-model"
-        state.train_use_cases, state.train_tune_steps, state.train_comparison = True, DEFAULT_TUNING_STEPS, []
+        state.train_use_cases, state.train_comparison = True, []
+        state.seg_tune_steps = DEFAULT_TUNING_STEPS  # the Segment page's "Fine-tune" steps: its own, not the Train page's train_steps
         state.train_running, state.train_can_resume, state.train_step, state.train_total = False, False, 0, 0
         state.train_status, state.train_chart, state.train_events, state.train_preview_step = "", dict(EMPTY_CHART), [], None
         state.train_preview_metrics = ""
         self.view_labels: dict = {}  # view tag -> its vtkCornerAnnotation
+        self.preview_window: list | None = None  # [low, high, name]: the run's preview window in the crops' 0..1 units
+        state.train_preview_orientation = "Axial"  # of the preview views: orient_previews
         self.refresh_inits()
 
     # --- choices -----------------------------------------------------------------------------------
@@ -132,6 +136,8 @@ class TrainPage:
         self.require_idle()
         folders = self.data_folders()
         out = self.run_folder()
+        if not resume and self.training.holds_run(out, "pretrain"):  # never replaced from a page that cannot ask
+            raise ValueError(f"a pretraining run named {out.name!r} exists: give another run name (nothing was replaced)")
         extra = []
         if not resume:
             if state.train_ct_pet:
@@ -142,12 +148,12 @@ class TrainPage:
         self.run = self.training.start_pretraining(
             folders, out, one_of(state.train_preset, PRESETS, "preset"), int(state.train_roi), int(state.train_feature_size),
             int(state.train_steps), int(state.train_batch_size), weights, int(state.train_preview_every),
-            one_of(state.train_device, DEVICES, "device"), resume=resume, extra=extra,
-            overwrite=not resume and self.training.holds_run(out, "pretrain"))
-        self.started(f"{'Resuming' if resume else 'Starting'} pretraining in {out.name} ...")
+            one_of(state.train_device, DEVICES, "device"), resume=resume, extra=extra)
+        self.started(f"{'Resuming' if resume else 'Starting'} pretraining in {out.name} ...", int(state.train_steps), new_run=not resume)
 
     def start_finetuning(self) -> None:
-        """Fine-tunes into the models folder from the chosen folders and, when ticked, the training set."""
+        """Fine-tunes into the models folder from the chosen folders and, when ticked, the training set; a model or run
+        of the same name is refused (start_finetuning_from_scene without overwrite), never replaced."""
         state = self.server.state
         self.require_idle()
         sources = self.data_folders()
@@ -159,7 +165,7 @@ class TrainPage:
         self.run = self.training.start_finetuning_from_scene(
             name, [], sources, init, classes, int(state.train_roi), int(state.train_feature_size), int(state.train_steps),
             one_of(state.train_device, DEVICES, "device"))
-        self.started(f"Fine-tuning model {name} ...")
+        self.started(f"Fine-tuning model {name} ...", int(state.train_steps))
 
     def finetune_from_model(self, model: str) -> None:
         """The Segment page's "Fine-tune": the current model on the training set into a new version beside it
@@ -169,25 +175,28 @@ class TrainPage:
             raise ValueError("the training set is empty: correct a segmentation and click 'Add to training set' first")
         state = self.server.state
         plan = tuning_plan(model, self.training.taken_names())
-        steps = int(state.train_tune_steps)
+        steps = int(state.seg_tune_steps)
         self.run = self.training.start_tuning(model, self.cases_folder, steps, one_of(state.train_device, DEVICES, "device"))
         state.train_kind, state.train_use_cases, state.train_data = "finetune", True, []  # the Train page shows the settings the run uses
         state.train_model_name, state.train_init, state.train_classes = self.run.out.name, plan.init, ", ".join(plan.classes)
-        state.train_roi, state.train_feature_size, state.train_steps = plan.roi, plan.feature_size, steps
+        state.train_roi, state.train_feature_size = plan.roi, plan.feature_size  # train_steps stays the Train page's own
         if plan.init not in [choice["value"] for choice in state.train_inits]:
             state.train_inits = state.train_inits + [{"title": f"Model: {plan.parent}", "value": plan.init}]
         self.started(f"Fine-tuning {plan.parent} into {self.run.out.name} (spacing {' x '.join(f'{v:g}' for v in plan.spacing)} mm, "
-                     f"as {plan.parent}) ...")
+                     f"as {plan.parent}) ...", steps)
 
     def require_idle(self) -> None:
         if self.run is not None and self.run.engine.running:
             raise ValueError("a run is in progress: stop it first")
 
-    def started(self, message: str) -> None:
+    def started(self, message: str, steps: int, new_run: bool = True) -> None:
+        """A run of ``steps`` steps started; ``new_run`` (not a resumed one): the events table shows only its events."""
         state = self.server.state
         state.train_running, state.train_can_resume, state.train_status, state.train_comparison = True, False, message, []
-        state.train_step, state.train_total, state.train_chart, state.train_preview_step = 0, int(state.train_steps), dict(EMPTY_CHART), None
+        state.train_step, state.train_total, state.train_chart, state.train_preview_step = 0, steps, dict(EMPTY_CHART), None
         state.train_preview_metrics = ""
+        if new_run:
+            state.train_events = []
 
     def stop(self) -> None:
         if self.run is not None:
@@ -207,6 +216,7 @@ class TrainPage:
             previews = [event for event in events if event["event"] == "preview"]
             if previews:
                 state.train_preview_metrics = metrics_text(previews[-1])
+                self.preview_window = previews[-1].get("window")
         if events and (run.total or run.preparing):
             state.train_step, state.train_total = run.step, run.total
             state.train_status = f"{'Pretraining' if run.kind == 'pretrain' else 'Fine-tuning'}: {run.progress_text()}"
@@ -224,17 +234,30 @@ class TrainPage:
             self.run = None
 
     def show_previews(self, step: int) -> None:
-        """Each preview volume in its own axial view (group 1), centred on it and labelled in the view's corner:
+        """Each preview volume in its own view (group 1; axial, coronal or sagittal as chosen), centred on it, in the
+        run's preview window (a CT's: soft tissue -160..240 HU, as the engine's PNG) and labelled in the view's corner:
         original / masked (holes filled with noise) / reconstruction."""
         nodes = self.training.preview_nodes()
         views = self.slicer_app.view_manager
         for kind in PREVIEW_KINDS:
             view = views.get_view(PREVIEW_VIEWS[kind])
             if view is not None and kind in nodes:
+                if self.preview_window:
+                    VolumeWindowLevel.set_volume_node_display_min_max_range(nodes[kind], *self.preview_window[:2])
                 view.set_background_volume_id(nodes[kind].GetID())
                 self._label(view, PREVIEW_VIEWS[kind], f"{PANEL_LABELS[kind]}, step {step}")
                 view.reset_view()
         self.server.state.train_preview_step = step if len(nodes) == len(PREVIEW_KINDS) else None
+
+    def orient_previews(self, orientation: str) -> None:
+        """The preview views in ``orientation`` (Axial, Coronal or Sagittal), refitted to their crops."""
+        if orientation not in ("Axial", "Coronal", "Sagittal"):
+            raise ValueError(f"orientation {orientation!r} is not one of Axial, Coronal, Sagittal")
+        for tag in PREVIEW_VIEWS.values():
+            view = self.slicer_app.view_manager.get_view(tag)
+            if view is not None:
+                view.set_view_properties(ViewProps(orientation=orientation, label=tag, group=PREVIEW_VIEW_GROUP))
+                view.reset_view()
 
     def _label(self, view, tag: str, text: str) -> None:
         """Writes ``text`` in the upper-left corner of ``view`` (drawn into the streamed image, like Slicer's own annotations)."""

@@ -108,11 +108,12 @@ def _effective(settings: IntensitySettings) -> IntensitySettings:
 
 
 def value_map(package: ModelPackage, table) -> np.ndarray:
-    """uint8 (parent classes + 1,): the parent's output value -> this run's label value of the same name (0 when absent)."""
+    """uint8 (parent classes + 1,): the parent's output value -> this run's label value of the same name (0 when absent);
+    names match as label tables match them ('Liver' == 'liver', 'kidney_right' == 'right kidney')."""
     mapping = np.zeros(package.labels.num_classes, dtype=np.uint8)
-    ours = {label.name: label.value for label in table.labels}
+    ours = {label.key: label.value for label in table.labels}
     for label in package.labels.labels:
-        mapping[label.value] = ours.get(label.name, 0)
+        mapping[label.value] = ours.get(label.key, 0)
     return mapping
 
 

@@ -1,8 +1,8 @@
 """``swinssl segment``: a model package applied to one patient's volume(s), written on the input grid.
 
 Memory: the inputs stay in their stored type; each is resampled straight onto the model's RAS
-grid, so float data exist only at model resolution (the resampled, foreground-cropped image and
-a float16 logit sum); only the uint8 label map is resampled back (nearest neighbour) onto the
+grid, so float data exist only at model resolution (the resampled image and a float16 logit sum
+over the windows that reach the body's box); only the uint8 label map is resampled back (nearest neighbour) onto the
 exact input grid.
 """
 
@@ -149,10 +149,7 @@ def segment_image(images: list[sitk.Image], package: ModelPackage, options: Segm
         images = register_channels(images, events)
     array, geometry = to_model_grid(images, package, options.fast)
     threshold = body_threshold(package, array)
-    full_shape = array.shape[1:]
-    start, end = foreground_box(array, margin=4)
-    cropped = np.ascontiguousarray(array[:, start[0] : end[0], start[1] : end[1], start[2] : end[2]])
-    del array
+    foreground = foreground_box(array, margin=4)
     device = pick_device(options.device)
     amp = inference_dtype(device, options.precision)
     network = compiled_network(package, options.precision, events) if uses_openvino(chosen_backend(options.backend, package), device) else None
@@ -168,7 +165,7 @@ def segment_image(images: list[sitk.Image], package: ModelPackage, options: Segm
         bar.update(done - bar.n)
         events.emit("progress", stage="inference", step=done, total=total, skipped_windows=skipped, eta_s=eta)
 
-    run = dict(image=torch.from_numpy(cropped), network=network, roi=package.roi, num_classes=package.labels.num_classes,
+    run = dict(image=torch.from_numpy(array), foreground=foreground, network=network, roi=package.roi, num_classes=package.labels.num_classes,
                overlap=options.overlap, batch_size=options.batch_size, body_threshold=threshold, progress=report, confidence=options.confidence)
     try:
         prediction = sliding_window_predict(device=device, amp_dtype=amp, **run)
@@ -182,15 +179,10 @@ def segment_image(images: list[sitk.Image], package: ModelPackage, options: Segm
     finally:
         bar.close()
 
-    box = tuple(slice(s, e) for s, e in zip(start, end))
-    full = np.zeros(full_shape, dtype=np.uint8 if package.labels.num_classes <= 256 else np.uint16)
-    full[box] = prediction.labels.numpy()
-    confidence = None
-    if prediction.confidence is not None:
-        full_confidence = np.ones(full_shape, dtype=np.float32)  # outside the foreground box: air, background by rule
-        full_confidence[box] = prediction.confidence.numpy()
-        confidence = confidence_on_input_grid(full_confidence, geometry, images[0])
-    return Segmentation(to_input_grid(full, geometry, images[0]), confidence)
+    del array, run
+    labels = prediction.labels.numpy().astype(np.uint8 if package.labels.num_classes <= 256 else np.uint16, copy=False)
+    confidence = None if prediction.confidence is None else confidence_on_input_grid(prediction.confidence.numpy(), geometry, images[0])
+    return Segmentation(to_input_grid(labels, geometry, images[0]), confidence)
 
 
 def voxel_counts(label_image: sitk.Image, num_classes: int) -> np.ndarray:

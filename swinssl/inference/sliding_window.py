@@ -1,10 +1,12 @@
 """Sliding-window inference that keeps only a float16 logit sum at model resolution, then arg-maxes.
 
-Windows are placed exactly as ``monai.inferers.sliding_window_inference`` places them (same scan
-interval, same Gaussian importance map), so labels agree with MONAI's averaged-logit arg-max up to
-float16 rounding and skipped air windows. Dividing by the summed weights does not change an
-arg-max, so the weight map is kept only for a confidence map; voxels no window covered (all skipped)
-stay background (0).
+Windows are placed exactly as ``monai.inferers.sliding_window_inference`` places them over the whole
+image (same scan interval, same Gaussian importance map), so labels agree with MONAI's averaged-logit
+arg-max up to float16 rounding and skipped air windows. Windows outside a given foreground box are
+skipped too, and the logit sum covers only the windows that run (not the whole image): placing windows
+over the cropped box instead would move them and change 0.3-1.2 % of the labels on real CTs.
+Dividing by the summed weights does not change an arg-max, so the weight map is kept only for a
+confidence map; voxels no window covered (all skipped) stay background (0).
 """
 
 from __future__ import annotations
@@ -60,6 +62,7 @@ def sliding_window_predict(
     amp_dtype: torch.dtype | None = None,
     accumulate_dtype: torch.dtype = torch.float16,
     body_threshold: float | None = None,
+    foreground: tuple[tuple[int, ...], tuple[int, ...]] | None = None,
     channels_last: bool = True,
     progress: ProgressCallback | None = None,
     confidence: bool = False,
@@ -69,6 +72,8 @@ def sliding_window_predict(
     Args:
         body_threshold: skip windows in which no voxel of any channel exceeds this value
             (air-only windows); None runs every window.
+        foreground: (start, end) voxel corners of the box holding the body (end exclusive, image axes);
+            windows that do not reach into it are skipped, and voxels outside it are background.
         channels_last: run the network's 3-D convolutions in channels-last memory order (the
             network is converted in place; faster oneDNN convolutions on the CPU, same values).
         confidence: also return the largest softmax probability of the Gaussian-weighted mean logits (what
@@ -83,15 +88,21 @@ def sliding_window_predict(
     padded = F.pad(image, pads) if any(pads) else image
     padded_size = tuple(padded.shape[1:])
     windows = window_slices(padded_size, roi, overlap)
+    before = tuple(reversed(pads[0::2]))  # padding before each axis
+    box = foreground or ((0,) * 3, size)
+    box = tuple(slice(start + b, end + b) for start, end, b in zip(*box, before))  # in padded coordinates
+    kept = [w for w in windows if all(ws.start < bs.stop and bs.start < ws.stop for ws, bs in zip(w, box))
+            and (body_threshold is None or bool((padded[(slice(None), *w)] > body_threshold).any()))]
+    skipped = len(windows) - len(kept)
+    corner = tuple(min((w[axis].start for w in kept), default=0) for axis in range(3))  # the logit sum spans the kept windows
+    extent = tuple(max((w[axis].stop for w in kept), default=0) - corner[axis] for axis in range(3))
     weight = compute_importance_map(rois, mode="gaussian", sigma_scale=0.125, device=device)
-    logit_sum = torch.zeros((num_classes, *padded_size), dtype=accumulate_dtype, device=device)
-    weight_sum = torch.zeros(padded_size, dtype=torch.float32, device=device) if confidence else None
+    logit_sum = torch.zeros((num_classes, *extent), dtype=accumulate_dtype, device=device)
+    weight_sum = torch.zeros(extent, dtype=torch.float32, device=device) if confidence else None
     memory_format = torch.channels_last_3d if channels_last else torch.contiguous_format
     network = network.to(device=device, memory_format=memory_format).eval()
     autocast = torch.autocast(device.type, dtype=amp_dtype) if amp_dtype is not None else nullcontext()
 
-    kept = [w for w in windows if body_threshold is None or bool((padded[(slice(None), *w)] > body_threshold).any())]
-    skipped = len(windows) - len(kept)
     done = 0
     for first in range(0, len(kept), batch_size):
         batch_windows = kept[first : first + batch_size]
@@ -101,19 +112,27 @@ def sliding_window_predict(
             logits = network(batch)
         weighted = logits.float() * weight
         for window, values in zip(batch_windows, weighted):
-            logit_sum[(slice(None), *window)] += values.to(accumulate_dtype)
+            inside = tuple(slice(w.start - c, w.stop - c) for w, c in zip(window, corner))
+            logit_sum[(slice(None), *inside)] += values.to(accumulate_dtype)
             if weight_sum is not None:
-                weight_sum[window] += weight
+                weight_sum[inside] += weight
         done += len(batch_windows)
         if progress is not None:
             progress(done + skipped, len(windows), skipped)
     if progress is not None and not kept:
         progress(len(windows), len(windows), skipped)
 
-    crop = tuple(slice(before, before + n) for before, n in zip(reversed(pads[0::2]), size))
-    labels = logit_sum.argmax(dim=0)[crop]
-    certainty = None if weight_sum is None else max_probability(logit_sum[(slice(None), *crop)], weight_sum[crop]).cpu()
-    return WindowPrediction(labels.to(torch.uint8 if num_classes <= 256 else torch.int16).cpu(), certainty)
+    # the image's voxels inside both the foreground box and the kept windows, in image and in logit-sum coordinates
+    region = [(max(bs.start, c), min(bs.stop, c + e)) for bs, c, e in zip(box, corner, extent)]
+    in_image = tuple(slice(start - b, max(stop, start) - b) for (start, stop), b in zip(region, before))
+    in_sum = tuple(slice(start - c, max(stop, start) - c) for (start, stop), c in zip(region, corner))
+    labels = torch.zeros(size, dtype=torch.uint8 if num_classes <= 256 else torch.int16)
+    labels[in_image] = logit_sum[(slice(None), *in_sum)].argmax(dim=0).to(labels.dtype).cpu()
+    certainty = None
+    if weight_sum is not None:
+        certainty = torch.ones(size, dtype=torch.float32)
+        certainty[in_image] = max_probability(logit_sum[(slice(None), *in_sum)], weight_sum[in_sum]).cpu()
+    return WindowPrediction(labels, certainty)
 
 
 def max_probability(logit_sum: torch.Tensor, weight_sum: torch.Tensor, slab: int = 16) -> torch.Tensor:

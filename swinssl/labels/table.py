@@ -24,8 +24,18 @@ class Label:
         return normalize_name(self.name)
 
 
-def normalize_name(name: str) -> str:
+def plain_name(name: str) -> str:
+    """Lower case, '_' as a blank, blanks collapsed."""
     return " ".join(name.replace("_", " ").lower().split())
+
+
+def normalize_name(name: str) -> str:
+    """The key names match by: :func:`plain_name`, with the synonyms of a structure the anatomy table knows as one
+    ('kidney_right' == 'Right Kidney'; the BTCV bundle's 'Left Kideny' == 'left kidney')."""
+    from swinssl.labels.anatomy import SLICER_NAMES  # imported here: the anatomy table is built with plain_name
+
+    plain = plain_name(name)
+    return plain_name(SLICER_NAMES.get(plain, plain))
 
 
 def palette_color(index: int) -> tuple[float, float, float]:

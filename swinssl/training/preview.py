@@ -101,7 +101,8 @@ class PreviewWriter:
 
         Returns the ``preview`` event's fields: ``paths``; ``holes``: r and L1 of the reconstruction inside the
         holes (:func:`hole_metrics`, L1 in ``unit``); ``baseline``: the same for :func:`interpolate_holes`, with
-        its ``method``; ``beats_interpolation``: higher r and lower L1 than that baseline.
+        its ``method``; ``beats_interpolation``: higher r and lower L1 than that baseline; ``window``: [low, high, name]
+        of the PNG's main display window in the crops' 0..1 units (a face shows the crops in it).
         """
         was_training = model.training
         model.eval()
@@ -124,7 +125,7 @@ class PreviewWriter:
         beats = None if metrics["r"] is None or self.baseline["r"] is None else bool(
             metrics["r"] > self.baseline["r"] and metrics["l1"] < self.baseline["l1"])
         return {"paths": paths, "holes": metrics, "baseline": {**self.baseline, "method": f"{BASELINE} (sigma {self.sigma:g} voxels)"},
-                "unit": self.display.unit, "beats_interpolation": beats}
+                "unit": self.display.unit, "beats_interpolation": beats, "window": list(self.display.windows[0])}
 
     def caption(self, metrics: dict) -> str:
         unit = self.display.unit
