@@ -210,14 +210,14 @@ def check_the_confidence_map_is_drawn_and_taken_off(page) -> None:
     page.locator(".swinssl-confidence input").uncheck()
     without = slice_views(page, with_map)
     assert page.locator(".swinssl-confidence-legend").count() == 0
-    tissue, touched = 0, 0
+    tissue, touched, coloured = 0, 0, 0
     for drawn, plain in zip(with_map, without):
-        ct = (np.ptp(plain, axis=2) < 12) & (plain.mean(axis=2) > 60)  # where the plain view shows tissue in grey (no segment, no text)
+        ct = (np.ptp(plain, axis=2) < 12) & (plain.mean(axis=2) > 10)  # where the plain view shows the body in grey (no segment)
         difference = np.abs(drawn - plain).max(axis=2)
-        colours = drawn[ct & (difference > 40)]
-        inferno = (np.ptp(colours, axis=1) > 30) & (colours[:, 1] < colours[:, 0])  # Inferno below 0.6: purple to orange, green the weakest
-        assert inferno.sum() > 100, inferno.sum()  # in colour, not grey, in every view (the legend's bar too)
-        tissue, touched = tissue + ct.sum(), touched + (ct & (difference > 12)).sum()
+        inferno = (np.ptp(drawn, axis=2) > 30) & (drawn[..., 1] < drawn[..., 0]) & (difference > 40)  # purple to orange, green the weakest
+        assert (inferno & ct).sum() > 10, (inferno & ct).sum()  # in colour, not grey, in every view
+        tissue, touched, coloured = tissue + ct.sum(), touched + (ct & (difference > 12)).sum(), coloured + (inferno & ct).sum()
+    assert coloured > 300, coloured  # the unsure tissue, over the three views (how much each shows depends on its slice)
     assert touched / tissue < 0.3  # drawn only where the model is unsure: the rest of the CT is as it was, not fogged
     page.locator(".swinssl-confidence input").check()
     again = slice_views(page, without)
