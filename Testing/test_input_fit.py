@@ -86,6 +86,10 @@ def test_the_plausibility_summary_flags_empty_segments_and_confidence_far_below_
     assert segment_lines(summary)[0] == "liver: 1500 mL, mean confidence 0.50, 10% unsure (LOW: 0.90 on validation)"
     assert flag_lines(summary) == ["Empty (not found): spleen", "Empty, a known miss of this model: kidney_left",
                                    "Doubtful: the confidence of liver is far below its validation cases; is this input the kind the model was trained on?"]
+    from swinssl.labels.anatomy import shown_name  # the faces name the lines as they name the segments (Slicer's names)
+
+    assert segment_lines(summary, shown_name)[1].startswith("right kidney: 150 mL")
+    assert "Empty, a known miss of this model: left kidney" in flag_lines(summary, shown_name)
 
     no_reference = plausibility(volumes, confidence, replace(demo, metrics={}))
     assert no_reference["low_confidence"] == ["liver"] and no_reference["reference"] == "threshold"

@@ -23,6 +23,7 @@ ensure_engine_on_path()
 
 from swinssl.models import UNREADABLE_PACKAGE, list_packages, models_dir, unshadowed_bundled  # noqa: E402  (reads model.json files only: no torch import)
 from swinssl.inference.plausibility import doubtful, summary_lines  # noqa: E402  (plain Python: no torch import)
+from swinssl.labels.anatomy import shown_name  # noqa: E402
 from swinssl.package import ModelPackage, load_package  # noqa: E402
 
 if TYPE_CHECKING:
@@ -185,7 +186,7 @@ class SegmentationLogic:
                 run.messages.append(f"Warning: {warning}")
             elif event["event"] == "done":
                 run.confidence = event.get("confidence") or {}
-                run.plausibility = summary_lines(event["plausibility"]) if "plausibility" in event else []
+                run.plausibility = summary_lines(event["plausibility"], shown_name) if "plausibility" in event else []
                 run.doubtful = bool(run.warnings) or ("plausibility" in event and doubtful(event["plausibility"]))
                 run.messages += run.plausibility
             elif event["event"] == "error":

@@ -6,6 +6,8 @@ No torch import (the faces format these lines in their own process)."""
 
 from __future__ import annotations
 
+from typing import Callable
+
 from swinssl.package import ModelPackage
 
 FAR_BELOW_VALIDATION = 0.15  # mean confidence this much under the validation's is flagged
@@ -36,13 +38,14 @@ def plausibility(volume_ml: dict[str, float], confidence: dict[str, dict], packa
             "reference": ("validation" if reference else "threshold") if confidence else None}
 
 
-def segment_lines(summary: dict) -> list[str]:
-    """One line per non-empty segment: "liver: 992 mL, mean confidence 0.90, 5% unsure"."""
+def segment_lines(summary: dict, shown: Callable[[str], str] = str) -> list[str]:
+    """One line per non-empty segment: "liver: 992 mL, mean confidence 0.90, 5% unsure"; ``shown`` gives the name a
+    face shows for a model's segment name (the faces rename known anatomy to Slicer's names)."""
     lines = []
     for entry in summary["segments"]:
         if not entry["volume_ml"]:
             continue
-        line = f"{entry['name']}: {entry['volume_ml']:.0f} mL"
+        line = f"{shown(entry['name'])}: {entry['volume_ml']:.0f} mL"
         if "mean" in entry:
             line += f", mean confidence {entry['mean']:.2f}, {entry['unsure']:.0%} unsure"
             if entry["low"]:
@@ -51,17 +54,17 @@ def segment_lines(summary: dict) -> list[str]:
     return lines
 
 
-def flag_lines(summary: dict) -> list[str]:
+def flag_lines(summary: dict, shown: Callable[[str], str] = str) -> list[str]:
     """What a reader should doubt: empty segments (known misses said so) and confidence far below validation."""
     lines = []
-    unexpected = [name for name in summary["empty"] if name not in summary["known_misses"]]
+    unexpected = [shown(name) for name in summary["empty"] if name not in summary["known_misses"]]
     if unexpected:
         lines.append(f"Empty (not found): {', '.join(unexpected)}")
     if summary["known_misses"]:
-        lines.append(f"Empty, a known miss of this model: {', '.join(summary['known_misses'])}")
+        lines.append(f"Empty, a known miss of this model: {', '.join(map(shown, summary['known_misses']))}")
     if summary["low_confidence"]:
         against = "its validation cases" if summary["reference"] == "validation" else f"{NO_REFERENCE_FLOOR:g} (no validation figure)"
-        lines.append(f"Doubtful: the confidence of {', '.join(summary['low_confidence'])} is far below {against}; "
+        lines.append(f"Doubtful: the confidence of {', '.join(map(shown, summary['low_confidence']))} is far below {against}; "
                      "is this input the kind the model was trained on?")
     if summary["reference"] is None:
         lines.append("Confidence not computed (ask for the confidence map to check it)")
@@ -74,6 +77,6 @@ def doubtful(summary: dict) -> bool:
     return bool(summary["low_confidence"] or set(summary["empty"]) - set(summary["known_misses"]))
 
 
-def summary_lines(summary: dict) -> list[str]:
-    """Everything a face shows after a run: the segment lines, then the flags."""
-    return segment_lines(summary) + flag_lines(summary)
+def summary_lines(summary: dict, shown: Callable[[str], str] = str) -> list[str]:
+    """Everything a face shows after a run: the segment lines, then the flags (names through ``shown``)."""
+    return segment_lines(summary, shown) + flag_lines(summary, shown)

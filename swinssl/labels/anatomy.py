@@ -70,6 +70,12 @@ def standard_name(name: str) -> str | None:
     return SLICER_NAMES.get(plain_name(name))
 
 
+def shown_name(name: str) -> str:
+    """The name the faces give a model's segment (:func:`swinssl_slicer.mrml_io.use_standard_anatomy`): Slicer's name
+    for a known structure, else the model's own."""
+    return standard_name(name) or name
+
+
 def standard_anatomy(name: str) -> tuple[tuple[float, float, float], dict] | None:
     """(Slicer's colour as RGB 0..1, slicerio terminology dict) of a known structure, matched by name
     (case, blanks and '_' ignored), else None."""
