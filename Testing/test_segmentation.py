@@ -235,6 +235,23 @@ def demo_torch_fp32():
     return package, images, sitk.GetArrayFromImage(result.labels), sitk.GetArrayFromImage(result.confidence)
 
 
+def test_the_whole_pipeline_gives_monais_labels_on_the_real_ct(demo_torch_fp32):
+    """segment_image against MONAI's pipeline on the same model grid (sliding_window_inference over the whole volume,
+    plain SwinUNETR, arg-max, the same resampling back): windows are placed as MONAI places them, the foreground box
+    only skips windows. Placing them over the box instead agreed on 99.715 % of voxels (98.2 % of organ voxels)."""
+    from swinssl.inference.segment import to_input_grid, to_model_grid
+
+    package, images, ours, _ = demo_torch_fp32
+    plain = build_swin_unetr(1, package.labels.num_classes, package.feature_size, fused_attention=False).eval()
+    plain.load_state_dict(package.build_network().state_dict())
+    array, geometry = to_model_grid(images, package)
+    with torch.no_grad():
+        logits = sliding_window_inference(torch.from_numpy(array)[None], package.roi, 4, plain, overlap=0.5, mode="gaussian")
+    reference = sitk.GetArrayFromImage(to_input_grid(logits.argmax(1)[0].to(torch.uint8).numpy(), geometry, images[0]))
+    organs = (reference > 0) | (ours > 0)
+    assert organs.sum() > 10000 and (ours == reference).mean() >= 0.9999 and (ours == reference)[organs].mean() >= 0.999
+
+
 def test_bf16_on_the_cpu_is_opt_in_and_stays_close_to_fp32_with_the_trained_demo_model(demo_torch_fp32):
     """--precision auto is fp32 on the CPU; bf16 changes a few voxels of the trained demo model's organs on the real CT."""
     from swinssl.events import EventLog
