@@ -65,7 +65,7 @@ def write_ct_pet_case(shared_data: Path, folder: Path, case: str = "patient1") -
     ``<case>_labels.nii.gz`` (CT grid) and the label-name table; returns the true motion."""
     ct = sitk.ReadImage(str(shared_data / "ct" / "abdomen_ct_3mm.nii.gz"))
     labels = sitk.ReadImage(str(shared_data / "ct" / "abdomen_ct_3mm_labels.nii.gz"))
-    names = {int(k): v for k, v in json.loads((shared_data / "ct" / "totalsegmentator_label_names.json").read_text()).items()}
+    names = {int(k): v for k, v in json.loads((shared_data / "ct" / "totalsegmentator_label_names.json").read_text(encoding="utf-8")).items()}
     pet, motion = pet_like(ct, labels, names)
     folder.mkdir(parents=True, exist_ok=True)
     sitk.WriteImage(ct, str(folder / f"{case}_ct.nii.gz"))

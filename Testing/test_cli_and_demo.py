@@ -28,7 +28,7 @@ def test_bad_roi_is_a_clear_error(tmp_path):
 def test_bundled_demo_ct_is_real_and_attributed():
     image = sitk.ReadImage(str(demo_volume()))
     assert image.GetSize() == (122, 101, 30) and image.GetSpacing() == (3.0, 3.0, 3.0)
-    assert "TotalSegmentator" in (demo_volume().parent / "ATTRIBUTION.md").read_text()
+    assert "TotalSegmentator" in (demo_volume().parent / "ATTRIBUTION.md").read_text(encoding="utf-8")
 
 
 def test_demo_walks_both_journeys_on_the_bundled_ct_and_shows_anatomy(tmp_path, shared_data):
@@ -58,7 +58,7 @@ def test_demo_walks_both_journeys_on_the_bundled_ct_and_shows_anatomy(tmp_path, 
     evaluated = run_cli("evaluate", "--pred", str(out / "demo_ct_organs.seg.nrrd"), "--ref", str(shared_data / "ct" / "abdomen_ct_small_3mm_labels.nii.gz"),
                         "--ref-names", str(shared_data / "ct" / "totalsegmentator_label_names.json"), "--json", str(scores))
     assert evaluated.returncode == 0, evaluated.stderr
-    dice = {name: metrics["dice"] for name, metrics in json.loads(scores.read_text())["classes"].items()}
+    dice = {name: metrics["dice"] for name, metrics in json.loads(scores.read_text(encoding="utf-8"))["classes"].items()}
     for organ in ("liver", "spleen", "kidney_right", "stomach", "aorta"):  # the carried model misses the left kidney (ATTRIBUTION.md)
         assert dice[organ] > 0.7, dice
 
@@ -67,7 +67,7 @@ def test_demo_walks_both_journeys_on_the_bundled_ct_and_shows_anatomy(tmp_path, 
 
 
 def test_carried_demo_models_record_their_provenance():
-    text = (demo_volume().parent / "ATTRIBUTION.md").read_text()
+    text = (demo_volume().parent / "ATTRIBUTION.md").read_text(encoding="utf-8")
     assert "demo_organs" in text and "scripts/train_demo_models.sh" in text and "pseudo-labels" in text
     package = load_package(demo_volume().parent / "demo_organs")
     assert package.patch_merging == "v1.5" and "Demo only" in package.description and "not yet the left kidney" in package.description

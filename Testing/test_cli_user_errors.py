@@ -244,7 +244,7 @@ def test_broken_weights_and_metadata_get_one_line_naming_the_file(tmp_path, shar
     other = make_package(tmp_path / "other", seed=1)
     import json
 
-    meta = json.loads((other.path / "model.json").read_text())
+    meta = json.loads((other.path / "model.json").read_text(encoding="utf-8"))
     meta["feature_size"] = 24  # weights of a feature-12 network: a 7,000-character key list in torch's words
     (other.path / "model.json").write_text(json.dumps(meta))
     result = run_cli("segment", "--model", str(other.path), "--input", str(ct), "--output", str(tmp_path / "o.seg.nrrd"))
@@ -362,7 +362,7 @@ def real_segmentation(tmp_path: Path, shared_data: Path) -> Path:
     from swinssl.labels.table import LabelTable
 
     labels = sitk.ReadImage(str(shared_data / "ct" / "abdomen_ct_small_3mm_labels.nii.gz"))
-    names = {name: int(value) for value, name in json.loads((shared_data / "ct" / "totalsegmentator_label_names.json").read_text()).items()}
+    names = {name: int(value) for value, name in json.loads((shared_data / "ct" / "totalsegmentator_label_names.json").read_text(encoding="utf-8")).items()}
     array = sitk.GetArrayFromImage(labels)
     organs = sitk.GetImageFromArray(np.where(array == names["liver"], 1, np.where(array == names["spleen"], 2, 0)).astype(np.uint8))
     organs.CopyInformation(labels)
@@ -499,7 +499,7 @@ def test_outputs_are_checked_and_abbreviations_refused_when_the_command_line_is_
     ]
     for arguments, message in cases:
         assert_user_error(fast_cli(*arguments), message, code=2)
-    assert not (tmp_path / "run").exists() and blocker.read_text() == ""
+    assert not (tmp_path / "run").exists() and blocker.read_text(encoding="utf-8") == ""
 
 
 @pytest.fixture
@@ -539,7 +539,7 @@ def test_an_impossible_voxel_spacing_is_refused_before_resampling(tmp_path):
 
 def test_evaluate_reads_a_csv_names_table_as_atlases_ship_it(tmp_path, shared_data):
     """The reference labels carry no names; their table comes as value,name lines (from the TotalSegmentator names)."""
-    names = json.loads((shared_data / "ct" / "totalsegmentator_label_names.json").read_text())
+    names = json.loads((shared_data / "ct" / "totalsegmentator_label_names.json").read_text(encoding="utf-8"))
     table = tmp_path / "names.csv"
     table.write_text("value,name\n" + "".join(f"{value},{name}\n" for value, name in names.items()))
     result = run_cli("evaluate", "--pred", str(real_segmentation(tmp_path, shared_data)), "--ref",

@@ -88,7 +88,7 @@ def test_align_then_pretrain_finetune_and_segment_two_channels(tmp_path, ct_pet_
     assert result.returncode == 0, result.stderr
     package = load_package(tmp_path / "model")
     assert [(c.modality, c.preset) for c in package.channels] == [("CT", "ct"), ("PET", "pet")]
-    assert json.loads((tmp_path / "model" / "model.json").read_text())["channels"][1]["preset"] == "pet"
+    assert json.loads((tmp_path / "model" / "model.json").read_text(encoding="utf-8"))["channels"][1]["preset"] == "pet"
 
     output = tmp_path / "seg.seg.nrrd"
     result = run_cli("segment", "--model", str(tmp_path / "model"), "--input", str(tmp_path / "aligned" / "patient1_ctpet.nrrd"),

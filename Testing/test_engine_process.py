@@ -60,7 +60,7 @@ def test_the_runner_uses_no_posix_only_process_call():
 
     import swinssl.runner
 
-    tree = ast.parse(Path(swinssl.runner.__file__).read_text())
+    tree = ast.parse(Path(swinssl.runner.__file__).read_text(encoding="utf-8"))
     attributes = {f"{node.value.id}.{node.attr}" for node in ast.walk(tree) if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)}
     assert not attributes & {"os.killpg", "os.setsid", "os.kill", "signal.SIGKILL", "signal.SIGTERM", "os.getpgid"}
 

@@ -71,9 +71,9 @@ def test_cli_writes_json_and_markdown_against_a_real_reference(tmp_path, shared_
     result = run_cli("evaluate", "--pred", str(tmp_path / "pred.seg.nrrd"), "--ref", str(reference), "--ref-names", str(names),
                      "--json", str(tmp_path / "m.json"), "--markdown", str(tmp_path / "m.md"))
     assert result.returncode == 0, result.stderr
-    metrics = json.loads((tmp_path / "m.json").read_text())
+    metrics = json.loads((tmp_path / "m.json").read_text(encoding="utf-8"))
     assert list(metrics["classes"]) == ["liver"] and metrics["classes"]["liver"]["dice"] == pytest.approx(1.0)
-    assert "| liver | 1.000 | 0.0 | 1.000 |" in (tmp_path / "m.md").read_text()
+    assert "| liver | 1.000 | 0.0 | 1.000 |" in (tmp_path / "m.md").read_text(encoding="utf-8")
 
 
 def test_a_reference_on_another_grid_says_what_was_compared_and_never_scores_nothing_as_success(tmp_path, shared_data):

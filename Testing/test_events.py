@@ -11,7 +11,7 @@ def test_events_are_json_lines_with_kind_time_and_schema(tmp_path):
     log.emit("start", config={"roi": 32}, volumes=2, device="cpu")
     log.emit("progress", step=1, total=2, losses={"total": float("nan")}, path_like=tmp_path)
     log.close()
-    lines = path.read_text().splitlines()
+    lines = path.read_text(encoding="utf-8").splitlines()
     assert len(lines) == 2
     first, second = (json.loads(line) for line in lines)
     assert first["event"] == "start" and first["schema"] == SCHEMA_VERSION and first["volumes"] == 2

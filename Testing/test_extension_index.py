@@ -21,7 +21,7 @@ import urllib.parse
 from conftest import REPO
 
 ENTRY = REPO / "SwinSSL.json"
-CMAKE = (REPO / "CMakeLists.txt").read_text()
+CMAKE = (REPO / "CMakeLists.txt").read_text(encoding="utf-8")
 
 # The schema v1.0.2: required keys, every allowed key with its JSON type (additionalProperties: false).
 SCHEMA_REQUIRED = {"$schema", "category", "scm_url"}
@@ -104,8 +104,8 @@ def test_licence_and_readme_files_exist_where_cmake_says_and_match_the_package_l
     for variable in ("EXTENSION_LICENSE_FILE", "EXTENSION_README_FILE"):
         path = cmake_value(variable)
         assert path.startswith(str(REPO)) and (REPO / path).is_file(), f"{variable} points to an inexistent file: {path}"
-    licence = (REPO / cmake_value("EXTENSION_LICENSE_FILE")).read_text()
-    declared = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["license"]["text"]
+    licence = (REPO / cmake_value("EXTENSION_LICENSE_FILE")).read_text(encoding="utf-8")
+    declared = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["project"]["license"]["text"]
     assert declared == "Apache-2.0" and "Apache License" in licence and "Version 2.0, January 2004" in licence
     assert "TERMS AND CONDITIONS FOR USE, REPRODUCTION, AND DISTRIBUTION" in licence  # the whole text, not a pointer to it
 

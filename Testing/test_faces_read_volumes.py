@@ -177,10 +177,10 @@ def test_upload_soak_keeps_the_server_up_and_leaves_no_patient_file(page, server
         path = files[index % len(files)]
         upload(page, path)
         wait_for_text(page, ".swinssl-message", rf"^Opened {path.name}: 1 volume", 60)
-        assert server.process.poll() is None, server.log.read_text()[-3000:]
+        assert server.process.poll() is None, server.log.read_text(encoding="utf-8")[-3000:]
     assert time.monotonic() - started < 240
     assert not list((site / "tmp").glob("swinssl-web-upload-*"))
-    assert "Fatal Python error" not in server.log.read_text()
+    assert "Fatal Python error" not in server.log.read_text(encoding="utf-8")
 
 
 def test_the_series_is_read_as_the_engine_reads_it_and_refusals_add_nothing(mrml_scene, site, tmp_path):

@@ -194,7 +194,7 @@ def test_ct_window_defaults_to_btcv_for_new_runs_and_a_resumed_older_run_keeps_i
     assert FinetuneConfig(data=[str(data)], preset="mr").window is None
     assert run_finetune(tiny_finetune(data, tmp_path / "old", stop_at=1)) == EXIT_STOPPED
     saved = tmp_path / "old" / "training" / "config.json"
-    settings = json.loads(saved.read_text())
+    settings = json.loads(saved.read_text(encoding="utf-8"))
     assert settings["window"] == [-175.0, 250.0]
     saved.write_text(json.dumps({**settings, "window": None}))  # as written before the default changed
     result = run_cli("finetune", "--out", str(tmp_path / "old"), "--resume")
@@ -266,7 +266,7 @@ def test_compare_init_writes_the_label_efficiency_table_with_out_of_distribution
     assert [r["n"] for r in rows] == [1, 2]
     assert all(r["difference"] == pytest.approx(r["pretrained_dice"] - r["scratch_dice"]) for r in rows)
     assert all(r["ood_cases"] == 1 and 0 <= r["scratch_ood_dice"] <= 1 and 0 <= r["pretrained_ood_dice"] <= 1 for r in rows)
-    table = (tmp_path / "study" / "compare_init.md").read_text()
+    table = (tmp_path / "study" / "compare_init.md").read_text(encoding="utf-8")
     assert table.startswith("| N labelled | scratch Dice | pretrained Dice | difference | scratch OOD Dice | pretrained OOD Dice |")
     assert table.count("\n") == 4
     scratch = load_package(tmp_path / "study" / "n1_scratch").training
@@ -344,7 +344,7 @@ def test_fine_tuning_from_a_model_inherits_its_input_scores_both_on_the_same_cas
     result = run_cli("finetune", "--data", str(data), str(tmp_path / "empty"), "--init", str(parent.path), "--out", str(tmp_path / "tuned"),
                      "--steps", "2", "--val-every", "2", "--device", "cpu", "--events", str(events))
     assert result.returncode == 0, result.stderr
-    config = json.loads((tmp_path / "tuned" / "training" / "config.json").read_text())
+    config = json.loads((tmp_path / "tuned" / "training" / "config.json").read_text(encoding="utf-8"))
     inherited = {key: config[key] for key in ("spacing", "window", "roi", "feature_size", "classes", "patch_merging")}
     assert inherited == {"spacing": [4.0, 4.0, 4.0], "window": [-1000.0, 1000.0], "roi": 64, "feature_size": 12, "classes": ORGANS,
                          "patch_merging": "v1.5"}

@@ -99,7 +99,7 @@ def test_the_plausibility_summary_flags_empty_segments_and_confidence_far_below_
 def test_what_a_model_was_trained_on_is_kept_and_old_packages_still_load(tmp_path):
     """trained_on round-trips through model.json; a package written before it existed loads with nothing recorded."""
     old = Path(shutil.copytree(DEMO_MODEL, tmp_path / "old"))
-    meta = json.loads((old / MODEL_JSON).read_text())
+    meta = json.loads((old / MODEL_JSON).read_text(encoding="utf-8"))
     del meta["trained_on"]
     (old / MODEL_JSON).write_text(json.dumps(meta))
     package = load_package(old)

@@ -110,7 +110,7 @@ def test_download_verifies_installs_and_segment_uses_the_model_by_name(tmp_path,
     models = tmp_path / "models"
     result = download(catalogue(tmp_path, [bundle_entry(server.url("/zoo/" + BUNDLE_ZIP), data)]), models)
     assert result.returncode == 0, result.stderr
-    meta = json.loads((models / "tiny-btcv" / "model.json").read_text())
+    meta = json.loads((models / "tiny-btcv" / "model.json").read_text(encoding="utf-8"))
     assert meta["name"] == "tiny-btcv" and [label["name"] for label in meta["labels"]] == ["spleen", "rkid", "lkid"]
     provenance = meta["training"]["download"]
     assert provenance["hash"] == {"algorithm": "sha1", "value": hashlib.sha1(data).hexdigest(), "verified": True}
@@ -207,7 +207,7 @@ def test_weights_without_a_published_hash_need_consent_and_then_serve_as_init(tm
     assert refused.returncode == 1 and "--allow-unverified" in refused.stderr and server.requests == []  # refused before any request
     installed = download(listing, models, "tiny-encoder", "--allow-unverified")
     assert installed.returncode == 0, installed.stderr
-    record = json.loads((models / "tiny-encoder" / "weights.json").read_text())
+    record = json.loads((models / "tiny-encoder" / "weights.json").read_text(encoding="utf-8"))
     assert record["hash"] == {"algorithm": "sha256", "value": hashlib.sha256(weights.read_bytes()).hexdigest(), "verified": False}
     assert record["layout"] == "swinunetr" and (models / "tiny-encoder" / "model_swinvit.pt").is_file()
     listed = run_cli("models", "list", "--models-dir", str(models))

@@ -74,7 +74,7 @@ def test_malformed_model_json_files_are_skipped_one_by_one_and_named_in_the_log(
     models = tmp_path / "models"
     for name in ("good", "null-roi", "a-list", "unreadable"):
         shutil.copytree(demo, models / name)
-    meta = json.loads((demo / "model.json").read_text())
+    meta = json.loads((demo / "model.json").read_text(encoding="utf-8"))
     (models / "null-roi" / "model.json").write_text(json.dumps({**meta, "name": "null roi", "roi": None}))
     (models / "a-list" / "model.json").write_text(json.dumps([meta]))
     (models / "unreadable" / "model.json").unlink()

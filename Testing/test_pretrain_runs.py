@@ -275,4 +275,4 @@ def test_must_show_cli_run_on_real_ct_and_mr_with_a_corrupt_file(tmp_path, share
     restarted = [e for e in read_events(events) if e["event"] == "start"][-1]
     assert restarted["start_step"] == 6 and restarted["resumed"]
     assert load_checkpoint(run / CHECKPOINT_NAME)["step"] == 7
-    assert json.loads((run / "config.json").read_text())["steps"] == 7
+    assert json.loads((run / "config.json").read_text(encoding="utf-8"))["steps"] == 7

@@ -151,7 +151,7 @@ def test_overlay_draws_the_liver_on_screen_left_of_the_axial_view(tmp_path, shar
     on the left of the axial panel; its colour is the table's."""
     ct = sitk.ReadImage(str(shared_data / "ct" / "abdomen_ct_small_3mm.nii.gz"))
     labels = sitk.ReadImage(str(shared_data / "ct" / "abdomen_ct_small_3mm_labels.nii.gz"))
-    names = json.loads((shared_data / "ct" / "totalsegmentator_label_names.json").read_text())
+    names = json.loads((shared_data / "ct" / "totalsegmentator_label_names.json").read_text(encoding="utf-8"))
     liver_value = int(next(value for value, name in names.items() if name == "liver"))
     liver = sitk.Cast(labels == liver_value, sitk.sitkUInt8)
     table = LabelTable.from_names(["liver"], colors={"liver": (0.0, 1.0, 0.0)})
@@ -171,7 +171,7 @@ def test_nifti_output_has_a_json_label_table(tmp_path, shared_data):
     result = run_cli("segment", "--model", str(tmp_path / "model"), "--input", str(shared_data / "ct" / "abdomen_ct_small_3mm.nii.gz"),
                      "--output", str(output), "--device", "cpu", "--fast")
     assert result.returncode == 0, result.stderr
-    table = json.loads((tmp_path / "seg.json").read_text())
+    table = json.loads((tmp_path / "seg.json").read_text(encoding="utf-8"))
     assert [entry["name"] for entry in table["labels"]] == ORGANS
     assert sitk.ReadImage(str(output)).GetSize() == (122, 101, 30)
 
@@ -376,7 +376,7 @@ def test_a_package_that_recommends_torch_runs_on_torch_under_auto_and_round_trip
     assert (sitk.GetArrayFromImage(result.labels) == 1).sum() > 1000
     with pytest.raises(AssertionError, match="OpenVINO was prepared"):
         segment_image([crop], load_package(tmp_path / "model"), SegmentOptions(device="cpu", backend="openvino"), EventLog())
-    meta = json.loads((tmp_path / "model" / "model.json").read_text())
+    meta = json.loads((tmp_path / "model" / "model.json").read_text(encoding="utf-8"))
     (tmp_path / "model" / "model.json").write_text(json.dumps(meta | {"backend": "tensorrt"}))
     with pytest.raises(ValueError, match="tensorrt"):
         load_package(tmp_path / "model")

@@ -36,7 +36,7 @@ SLICER_PYTHON = {(5, 8): (3, 9), (5, 10): (3, 12), (5, 12): (3, 12)}
 
 
 def module_tree(module: str) -> ast.Module:
-    return ast.parse((REPO / module / f"{module}.py").read_text())
+    return ast.parse((REPO / module / f"{module}.py").read_text(encoding="utf-8"))
 
 
 def ui_widgets(module: str) -> tuple[dict[str, str], dict[str, str]]:
@@ -100,13 +100,13 @@ def test_every_bound_widget_has_a_connector_for_its_field_type(module):
 @pytest.mark.parametrize("module", MODULES)
 def test_widget_code_uses_only_widgets_that_exist_in_the_ui_file(module):
     classes, _ = ui_widgets(module)
-    used = set(re.findall(r"self\.ui\.(\w+)", (REPO / module / f"{module}.py").read_text()))
+    used = set(re.findall(r"self\.ui\.(\w+)", (REPO / module / f"{module}.py").read_text(encoding="utf-8")))
     assert used and used <= set(classes), f"missing in {module}.ui: {sorted(used - set(classes))}"
 
 
 @pytest.mark.parametrize("module", MODULES)
 def test_modules_import_only_the_shared_logic_not_each_other(module):
-    source = (REPO / module / f"{module}.py").read_text()
+    source = (REPO / module / f"{module}.py").read_text(encoding="utf-8")
     others = [m for m in MODULES if m != module]
     assert not any(re.search(rf"\b(import|from)\s+{other}\b", source) for other in others)
     assert "self.parent.dependencies = []" in source
@@ -115,7 +115,7 @@ def test_modules_import_only_the_shared_logic_not_each_other(module):
 
 @pytest.mark.parametrize("module", MODULES)
 def test_api_facts_read_in_slicer_source(module):
-    source = (REPO / module / f"{module}.py").read_text()
+    source = (REPO / module / f"{module}.py").read_text(encoding="utf-8")
     # ScriptedLoadableModuleTest.runTest calls test methods directly; onReloadAndTest catches nothing:
     # unittest.SkipTest is reported as a failure (item 14).
     assert ".skipTest(" not in source and "SkipTest" not in source
@@ -141,7 +141,7 @@ def test_api_facts_read_in_slicer_source(module):
 def test_the_desktop_check_shows_errors_and_never_installs_during_self_tests():
     """slicer.util.tryWithErrorDisplay shows the error and re-raises it (util.py, 5.10 and 5.12): the
     caller catches it; slicer.app.testingEnabled() is the PythonQt decorator of qSlicerCoreApplication."""
-    source = (REPO / "swinssl_slicer" / "desktop_install.py").read_text()
+    source = (REPO / "swinssl_slicer" / "desktop_install.py").read_text(encoding="utf-8")
     check = source[source.index("def ensure_in_slicer"):]
     assert "tryWithErrorDisplay(" in check and "except Exception:" in check and "testing=slicer.app.testingEnabled()" in check
     assert "busy=slicer.util.WaitCursor" in check  # not around the confirmation prompt
@@ -194,7 +194,7 @@ def test_pretrain_labels_each_preview_view_with_its_own_annotation():
 
 
 def test_torch_is_installed_through_the_pytorch_extension_with_a_version_requirement():
-    source = (REPO / "swinssl_slicer" / "desktop_install.py").read_text()
+    source = (REPO / "swinssl_slicer" / "desktop_install.py").read_text(encoding="utf-8")
     # SlicerPyTorch: installTorch(askConfirmation=False, forceComputationBackend=None, torchVersionRequirement=None, ...)
     assert re.search(r"installTorch\(askConfirmation=False, torchVersionRequirement=", source)
     assert "slicer.util.pip_install(" in source  # takes a list (util.py, 5.10 and 5.12)
@@ -203,7 +203,7 @@ def test_torch_is_installed_through_the_pytorch_extension_with_a_version_require
 def test_supported_slicer_versions_match_the_python_the_engine_needs():
     from swinssl_slicer.desktop_install import MINIMUM_SLICER
 
-    pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
+    pyproject = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))
     required = tuple(int(part) for part in re.search(r">=\s*(\d+)\.(\d+)", pyproject["project"]["requires-python"]).groups())
     supported = [version for version in SLICER_PYTHON if version >= MINIMUM_SLICER]
     assert supported and all(SLICER_PYTHON[version] >= required for version in supported)
@@ -213,13 +213,13 @@ def test_supported_slicer_versions_match_the_python_the_engine_needs():
 def test_engine_requirements_are_the_packages_dependencies():
     from swinssl_slicer.engine import ENGINE_REQUIREMENTS
 
-    pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
+    pyproject = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))
     assert list(ENGINE_REQUIREMENTS) == pyproject["project"]["dependencies"]
 
 
 @pytest.mark.parametrize("module", MODULES)
 def test_module_cmake_lists_its_files(module):
-    cmake = (REPO / module / "CMakeLists.txt").read_text()
+    cmake = (REPO / module / "CMakeLists.txt").read_text(encoding="utf-8")
     assert "slicerMacroBuildScriptedModule" in cmake and "WITH_GENERIC_TESTS" in cmake and "slicer_add_python_unittest" in cmake
     for path in (REPO / module).rglob("*"):
         if path.suffix in (".py", ".ui", ".png") and "__pycache__" not in path.parts:
@@ -228,7 +228,7 @@ def test_module_cmake_lists_its_files(module):
 
 
 def test_extension_metadata_points_at_files_that_exist():
-    top = (REPO / "CMakeLists.txt").read_text()
+    top = (REPO / "CMakeLists.txt").read_text(encoding="utf-8")
     assert 'EXTENSION_DEPENDS "PyTorch"' in top and 'EXTENSION_CATEGORY "Segmentation"' in top
     for key in ("EXTENSION_ICONURL", "EXTENSION_SCREENSHOTURLS"):
         urls = re.search(rf'set\({key} "([^"]+)"\)', top).group(1).split()
@@ -241,7 +241,7 @@ def test_import_runs_in_the_engine_not_in_slicers_process():
     """Issue 25 item 8: Import... built the network with torch and MONAI on Slicer's GUI thread. It now follows
     ``swinssl models import`` through the shared logic (tested in test_slicer_gui_thread.py); nothing in the module
     imports the engine's model code. QProgressBar.setRange(0, 0) is Qt's busy indicator (an import has no size)."""
-    source = (REPO / "SwinSSLSegment" / "SwinSSLSegment.py").read_text()
+    source = (REPO / "SwinSSLSegment" / "SwinSSLSegment.py").read_text(encoding="utf-8")
     assert "import_model" not in source and "from swinssl." not in source.split("class SwinSSLSegmentTest")[0]
     assert "self.logic.catalogue.start_import(" in function_source("SwinSSLSegment", "SwinSSLSegmentWidget", "onImportButton")
     assert "run.installed" in function_source("SwinSSLSegment", "SwinSSLSegmentWidget", "onPollDownload")
@@ -253,7 +253,7 @@ def test_modules_load_in_python_3_9_to_say_the_slicer_is_too_old(path):
     """Slicer 5.8 (Python 3.9, SuperBuild/External_python.cmake at v5.8.1) must load the module files so that
     check_slicer_version can say 5.10 is needed: 3.9 syntax only, and no ``X | None`` annotation evaluated when a
     function is defined (a TypeError in 3.9) unless the file postpones annotations."""
-    source = (REPO / path).read_text()
+    source = (REPO / path).read_text(encoding="utf-8")
     tree = ast.parse(source, feature_version=SLICER_PYTHON[(5, 8)])
     if "from __future__ import annotations" in source:
         return
@@ -356,7 +356,7 @@ def test_fine_tuning_dice_is_labelled_by_the_cases_it_was_measured_on():
     assert TrainingRun("finetune", None, Path("m"), validated_on="held-out cases").dice_label == "held-out Dice"
     for module, method in (("SwinSSLSegment", "onPollTuning"), ("SwinSSLPretrain", "pollRun")):
         assert "run.dice_label" in function_source(module, f"{module}Widget", method)
-    assert "Validation Dice" not in (REPO / "SwinSSLPretrain" / "Resources" / "UI" / "SwinSSLPretrain.ui").read_text()
+    assert "Validation Dice" not in (REPO / "SwinSSLPretrain" / "Resources" / "UI" / "SwinSSLPretrain.ui").read_text(encoding="utf-8")
 
 
 # Signals the modules connect to, per widget class (Qt 5: QAbstractButton clicked(bool) / toggled(bool), QComboBox
@@ -373,7 +373,7 @@ SIGNALS = {
 @pytest.mark.parametrize("module", MODULES)
 def test_every_connected_signal_exists_on_its_widget(module):
     classes, _ = ui_widgets(module)
-    connections = re.findall(r'self\.ui\.(\w+)\.connect\("([^"]+)"', (REPO / module / f"{module}.py").read_text())
+    connections = re.findall(r'self\.ui\.(\w+)\.connect\("([^"]+)"', (REPO / module / f"{module}.py").read_text(encoding="utf-8"))
     assert connections
     for widget, signal in connections:
         assert signal in SIGNALS.get(classes[widget], set()), f"{module}: {widget} ({classes[widget]}) has no signal {signal}"

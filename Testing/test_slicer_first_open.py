@@ -55,7 +55,7 @@ def test_the_model_list_offers_the_bundled_demo_model_after_the_installed_ones(m
         assert SegmentationLogic(mrml_scene, models_folder=models).available_models() == []  # the web app lists its own
 
         other = shutil.copytree(demo, models / "abdomen")
-        meta = json.loads((other / "model.json").read_text())
+        meta = json.loads((other / "model.json").read_text(encoding="utf-8"))
         (other / "model.json").write_text(json.dumps({**meta, "name": "abdomen"}))
         assert [p.name for p in slicer_face.available_models()] == ["abdomen", "demo-organs"]
         assert slicer_face.choose_model("") == str(other)  # an installed model comes first
@@ -79,7 +79,7 @@ def test_the_first_step_names_the_registered_sample_and_the_offered_model(mrml_s
     assert "\n" not in line and f"'{demo_ct_source()['sampleName']}'" in line and f"'{demo_model}'" in line
     # The Segment module's wiring, as Slicer's scripted-module template does it (TemplateKey.py, v5.10.0 and v5.12.3):
     # registration once the application has started, the model list with the bundled model, the line in the panel.
-    tree = ast.parse((REPO / "SwinSSLSegment" / "SwinSSLSegment.py").read_text())
+    tree = ast.parse((REPO / "SwinSSLSegment" / "SwinSSLSegment.py").read_text(encoding="utf-8"))
     calls = {ast.unparse(node) for node in ast.walk(tree) if isinstance(node, ast.Call)}
     assert "slicer.app.connect('startupCompleted()', registerSampleData)" in calls
     assert "SampleData.SampleDataLogic.registerCustomSampleDataSource(**demo_ct_source(thumbnail))" in calls

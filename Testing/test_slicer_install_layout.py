@@ -45,7 +45,7 @@ def scripted_module_calls(folder: Path) -> list[tuple[Path, dict[str, list[str]]
     arguments, following add_subdirectory, set and file(GLOB[_RECURSE] VAR RELATIVE base patterns...)."""
     variables: dict[str, list[str]] = {"CMAKE_CURRENT_SOURCE_DIR": [str(folder)]}
     calls = []
-    for name, arguments in _commands((folder / "CMakeLists.txt").read_text()):
+    for name, arguments in _commands((folder / "CMakeLists.txt").read_text(encoding="utf-8")):
         arguments = _expand(arguments, variables)
         if name == "set":
             variables[arguments[0]] = arguments[1:]

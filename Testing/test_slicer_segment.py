@@ -149,7 +149,7 @@ def test_a_saved_model_outside_the_models_folder_with_a_broken_model_json_is_nam
     logic = SegmentationLogic(mrml_scene, models_folder=tmp_path / "models", bundled=True)
     try:
         assert logic.choose_model(str(outside)) == str(outside) and logic.model_problem(outside) is None  # readable: kept
-        meta = json.loads((demo / "model.json").read_text())
+        meta = json.loads((demo / "model.json").read_text(encoding="utf-8"))
         for broken, error in (("[1, 2]", "AttributeError"), (json.dumps({**meta, "roi": None}), "TypeError"), ("{", "invalid JSON")):
             (outside / "model.json").write_text(broken)
             assert logic.choose_model(str(outside)) == str(demo)

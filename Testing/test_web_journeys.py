@@ -289,11 +289,11 @@ def correct_and_retrain(page, server, site, tmp_path) -> None:
     tuned, run = site / "models" / "demo-organs-tuned-1", site / "runs" / "demo-organs-tuned-1"
     assert sorted(path.name for path in tuned.iterdir()) == ["model.json", "model.safetensors"]  # weights, not the checkpoint
     assert (run / "training" / "checkpoint.pt").is_file()
-    model = json.loads((DEMO_MODEL / "model.json").read_text())
-    config = json.loads((run / "training" / "config.json").read_text())
+    model = json.loads((DEMO_MODEL / "model.json").read_text(encoding="utf-8"))
+    config = json.loads((run / "training" / "config.json").read_text(encoding="utf-8"))
     assert ([config["spacing"], config["window"], config["roi"], config["feature_size"], config["classes"], config["patch_merging"]]
             == [model["spacing"], model["channels"][0]["window"], model["roi"], model["feature_size"], DEMO_ORGANS, model["patch_merging"]])
-    rows = json.loads((tuned / "model.json").read_text())["metrics"]["comparison"]["rows"]
+    rows = json.loads((tuned / "model.json").read_text(encoding="utf-8"))["metrics"]["comparison"]["rows"]
     scored = [row for row in rows if row["parent"] is not None and row["tuned"] is not None]
     assert {row["segment"] for row in scored} >= {"liver", "spleen", "aorta"}  # the parent scored on the same case, segment by segment
     worse = np.mean([row["tuned"] for row in scored]) < np.mean([row["parent"] for row in scored])
@@ -357,7 +357,7 @@ def test_pretraining_chart_previews_stop_and_resume(page, server, site, shared_d
     status = wait_for_text(page, ".swinssl-train-status", "^Stopped at step", 240)
     stopped_at = int(status.split("step ")[1].split(" ")[0])
     assert 1 <= stopped_at < 4 and (site / "runs" / "web-run" / "checkpoint.pt").is_file()
-    config = json.loads((site / "runs" / "web-run" / "config.json").read_text())
+    config = json.loads((site / "runs" / "web-run" / "config.json").read_text(encoding="utf-8"))
     form = (config["roi"], config["feature_size"], config["loss_rotation"], config["loss_contrast"], config["loss_inpaint"])
     assert form == (64, 12, 1.0, 0.5, 1.0)  # what the form says reaches the engine
     screenshot(page, "web-pretraining-previews")
@@ -463,7 +463,7 @@ def test_bad_input_gets_a_clear_message(page, site, shared_data, tmp_path):
         assert page.locator(".swinssl-segment").is_visible()  # ready for the next try
     finally:
         server.stop()
-    assert "Traceback" not in server.log.read_text()
+    assert "Traceback" not in server.log.read_text(encoding="utf-8")
 
 
 def choose_model(page, name: str) -> None:

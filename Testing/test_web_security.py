@@ -115,7 +115,7 @@ def test_a_page_cannot_reach_outside_the_data_roots_or_inject_options(page, brow
         check_a_second_page_watches_only(page, browser, server, data_root)
     finally:
         server.stop()
-    logs = server.log.read_text() + server.output.read_text()
+    logs = server.log.read_text(encoding="utf-8") + server.output.read_text(encoding="utf-8")
     assert "Doe_John" not in logs and "passwd" not in logs and "Traceback" not in logs
 
 

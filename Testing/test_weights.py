@@ -230,7 +230,7 @@ def test_a_package_finetuned_from_legacy_weights_keeps_legacy_as_init(tmp_path):
     data = labelled_phantoms(tmp_path / "data")
     tang = write_tang_release(tmp_path / "model_swinvit.pt")
     assert run_finetune(tiny_finetune(data, tmp_path / "first", init=str(tang), steps=1, val_every=1)) == 0
-    meta = json.loads((tmp_path / "first" / "model.json").read_text())
+    meta = json.loads((tmp_path / "first" / "model.json").read_text(encoding="utf-8"))
     assert meta["patch_merging"] == "legacy" and meta["legacy_patch_merging"] is True and meta["monai_version"]
     assert load_file(str(tmp_path / "first" / "model.safetensors")) is not None
     network, report = import_for_finetuning(tmp_path / "first" / "model.safetensors")
@@ -239,7 +239,7 @@ def test_a_package_finetuned_from_legacy_weights_keeps_legacy_as_init(tmp_path):
     oracle.load_state_dict({k: v for k, v in load_file(str(tmp_path / "first" / "model.safetensors")).items() if k.startswith("swinViT.")}, strict=False)
     assert_same_features(network, oracle)
     assert run_finetune(tiny_finetune(data, tmp_path / "second", init=str(tmp_path / "first"), steps=1, val_every=1)) == 0
-    assert json.loads((tmp_path / "second" / "model.json").read_text())["patch_merging"] == "legacy"
+    assert json.loads((tmp_path / "second" / "model.json").read_text(encoding="utf-8"))["patch_merging"] == "legacy"
 
 
 def test_our_pretraining_outputs_record_their_order_and_load_with_it(tmp_path):

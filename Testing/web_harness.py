@@ -50,10 +50,10 @@ class WebServer:
         while time.monotonic() < deadline and not self.url:
             line = self.process.stdout.readline()
             if not line and self.process.poll() is not None:
-                raise RuntimeError(f"swinssl web exited ({self.process.returncode}):\n{self.log.read_text()[-3000:]}")
+                raise RuntimeError(f"swinssl web exited ({self.process.returncode}):\n{self.log.read_text(encoding='utf-8')[-3000:]}")
             if match := re.search(r"SwinSSL Web: open (\S+) in a browser", line):
                 self.url = match.group(1)
-        assert self.url, f"swinssl web did not start:\n{self.log.read_text()[-3000:]}"
+        assert self.url, f"swinssl web did not start:\n{self.log.read_text(encoding='utf-8')[-3000:]}"
         self.output = folder / "server.out"
         threading.Thread(target=self._drain, daemon=True).start()  # a full pipe would block the server
 

@@ -148,7 +148,7 @@ def _pretrain_config(args: argparse.Namespace):
     saved_path = Path(args.out) / "config.json"
     if not saved_path.exists():
         raise FileNotFoundError(f"cannot resume: {saved_path} does not exist")
-    saved = json.loads(saved_path.read_text())
+    saved = json.loads(saved_path.read_text(encoding="utf-8"))
     saved.setdefault("cutout_style", "exact")  # a run from before the reference cutout became the default keeps its own
     saved = PretrainConfig.from_dict(saved).to_dict()
     changed = [k for k, v in given.items() if k not in RUN_CONTROL_FIELDS + ("out",) and _normalised(v) != _normalised(saved.get(k))]
@@ -362,7 +362,7 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
         saved_path = Path(args.out) / "training" / "config.json"
         if not saved_path.exists():
             raise FileNotFoundError(f"cannot resume: {saved_path} does not exist")
-        saved = json.loads(saved_path.read_text())
+        saved = json.loads(saved_path.read_text(encoding="utf-8"))
         if saved.get("window") is None and saved.get("preset", "ct") == "ct":
             saved["window"] = list(CT_WINDOW)  # a run from before -175..250 HU became the fine-tuning default keeps its window
         changed = [k for k in given if k not in FINETUNE_RUN_CONTROL + ("out",) and _normalised(given[k]) != _normalised(saved.get(k))]
@@ -393,7 +393,7 @@ def _cmd_compare_init(args: argparse.Namespace) -> int:
              if v is not None and k not in NOT_SETTINGS + ("pretrained", "counts", "init", "ood_data", "ood_preset")}
     with _run_lock(args.out, "compare-init"):
         rows = compare_init(FinetuneConfig(**given), args.pretrained, args.counts, Path(args.out), args.ood_data, args.ood_preset)
-    print((Path(args.out) / "compare_init.md").read_text(), end="")
+    print((Path(args.out) / "compare_init.md").read_text(encoding="utf-8"), end="")
     return 0 if rows else 1
 
 

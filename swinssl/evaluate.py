@@ -37,7 +37,7 @@ def read_labelled(path: Path) -> tuple[sitk.Image, dict[int, str]]:
     table_path = label_table_path(path)
     names = {}
     if table_path.is_file():
-        names = {int(e["value"]): e["name"] for e in json.loads(table_path.read_text()).get("labels", [])}
+        names = {int(e["value"]): e["name"] for e in json.loads(table_path.read_text(encoding="utf-8")).get("labels", [])}
     if not names:
         values = np.unique(sitk.GetArrayViewFromImage(image))
         names = {int(v): f"label_{int(v)}" for v in values if v != 0}

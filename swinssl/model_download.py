@@ -28,7 +28,7 @@ def installed_weights(reference: str, root: Path) -> Path | None:
     meta = root / reference / WEIGHTS_JSON
     if not meta.is_file():
         return None
-    return meta.parent / json.loads(meta.read_text())["file"]
+    return meta.parent / json.loads(meta.read_text(encoding="utf-8"))["file"]
 
 
 def download_model(entry: CatalogueEntry, root: Path, progress: DownloadProgress | None = None, allow_unverified: bool = False) -> Path:

@@ -100,8 +100,8 @@ def package_from_bundle(bundle: Path, patch_merging: str | None = None) -> tuple
     from swinssl.weights import choose_patch_merging, load_weights, read_weights
 
     try:
-        metadata = json.loads((bundle / "configs" / "metadata.json").read_text())
-        inference = json.loads((bundle / "configs" / "inference.json").read_text())
+        metadata = json.loads((bundle / "configs" / "metadata.json").read_text(encoding="utf-8"))
+        inference = json.loads((bundle / "configs" / "inference.json").read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as error:
         raise ValueError(f"{bundle}: not a readable MONAI bundle ({error})") from error
     network_def = inference.get("network_def") or _first(inference, "SwinUNETR")

@@ -181,7 +181,7 @@ def load_package(folder: str | Path) -> ModelPackage:
     if not meta_path.exists() or not (folder / WEIGHTS).exists():
         raise ValueError(f"{folder}: not a model package (needs {MODEL_JSON} and {WEIGHTS})")
     try:
-        meta = json.loads(meta_path.read_text())
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as error:
         raise ValueError(f"{meta_path}: invalid JSON ({error})") from error
     if meta.get("format") != PACKAGE_FORMAT:

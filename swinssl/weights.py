@@ -133,7 +133,7 @@ def _recorded_merging(path: Path, container: Any) -> tuple[str | None, str]:
     package_json = path.parent / "model.json"
     if package_json.is_file():
         try:
-            meta = json.loads(package_json.read_text())
+            meta = json.loads(package_json.read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError):
             meta = {}
         if meta.get("patch_merging") in PATCH_MERGING_ORDERS:
@@ -143,7 +143,7 @@ def _recorded_merging(path: Path, container: Any) -> tuple[str | None, str]:
     metadata = path.parent.parent / "configs" / "metadata.json"
     if path.parent.name == "models" and metadata.is_file():
         try:
-            version = str(json.loads(metadata.read_text()).get("monai_version", ""))
+            version = str(json.loads(metadata.read_text(encoding="utf-8")).get("monai_version", ""))
         except (OSError, json.JSONDecodeError):
             version = ""
         if version and merging_of_monai_version(version) == "legacy":

@@ -47,7 +47,7 @@ def label_names_in(folder: Path) -> dict[int, str]:
     """A {value: name} table from a JSON file in the folder (``dataset.json`` labels, or a plain mapping)."""
     for path in sorted(folder.glob("*.json")):
         try:
-            data = json.loads(path.read_text())
+            data = json.loads(path.read_text(encoding="utf-8"))
         except (json.JSONDecodeError, UnicodeDecodeError):
             continue
         if isinstance(data, dict) and isinstance(data.get("labels"), dict):
@@ -65,7 +65,7 @@ def _resolve(base: Path, entry: str) -> Path:
 def cases_from_datalist(path: Path) -> list[LabelledCase]:
     """MONAI/MSD-style JSON: ``training`` / ``validation`` lists of {image, label}; ``labels`` names."""
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as error:
         raise ValueError(f"{path}: unreadable datalist ({error})") from error
     names = names_from_mapping(data.get("labels", {})) if isinstance(data.get("labels"), dict) else {}
@@ -104,7 +104,7 @@ def _label_for(image: Path) -> Path | None:
 def cases_from_folder(folder: Path) -> list[LabelledCase]:
     """MSD layout when ``dataset.json`` lists training cases, else side-by-side pairs (recursively)."""
     if (folder / "dataset.json").is_file():
-        data = json.loads((folder / "dataset.json").read_text())
+        data = json.loads((folder / "dataset.json").read_text(encoding="utf-8"))
         if data.get("training"):
             return cases_from_datalist(folder / "dataset.json")
     cases = []

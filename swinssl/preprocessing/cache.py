@@ -97,7 +97,7 @@ class VolumeCache:
         array_path, meta_path = self._paths(source, settings)
         if not (array_path.exists() and meta_path.exists()):
             return False
-        meta = json.loads(meta_path.read_text())
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
         return meta.get("format") == CACHE_FORMAT and meta.get("fingerprint") == list(source.fingerprint())
 
     def known_failure(self, source: VolumeSource, settings: PrepSettings) -> str | None:
@@ -105,7 +105,7 @@ class VolumeCache:
         path = self.error_path(source, settings)
         if not path.exists():
             return None
-        record = json.loads(path.read_text())
+        record = json.loads(path.read_text(encoding="utf-8"))
         if record.get("fingerprint") != list(source.fingerprint()) or record.get("swinssl_version") != __version__:
             return None
         return record["reason"]
@@ -137,7 +137,7 @@ class VolumeCache:
     def load(self, source: VolumeSource, settings: PrepSettings) -> PreparedVolume:
         """The built entry, memory-mapped read-only."""
         array_path, meta_path = self._paths(source, settings)
-        meta = json.loads(meta_path.read_text())
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
         array = np.load(array_path, mmap_mode="r")
         return PreparedVolume(meta["source"], array, Geometry.from_dict(meta["geometry"]))
 

@@ -157,7 +157,7 @@ class _Locks:
         path = self.path(key)
         try:
             age = time.time() - path.stat().st_mtime
-            holder = json.loads(path.read_text())
+            holder = json.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             return False  # released meanwhile: the caller looks at the entry again
         except (OSError, ValueError):

@@ -100,7 +100,7 @@ def lock_owner(out: Path) -> dict | None:
     another host (a shared folder) counts as held: its process cannot be checked from here.
     """
     try:
-        owner = json.loads((Path(out) / LOCK_FILE).read_text())
+        owner = json.loads((Path(out) / LOCK_FILE).read_text(encoding="utf-8"))
         pid = int(owner["pid"])
     except FileNotFoundError:
         return None

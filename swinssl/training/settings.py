@@ -28,4 +28,4 @@ class JsonSettings:
 
     @classmethod
     def load(cls: type[T], path: Path) -> T:
-        return cls.from_dict(json.loads(path.read_text()))
+        return cls.from_dict(json.loads(path.read_text(encoding="utf-8")))
