@@ -21,6 +21,7 @@ from swinssl_slicer.segment_logic import CONFIDENCE_ATTRIBUTE, SegmentationLogic
 from swinssl_slicer.training_logic import PREVIEW_ATTRIBUTE, RUN_ATTRIBUTE, TrainingLogic, count_cases, parents_first, tuning_verdict
 from swinssl_slicer.volume_reading import add_volume_node, read_checked_volumes
 
+from swinssl.labels.anatomy import shown_name
 from swinssl.package import BACKENDS, ModelPackage, load_package
 
 CASE_VIEW_GROUP = 0  # the Segment layout's views; previews live in group 1
@@ -39,7 +40,7 @@ def training_nodes(scene) -> list:
 
 
 def describe_model(package: ModelPackage) -> str:
-    names = [label.name for label in package.labels.labels]
+    names = [shown_name(label.name) for label in package.labels.labels]  # as its segments will be named
     shown = ", ".join(names[:6]) + (f" and {len(names) - 6} more" if len(names) > 6 else "")
     verdict = tuning_verdict(package)
     return f"{' + '.join(c.modality for c in package.channels)} · {len(names)} segments: {shown}" + (f" · {verdict}" if verdict else "")
